@@ -1,0 +1,77 @@
+"""Seed a LocalStack with a demo setup for byok-broker.
+
+Creates, in the tenant's simulated AWS account (a 12-digit access key id acts as that account):
+  * a symmetric CMK with an alias, the key a tenant would bring,
+  * an IAM role whose trust policy names the broker's account and an ExternalId.
+Prints the values an admin would register (key ARN, role ARN, external id) as JSON.
+Usage: localstack/.venv/bin/python localstack/seed.py [ENDPOINT] (default http://127.0.0.1:4566)
+"""
+
+import json
+import sys
+
+import boto3
+
+ENDPOINT = sys.argv[1] if len(sys.argv) > 1 else "http://127.0.0.1:4566"
+REGION = "us-east-1"
+PLATFORM_ACCOUNT = "000000000000"
+TENANT_ACCOUNT = "111111111111"
+EXTERNAL_ID = "byok-demo-external-id"
+ROLE_NAME = "byok-broker-access"
+ALIAS = "alias/acme-byok-demo"
+
+
+def client(service, account):
+    return boto3.client(
+        service,
+        endpoint_url=ENDPOINT,
+        region_name=REGION,
+        aws_access_key_id=account,
+        aws_secret_access_key="test",
+    )
+
+
+def tenant_key(kms):
+    for alias in kms.list_aliases()["Aliases"]:
+        if alias["AliasName"] == ALIAS and "TargetKeyId" in alias:
+            return kms.describe_key(KeyId=alias["TargetKeyId"])["KeyMetadata"]["Arn"]
+    arn = kms.create_key(Description="acme BYOK demo key", KeyUsage="ENCRYPT_DECRYPT")["KeyMetadata"]["Arn"]
+    kms.create_alias(AliasName=ALIAS, TargetKeyId=arn)
+    return arn
+
+
+def tenant_role(iam):
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Principal": {"AWS": f"arn:aws:iam::{PLATFORM_ACCOUNT}:root"},
+            "Action": "sts:AssumeRole",
+            "Condition": {"StringEquals": {"sts:ExternalId": EXTERNAL_ID}},
+        }],
+    }
+    try:
+        return iam.get_role(RoleName=ROLE_NAME)["Role"]["Arn"]
+    except iam.exceptions.NoSuchEntityException:
+        return iam.create_role(RoleName=ROLE_NAME, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+
+
+def main():
+    key_arn = tenant_key(client("kms", TENANT_ACCOUNT))
+    role_arn = tenant_role(client("iam", TENANT_ACCOUNT))
+    # Prove the broker's account can assume the role with the external id.
+    client("sts", PLATFORM_ACCOUNT).assume_role(
+        RoleArn=role_arn, RoleSessionName="byok-seed-check", ExternalId=EXTERNAL_ID
+    )
+    print(json.dumps({
+        "match_context": {"organization_id": "org_acme"},
+        "provider": "aws_kms",
+        "key_arn": key_arn,
+        "region": REGION,
+        "role_arn": role_arn,
+        "external_id": EXTERNAL_ID,
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()

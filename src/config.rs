@@ -1,0 +1,245 @@
+//! Configuration: an optional TOML file overridden by `BYOK_BROKER_*` environment variables,
+//! validated into [`Config`]. With neither, the broker runs on its embedded default (local key
+//! provider under `./data`). AWS settings not given here come from the standard AWS configuration.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::cache::DekCacheConfig;
+use crate::kms::aws::AwsOptions;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid value for {name}: {message}")]
+    Invalid { name: &'static str, message: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    /// Embedded provider: KEKs sealed under a master key in the data directory.
+    Local,
+    /// AWS KMS through the standard AWS configuration (`AWS_ENDPOINT_URL` for LocalStack).
+    Aws,
+}
+
+/// The validated configuration the broker runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub provider: ProviderKind,
+    pub kek_alias_prefix: String,
+    pub aws: AwsOptions,
+    pub dek_cache: DekCacheConfig,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    #[serde(default)]
+    kms: RawKms,
+    #[serde(default)]
+    dek_cache: RawCache,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKms {
+    provider: Option<ProviderKind>,
+    kek_alias_prefix: Option<String>,
+    #[serde(default)]
+    aws: RawAws,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAws {
+    region: Option<String>,
+    endpoint_url: Option<String>,
+    attempt_timeout_ms: Option<u64>,
+    operation_timeout_ms: Option<u64>,
+    max_attempts: Option<u32>,
+    tenant_session_seconds: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCache {
+    ttl_seconds: Option<u64>,
+    capacity: Option<u64>,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8787";
+pub const DEFAULT_ALIAS_PREFIX: &str = "byok-broker";
+
+impl Config {
+    /// Loads `file` (if any), then applies environment overrides read through `env`.
+    /// Passing the environment as a function keeps tests free of process-global state.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let raw = match file {
+            Some(path) => parse_file(path)?,
+            None => RawConfig::default(),
+        };
+        let listen_text = env("BYOK_BROKER_LISTEN")
+            .or(raw.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.into());
+        let listen = listen_text.parse().map_err(|e| {
+            invalid(
+                "BYOK_BROKER_LISTEN / listen",
+                format!("{listen_text:?}: {e}"),
+            )
+        })?;
+        let data_dir = env("BYOK_BROKER_DATA_DIR")
+            .map(PathBuf::from)
+            .or(raw.data_dir)
+            .unwrap_or_else(|| PathBuf::from("data"));
+        let provider = match env("BYOK_BROKER_KMS") {
+            Some(text) => parse_provider(&text)?,
+            None => raw.kms.provider.unwrap_or(ProviderKind::Local),
+        };
+        let kek_alias_prefix = env("BYOK_BROKER_KEK_ALIAS_PREFIX")
+            .or(raw.kms.kek_alias_prefix)
+            .unwrap_or_else(|| DEFAULT_ALIAS_PREFIX.into());
+
+        let defaults = AwsOptions::default();
+        let a = raw.kms.aws;
+        let aws = AwsOptions {
+            region: a.region,
+            endpoint_url: a.endpoint_url,
+            static_credentials: None,
+            attempt_timeout: a
+                .attempt_timeout_ms
+                .map_or(defaults.attempt_timeout, Duration::from_millis),
+            operation_timeout: a
+                .operation_timeout_ms
+                .map_or(defaults.operation_timeout, Duration::from_millis),
+            max_attempts: a.max_attempts.unwrap_or(defaults.max_attempts),
+            tenant_session_length: a
+                .tenant_session_seconds
+                .map_or(defaults.tenant_session_length, Duration::from_secs),
+            ..defaults
+        };
+        if aws.max_attempts == 0 {
+            return Err(invalid("kms.aws.max_attempts", "must be at least 1".into()));
+        }
+
+        let cache_defaults = DekCacheConfig::default();
+        let ttl = match env("BYOK_BROKER_DEK_CACHE_TTL_SECONDS") {
+            Some(text) => {
+                Duration::from_secs(parse_number("BYOK_BROKER_DEK_CACHE_TTL_SECONDS", &text)?)
+            }
+            None => raw
+                .dek_cache
+                .ttl_seconds
+                .map_or(cache_defaults.ttl, Duration::from_secs),
+        };
+        let capacity = match env("BYOK_BROKER_DEK_CACHE_CAPACITY") {
+            Some(text) => parse_number("BYOK_BROKER_DEK_CACHE_CAPACITY", &text)?,
+            None => raw.dek_cache.capacity.unwrap_or(cache_defaults.capacity),
+        };
+        Ok(Self {
+            listen,
+            data_dir,
+            provider,
+            kek_alias_prefix,
+            aws,
+            dek_cache: DekCacheConfig { ttl, capacity },
+        })
+    }
+}
+
+fn parse_file(path: &Path) -> Result<RawConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.into(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.into(),
+        message: e.to_string(),
+    })
+}
+
+fn parse_provider(text: &str) -> Result<ProviderKind, ConfigError> {
+    match text {
+        "local" => Ok(ProviderKind::Local),
+        "aws" => Ok(ProviderKind::Aws),
+        other => Err(invalid(
+            "BYOK_BROKER_KMS",
+            format!("{other:?}: expected \"local\" or \"aws\""),
+        )),
+    }
+}
+
+fn parse_number(name: &'static str, text: &str) -> Result<u64, ConfigError> {
+    text.trim()
+        .parse()
+        .map_err(|e| invalid(name, format!("{text:?}: {e}")))
+}
+
+fn invalid(name: &'static str, message: String) -> ConfigError {
+    ConfigError::Invalid { name, message }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    #[test]
+    fn no_configuration_gives_the_embedded_default() {
+        let config = Config::load(None, env(&[])).unwrap();
+        assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(config.provider, ProviderKind::Local);
+        assert_eq!(config.data_dir, PathBuf::from("data"));
+        assert_eq!(config.dek_cache.ttl, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let dir = std::env::temp_dir().join(format!("byok-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("broker.toml");
+        std::fs::write(&file, "listen = \"127.0.0.1:9000\"\n[kms]\nprovider = \"aws\"\n[kms.aws]\nregion = \"eu-west-1\"\n[dek_cache]\nttl_seconds = 60\n").unwrap();
+        let config =
+            Config::load(Some(&file), env(&[("BYOK_BROKER_LISTEN", "0.0.0.0:1234")])).unwrap();
+        assert_eq!(config.listen.to_string(), "0.0.0.0:1234");
+        assert_eq!(config.provider, ProviderKind::Aws);
+        assert_eq!(config.aws.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(config.dek_cache.ttl, Duration::from_secs(60));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let err = Config::load(None, env(&[("BYOK_BROKER_KMS", "vault")])).unwrap_err();
+        assert!(err.to_string().contains("BYOK_BROKER_KMS"), "{err}");
+        let err = Config::load(None, env(&[("BYOK_BROKER_LISTEN", "nowhere")])).unwrap_err();
+        assert!(err.to_string().contains("BYOK_BROKER_LISTEN"), "{err}");
+        let err = Config::load(Some(Path::new("/nonexistent/broker.toml")), env(&[])).unwrap_err();
+        assert!(matches!(err, ConfigError::Read { .. }));
+    }
+}

@@ -1,0 +1,159 @@
+//! Key providers: the `KeyProvider` trait that wraps and unwraps DEKs under a KEK, with an AWS KMS
+//! implementation and an embedded local one. Every call binds the key context as encryption context.
+
+pub mod aws;
+mod error;
+pub mod local;
+
+use async_trait::async_trait;
+
+pub use error::{KmsError, KmsErrorClass, KmsFailure};
+
+use crate::context::KeyContext;
+use crate::data_key::DataKey;
+
+/// How the broker reaches a tenant's key: through an IAM role in the tenant's account.
+/// The external id is not a secret (AWS documents it as a confused-deputy guard), so it may be logged.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TenantAccess {
+    pub role_arn: String,
+    pub external_id: Option<String>,
+}
+
+/// A KEK as a provider call needs it: the key id (an ARN for AWS, `local/<uuid>` for the local
+/// provider), its region when not the default, and how to reach it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct KekRef {
+    pub key_id: String,
+    pub region: Option<String>,
+    pub access: Option<TenantAccess>,
+}
+
+impl KekRef {
+    /// A platform KEK: reached with the broker's own credentials in the default region.
+    pub fn platform(key_id: impl Into<String>) -> Self {
+        Self {
+            key_id: key_id.into(),
+            region: None,
+            access: None,
+        }
+    }
+}
+
+/// A new DEK: the plaintext for sealing, the wrapped form for storage, and the KEK id as the
+/// provider reported it (a full ARN for AWS).
+#[derive(Debug)]
+pub struct GeneratedDataKey {
+    pub key: DataKey,
+    pub wrapped: Vec<u8>,
+    pub kek_id: String,
+}
+
+/// What `describe` reports about a KEK; enough to verify a tenant key and to watch its state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyDescription {
+    pub key_id: String,
+    pub enabled: bool,
+    pub symmetric_encrypt_decrypt: bool,
+    pub state: String,
+}
+
+/// Outcome of creating an alias: losing a race to another caller is a normal outcome, not an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AliasOutcome {
+    Created,
+    AlreadyExists,
+}
+
+/// The operations the broker needs from a KMS. Implementations classify every failure into
+/// [`KmsError`]; they never log key material and never return it inside an error.
+#[async_trait]
+pub trait KeyProvider: Send + Sync + 'static {
+    /// `"aws_kms"` or `"local"`: for logs, metrics and readiness.
+    fn name(&self) -> &'static str;
+
+    /// A fresh 256-bit DEK wrapped under `kek` with `context` as encryption context.
+    async fn generate_data_key(
+        &self,
+        kek: &KekRef,
+        context: &KeyContext,
+    ) -> Result<GeneratedDataKey, KmsError>;
+
+    /// Unwraps `wrapped` under exactly `kek` (the key id is pinned) with `context`. A blob of another
+    /// key is an integrity error, never silently opened under the key that made it.
+    async fn decrypt(
+        &self,
+        kek: &KekRef,
+        wrapped: &[u8],
+        context: &KeyContext,
+    ) -> Result<DataKey, KmsError>;
+
+    /// Wraps an existing DEK under `kek` (rekey, and rewrap across credential boundaries).
+    async fn encrypt(
+        &self,
+        kek: &KekRef,
+        key: &DataKey,
+        context: &KeyContext,
+    ) -> Result<Vec<u8>, KmsError>;
+
+    /// Moves a wrapped DEK from `source` to `destination` inside the KMS, so the plaintext DEK
+    /// never enters the broker. Both keys must be reachable with the destination's credentials.
+    async fn reencrypt(
+        &self,
+        source: &KekRef,
+        wrapped: &[u8],
+        source_context: &KeyContext,
+        destination: &KekRef,
+        destination_context: &KeyContext,
+    ) -> Result<Vec<u8>, KmsError>;
+
+    async fn describe(&self, kek: &KekRef) -> Result<KeyDescription, KmsError>;
+
+    /// The key id an alias (`alias/...`) points at, with the broker's own credentials.
+    async fn find_alias(&self, alias: &str) -> Result<Option<String>, KmsError>;
+
+    /// Creates a symmetric ENCRYPT_DECRYPT key in the broker's account and returns its id.
+    async fn create_key(&self, description: &str) -> Result<String, KmsError>;
+
+    async fn create_alias(&self, alias: &str, key_id: &str) -> Result<AliasOutcome, KmsError>;
+
+    /// Schedules a broker-owned key for deletion (used for the orphan of a lost creation race).
+    async fn schedule_key_deletion(&self, key_id: &str) -> Result<(), KmsError>;
+}
+
+/// True when the key id KMS answered with names the same key as the one we asked for.
+/// KMS answers with a full key ARN; callers may hold an ARN or a bare key id.
+pub fn same_key(requested: &str, answered: &str) -> bool {
+    if requested == answered {
+        return true;
+    }
+    let tail = |id: &str| id.rsplit_once(":key/").map(|(_, t)| t.to_owned());
+    match (tail(requested), tail(answered)) {
+        (Some(a), Some(b)) => a == b && arn_prefix(requested) == arn_prefix(answered),
+        (None, Some(b)) => requested == b,
+        (Some(a), None) => a == answered,
+        (None, None) => false,
+    }
+}
+
+fn arn_prefix(arn: &str) -> &str {
+    arn.rsplit_once(":key/").map_or(arn, |(p, _)| p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_key;
+
+    #[test]
+    fn same_key_compares_arns_and_bare_ids() {
+        let arn = "arn:aws:kms:us-east-1:111111111111:key/1234";
+        assert!(same_key(arn, arn));
+        assert!(same_key("1234", arn));
+        assert!(!same_key("5678", arn));
+        assert!(!same_key(
+            "arn:aws:kms:us-east-1:222222222222:key/1234",
+            arn
+        ));
+        assert!(!same_key("alias/x", arn));
+    }
+}

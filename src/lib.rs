@@ -1,0 +1,13 @@
+//! byok-broker: multi-tenant envelope encryption with bring-your-own AWS KMS keys.
+//! Module declarations and re-exports only; see ARCHITECTURE.md for the module map.
+
+pub mod aead;
+pub mod broker;
+pub mod cache;
+pub mod config;
+pub mod context;
+pub mod data_key;
+pub mod envelope;
+pub mod http;
+pub mod keyring;
+pub mod kms;

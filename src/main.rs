@@ -1,0 +1,96 @@
+//! The `byok-broker` binary: parse the command line, load configuration, run the chosen command.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use byok_broker::broker::Broker;
+use byok_broker::config::{Config, ProviderKind};
+
+#[derive(Parser)]
+#[command(
+    name = "byok-broker",
+    version,
+    about = "Multi-tenant key broker with bring-your-own AWS KMS keys"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP server.
+    Serve {
+        /// TOML configuration file; BYOK_BROKER_* environment variables override it.
+        #[arg(long, env = "BYOK_BROKER_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Serve { config } => runtime.block_on(serve(config)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config_file: Option<PathBuf>) -> Result<(), String> {
+    let config = Config::load(config_file.as_deref(), |name| std::env::var(name).ok())
+        .map_err(|e| e.to_string())?;
+    let listen = config.listen;
+    if config.provider == ProviderKind::Local {
+        tracing::info!(data_dir = %config.data_dir.display(), "using the embedded local key provider (development default)");
+    }
+    let broker = Broker::start(config).await.map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(address = %bound, kms = broker.provider().name(), "byok-broker listening");
+    axum::serve(listener, byok_broker::http::router(broker))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Resolves on SIGTERM or ctrl-c; axum then stops accepting and lets in-flight requests finish.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
