@@ -11,6 +11,9 @@ version="4.9.2"
 resolve_date="2025-10-07"
 marker="$venv/.byok-broker-localstack-$version"
 
+mkdir -p "$(dirname "$venv")"
+exec 9>"$venv.lock"
+flock 9
 if [[ -f "$marker" ]]; then
   echo "localstack $version already installed in $venv"
   exit 0

@@ -18,6 +18,10 @@ if [[ ! -x "$venv/bin/python" ]]; then
 fi
 mkdir -p "$run_dir"
 
+# Test binaries may call this concurrently: one starts LocalStack, the others wait and reuse it.
+exec 9>"$run_dir/$port.lock"
+flock 9
+
 if [[ -f "$pid_file" ]] && kill -0 "$(cat "$pid_file")" 2>/dev/null; then
   if curl -fsS "$endpoint/_localstack/health" >/dev/null 2>&1; then
     echo "$endpoint"
@@ -39,7 +43,7 @@ DNS_ADDRESS=0 \
 LOCALSTACK_CLI=0 \
 PERSISTENCE=0 \
 FILESYSTEM_ROOT="$state_dir" \
-  setsid "$venv/bin/python" -m localstack.runtime.main >"$log_file" 2>&1 </dev/null &
+  setsid "$venv/bin/python" -m localstack.runtime.main >"$log_file" 2>&1 </dev/null 9>&- &
 echo $! >"$pid_file"
 
 deadline=$((SECONDS + timeout_s))

@@ -1,0 +1,206 @@
+//! Shared LocalStack fixture for integration tests. Uses the LocalStack that `LOCALSTACK_ENDPOINT`
+//! names; otherwise installs (once) and starts one on `BYOK_TEST_LOCALSTACK_PORT` (default 4566)
+//! through the scripts in `localstack/`, and leaves it running for the next test binary to reuse.
+#![allow(dead_code)] // each test binary uses a different part of the fixture
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+use async_trait::async_trait;
+use byok_broker::context::KeyContext;
+use byok_broker::data_key::DataKey;
+use byok_broker::kms::aws::{AwsKms, AwsOptions, load_sdk_config};
+use byok_broker::kms::{
+    AliasOutcome, GeneratedDataKey, KekRef, KeyDescription, KeyProvider, KmsError,
+};
+
+pub const REGION: &str = "us-east-1";
+/// The broker's own (platform) account in LocalStack.
+pub const PLATFORM_ACCOUNT: &str = "000000000000";
+
+/// The LocalStack endpoint, starting LocalStack if the environment does not name one.
+pub fn localstack_endpoint() -> &'static str {
+    static ENDPOINT: OnceLock<String> = OnceLock::new();
+    ENDPOINT.get_or_init(|| {
+        if let Ok(endpoint) = std::env::var("LOCALSTACK_ENDPOINT") {
+            return endpoint;
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("localstack");
+        let port = std::env::var("BYOK_TEST_LOCALSTACK_PORT").unwrap_or_else(|_| "4566".into());
+        run_script(&root.join("install.sh"), &[]);
+        let out = run_script(&root.join("start.sh"), &[&port]);
+        out.lines()
+            .last()
+            .expect("start.sh prints the endpoint")
+            .trim()
+            .to_owned()
+    })
+}
+
+fn run_script(script: &Path, args: &[&str]) -> String {
+    let output = Command::new("bash")
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    assert!(
+        output.status.success(),
+        "{} failed:\n{}\n{}",
+        script.display(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Provider options acting as `account` (a 12-digit access key id is that account in LocalStack).
+/// One attempt only: tests that expect an error must not sleep through retries.
+pub fn options_for(account: &str) -> AwsOptions {
+    AwsOptions {
+        endpoint_url: Some(localstack_endpoint().to_owned()),
+        region: Some(REGION.into()),
+        static_credentials: Some((account.into(), "test".into())),
+        max_attempts: 1,
+        ..AwsOptions::default()
+    }
+}
+
+/// The broker's provider, as the platform account.
+pub async fn broker_kms() -> AwsKms {
+    AwsKms::connect(&options_for(PLATFORM_ACCOUNT))
+        .await
+        .expect("provider")
+}
+
+/// A raw KMS client acting inside `account`: how tests play the tenant (create, disable keys).
+pub async fn raw_kms(account: &str) -> aws_sdk_kms::Client {
+    aws_sdk_kms::Client::new(&load_sdk_config(&options_for(account)).await)
+}
+
+/// Creates a symmetric key in `account` and returns its ARN.
+pub async fn create_key(account: &str) -> String {
+    let out = raw_kms(account)
+        .await
+        .create_key()
+        .description("byok-broker test key")
+        .send()
+        .await
+        .expect("create key");
+    out.key_metadata()
+        .expect("metadata")
+        .arn()
+        .expect("arn")
+        .to_owned()
+}
+
+pub fn context(pairs: &[(&str, &str)]) -> KeyContext {
+    KeyContext::new(pairs.iter().copied()).expect("valid context")
+}
+
+/// A fresh alias prefix per test, so tests sharing one LocalStack never see each other's KEKs.
+pub fn unique_prefix(test: &str) -> String {
+    format!("byok-test/{test}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Wraps a provider and counts the calls that reach it: the independent witness for
+/// "exactly one KMS Decrypt" claims.
+pub struct CountingProvider<P> {
+    pub inner: P,
+    pub decrypts: AtomicU64,
+    pub generates: AtomicU64,
+    /// Keys created through this provider, in order.
+    pub created_keys: Mutex<Vec<String>>,
+    /// When set, the next alias lookup answers "absent" without asking KMS: the lookup of a
+    /// process that ran just before another process created the alias.
+    pub hide_next_alias: AtomicBool,
+}
+
+impl<P> CountingProvider<P> {
+    pub fn new(inner: P) -> Self {
+        Self {
+            inner,
+            decrypts: AtomicU64::new(0),
+            generates: AtomicU64::new(0),
+            created_keys: Mutex::new(Vec::new()),
+            hide_next_alias: AtomicBool::new(false),
+        }
+    }
+    pub fn decrypt_calls(&self) -> u64 {
+        self.decrypts.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl<P: KeyProvider> KeyProvider for CountingProvider<P> {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+    async fn generate_data_key(
+        &self,
+        kek: &KekRef,
+        context: &KeyContext,
+    ) -> Result<GeneratedDataKey, KmsError> {
+        self.generates.fetch_add(1, Ordering::SeqCst);
+        self.inner.generate_data_key(kek, context).await
+    }
+    async fn decrypt(
+        &self,
+        kek: &KekRef,
+        wrapped: &[u8],
+        context: &KeyContext,
+    ) -> Result<DataKey, KmsError> {
+        self.decrypts.fetch_add(1, Ordering::SeqCst);
+        self.inner.decrypt(kek, wrapped, context).await
+    }
+    async fn encrypt(
+        &self,
+        kek: &KekRef,
+        key: &DataKey,
+        context: &KeyContext,
+    ) -> Result<Vec<u8>, KmsError> {
+        self.inner.encrypt(kek, key, context).await
+    }
+    async fn reencrypt(
+        &self,
+        source: &KekRef,
+        wrapped: &[u8],
+        source_context: &KeyContext,
+        destination: &KekRef,
+        destination_context: &KeyContext,
+    ) -> Result<Vec<u8>, KmsError> {
+        self.inner
+            .reencrypt(
+                source,
+                wrapped,
+                source_context,
+                destination,
+                destination_context,
+            )
+            .await
+    }
+    async fn describe(&self, kek: &KekRef) -> Result<KeyDescription, KmsError> {
+        self.inner.describe(kek).await
+    }
+    async fn find_alias(&self, alias: &str) -> Result<Option<String>, KmsError> {
+        if self.hide_next_alias.swap(false, Ordering::SeqCst) {
+            return Ok(None);
+        }
+        self.inner.find_alias(alias).await
+    }
+    async fn create_key(&self, description: &str) -> Result<String, KmsError> {
+        let id = self.inner.create_key(description).await?;
+        self.created_keys
+            .lock()
+            .expect("not poisoned")
+            .push(id.clone());
+        Ok(id)
+    }
+    async fn create_alias(&self, alias: &str, key_id: &str) -> Result<AliasOutcome, KmsError> {
+        self.inner.create_alias(alias, key_id).await
+    }
+    async fn schedule_key_deletion(&self, key_id: &str) -> Result<(), KmsError> {
+        self.inner.schedule_key_deletion(key_id).await
+    }
+}
