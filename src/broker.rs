@@ -3,12 +3,14 @@
 
 use std::sync::Arc;
 
+use crate::auth::{self, Role};
 use crate::cache::DekCache;
 use crate::config::{Config, ProviderKind};
 use crate::keyring::Keyring;
 use crate::kms::aws::AwsKms;
 use crate::kms::local::LocalKms;
 use crate::kms::{KeyProvider, KmsError};
+use crate::store::Store;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -16,12 +18,17 @@ pub enum StartError {
     Provider(#[from] KmsError),
     #[error("{0}")]
     Keyring(#[from] crate::keyring::AliasPrefixError),
+    #[error("database: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("API keys: {0}")]
+    ApiKeys(#[from] crate::error::Error),
 }
 
 pub struct Broker {
     pub config: Config,
     pub keyring: Keyring,
     pub dek_cache: DekCache,
+    pub store: Store,
 }
 
 impl Broker {
@@ -34,10 +41,21 @@ impl Broker {
         };
         let keyring = Keyring::new(provider, &config.kek_alias_prefix)?;
         let dek_cache = DekCache::new(config.dek_cache);
+        let store = Store::open(&config.data_dir.join("broker.db")).await?;
+        if let Some(token) = &config.bootstrap_app_key {
+            auth::register_token(&store, "bootstrap-app", Role::App, &token.0).await?;
+        }
+        if let Some(token) = &config.bootstrap_admin_key {
+            auth::register_token(&store, "bootstrap-admin", Role::Admin, &token.0).await?;
+        }
+        if let Some(path) = auth::bootstrap_if_empty(&store, &config.data_dir).await? {
+            tracing::warn!(file = %path.display(), "no API keys were configured: created an app and an admin key and wrote them to this file (mode 0600)");
+        }
         Ok(Arc::new(Self {
             config,
             keyring,
             dek_cache,
+            store,
         }))
     }
 
@@ -45,8 +63,12 @@ impl Broker {
         self.keyring.provider().as_ref()
     }
 
-    /// Readiness: the key provider answers. An alias lookup is read-only and cheap.
-    pub async fn check_ready(&self) -> Result<(), KmsError> {
+    /// Readiness: the database and the key provider answer. An alias lookup is read-only and cheap.
+    pub async fn check_ready(&self) -> Result<(), String> {
+        self.store
+            .ping()
+            .await
+            .map_err(|e| format!("database: {e}"))?;
         self.provider()
             .find_alias(&format!(
                 "alias/{}/readiness-probe",
@@ -54,5 +76,6 @@ impl Broker {
             ))
             .await
             .map(|_| ())
+            .map_err(|e| format!("key provider: {e}"))
     }
 }

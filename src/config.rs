@@ -42,6 +42,38 @@ pub struct Config {
     pub kek_alias_prefix: String,
     pub aws: AwsOptions,
     pub dek_cache: DekCacheConfig,
+    pub limits: Limits,
+    /// Bootstrap API keys from `BYOK_BROKER_APP_KEY` / `BYOK_BROKER_ADMIN_KEY` (never from files).
+    pub bootstrap_app_key: Option<Redacted>,
+    pub bootstrap_admin_key: Option<Redacted>,
+}
+
+/// Request limits for the data plane.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest object value accepted, in bytes (UTF-8).
+    pub max_value_bytes: usize,
+    /// Largest request body accepted, in bytes.
+    pub max_request_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_value_bytes: 1024 * 1024,
+            max_request_bytes: 2 * 1024 * 1024,
+        }
+    }
+}
+
+/// A secret string that prints as `<redacted>`.
+#[derive(Clone)]
+pub struct Redacted(pub zeroize::Zeroizing<String>);
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -53,6 +85,15 @@ struct RawConfig {
     kms: RawKms,
     #[serde(default)]
     dek_cache: RawCache,
+    #[serde(default)]
+    limits: RawLimits,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_value_bytes: Option<usize>,
+    max_request_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -153,7 +194,35 @@ impl Config {
             Some(text) => parse_number("BYOK_BROKER_DEK_CACHE_CAPACITY", &text)?,
             None => raw.dek_cache.capacity.unwrap_or(cache_defaults.capacity),
         };
+        let limit_defaults = Limits::default();
+        let limits = Limits {
+            max_value_bytes: match env("BYOK_BROKER_MAX_VALUE_BYTES") {
+                Some(text) => parse_number("BYOK_BROKER_MAX_VALUE_BYTES", &text)? as usize,
+                None => raw
+                    .limits
+                    .max_value_bytes
+                    .unwrap_or(limit_defaults.max_value_bytes),
+            },
+            max_request_bytes: raw
+                .limits
+                .max_request_bytes
+                .unwrap_or(limit_defaults.max_request_bytes),
+        };
+        if limits.max_request_bytes < limits.max_value_bytes {
+            return Err(invalid(
+                "limits.max_request_bytes",
+                "must be at least limits.max_value_bytes".into(),
+            ));
+        }
+        let secret = |name: &str| {
+            env(name)
+                .filter(|v| !v.is_empty())
+                .map(|v| Redacted(zeroize::Zeroizing::new(v)))
+        };
         Ok(Self {
+            limits,
+            bootstrap_app_key: secret("BYOK_BROKER_APP_KEY"),
+            bootstrap_admin_key: secret("BYOK_BROKER_ADMIN_KEY"),
             listen,
             data_dir,
             provider,

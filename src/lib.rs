@@ -2,12 +2,18 @@
 //! Module declarations and re-exports only; see ARCHITECTURE.md for the module map.
 
 pub mod aead;
+pub mod audit;
+pub mod auth;
 pub mod broker;
 pub mod cache;
 pub mod config;
 pub mod context;
 pub mod data_key;
 pub mod envelope;
+pub mod error;
 pub mod http;
 pub mod keyring;
 pub mod kms;
+pub mod store;
+pub mod timestamp;
+pub mod vault;

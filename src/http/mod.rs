@@ -1,23 +1,36 @@
-//! HTTP surface. For now: `/healthz` (the process is alive) and `/readyz` (the key provider
-//! answers). Every non-2xx body is JSON `{"error", "message", "code"}`.
+//! HTTP surface: the Vault data plane (`/vault/v1`), `/healthz` (alive) and `/readyz` (database
+//! and key provider answer). Every non-2xx body is JSON `{"error", "message", "code"}`, and every
+//! response carries an `X-Request-ID` (the caller's, or a fresh one).
+
+mod errors;
+mod extract;
+mod vault;
 
 use std::sync::Arc;
 
-use axum::Json;
-use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::{Json, Router};
 use serde_json::json;
+use tracing::Instrument;
+
+pub use errors::error_response;
 
 use crate::broker::Broker;
 
 pub fn router(broker: Arc<Broker>) -> Router {
+    let body_limit = broker.config.limits.max_request_bytes;
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .merge(vault::routes())
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn(request_id))
         .with_state(broker)
 }
 
@@ -32,8 +45,8 @@ async fn readyz(State(broker): State<Arc<Broker>>) -> Response {
             tracing::warn!(error = %e, "readiness check failed");
             error_response(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "kms_unavailable",
-                "the key provider is not reachable",
+                "not_ready",
+                "the database or the key provider is not reachable",
             )
         }
     }
@@ -43,10 +56,28 @@ async fn not_found() -> Response {
     error_response(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
 }
 
-pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
-    (
-        status,
-        Json(json!({"error": message, "message": message, "code": code})),
+async fn method_not_allowed() -> Response {
+    error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this endpoint",
     )
-        .into_response()
+}
+
+async fn request_id(request: Request, next: Next) -> Response {
+    let id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 200)
+        .map_or_else(
+            || format!("req_{}", uuid::Uuid::new_v4().simple()),
+            str::to_owned,
+        );
+    let span = tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path());
+    let mut response = next.run(request).instrument(span).await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
 }

@@ -3,6 +3,8 @@
 //! through the scripts in `localstack/`, and leaves it running for the next test binary to reuse.
 #![allow(dead_code)] // each test binary uses a different part of the fixture
 
+pub mod broker;
+
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

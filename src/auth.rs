@@ -1,0 +1,216 @@
+//! API keys: `Authorization: Bearer <token>`. Tokens are 256-bit random strings stored only as
+//! SHA-256 hashes and compared in constant time. Roles: `app` (data plane) and `admin` (admin
+//! plane). An app key may carry a scope: a context selector every context it touches must contain.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use crate::context::KeyContext;
+use crate::error::Error;
+use crate::store::{NewApiKey, Store};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    App,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::App => "app",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// The authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub key_id: String,
+    pub name: String,
+    pub role: Role,
+    pub scope: Option<BTreeMap<String, String>>,
+}
+
+impl Principal {
+    /// True when `context` lies inside this key's scope (always, for an unscoped key).
+    pub fn may_use(&self, context: &KeyContext) -> bool {
+        self.scope.as_ref().is_none_or(|scope| {
+            scope
+                .iter()
+                .all(|(k, v)| context.get(k) == Some(v.as_str()))
+        })
+    }
+}
+
+pub fn hash_token(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// A new random token: `bkb_<role>_<43 base64url chars>`.
+pub fn generate_token(role: Role) -> Result<Zeroizing<String>, Error> {
+    let mut bytes = Zeroizing::new([0u8; 32]);
+    getrandom::fill(bytes.as_mut_slice())
+        .map_err(|_| Error::Internal("random source unavailable".into()))?;
+    Ok(Zeroizing::new(format!(
+        "bkb_{}_{}",
+        role.as_str(),
+        URL_SAFE_NO_PAD.encode(bytes.as_slice())
+    )))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Resolves an `Authorization` header value to a principal, or `Unauthorized`.
+pub async fn authenticate(store: &Store, header: Option<&str>) -> Result<Principal, Error> {
+    let token = header
+        .and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or(Error::Unauthorized)?;
+    let hash = hash_token(token);
+    let record = store
+        .find_api_key_by_hash(hash)
+        .await?
+        .ok_or(Error::Unauthorized)?;
+    if !constant_time_eq(&record.key_hash, &hash) || record.revoked_at.is_some() {
+        return Err(Error::Unauthorized);
+    }
+    let role = match record.role.as_str() {
+        "admin" => Role::Admin,
+        _ => Role::App,
+    };
+    let scope = match record.scope_json {
+        Some(json) => Some(
+            serde_json::from_str(&json)
+                .map_err(|e| Error::Internal(format!("api key scope: {e}")))?,
+        ),
+        None => None,
+    };
+    Ok(Principal {
+        key_id: record.id,
+        name: record.name,
+        role,
+        scope,
+    })
+}
+
+/// Registers a key whose token the operator chose (bootstrap keys from the environment).
+pub async fn register_token(
+    store: &Store,
+    name: &str,
+    role: Role,
+    token: &str,
+) -> Result<(), Error> {
+    if token.len() < 16 {
+        return Err(Error::invalid(
+            "weak_api_key",
+            format!("the {name} token must be at least 16 characters"),
+        ));
+    }
+    store
+        .insert_api_key(NewApiKey {
+            id: format!("key_{}", uuid::Uuid::new_v4().simple()),
+            name: name.to_owned(),
+            role: role.as_str().to_owned(),
+            scope_json: None,
+            key_hash: hash_token(token),
+        })
+        .await?;
+    Ok(())
+}
+
+/// On a first start with no keys at all, creates an app and an admin key and writes them to a
+/// mode-0600 file in the data directory (never to the log). Returns the file's path if it did.
+pub async fn bootstrap_if_empty(
+    store: &Store,
+    data_dir: &Path,
+) -> Result<Option<std::path::PathBuf>, Error> {
+    if store.count_api_keys().await? > 0 {
+        return Ok(None);
+    }
+    let app = generate_token(Role::App)?;
+    let admin = generate_token(Role::Admin)?;
+    register_token(store, "bootstrap-app", Role::App, &app).await?;
+    register_token(store, "bootstrap-admin", Role::Admin, &admin).await?;
+    let path = data_dir.join("bootstrap-api-keys.txt");
+    let contents = Zeroizing::new(format!(
+        "# byok-broker bootstrap API keys (created on first start). Move them to a secret store.\nBYOK_BROKER_APP_KEY={}\nBYOK_BROKER_ADMIN_KEY={}\n",
+        app.as_str(),
+        admin.as_str()
+    ));
+    write_private(&path, contents.as_bytes())
+        .map_err(|e| Error::Internal(format!("cannot write {}: {e}", path.display())))?;
+    Ok(Some(path))
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_random_and_role_tagged() {
+        let a = generate_token(Role::App).unwrap();
+        let b = generate_token(Role::App).unwrap();
+        assert!(a.starts_with("bkb_app_") && a.len() == 8 + 43);
+        assert_ne!(*a, *b);
+        assert!(
+            generate_token(Role::Admin)
+                .unwrap()
+                .starts_with("bkb_admin_")
+        );
+    }
+
+    #[test]
+    fn scope_is_a_subset_match() {
+        let scoped = Principal {
+            key_id: "k".into(),
+            name: "n".into(),
+            role: Role::App,
+            scope: Some([("organization_id".to_string(), "org_acme".to_string())].into()),
+        };
+        let inside =
+            KeyContext::new([("organization_id", "org_acme"), ("data_type", "pii")]).unwrap();
+        let outside = KeyContext::new([("organization_id", "org_other")]).unwrap();
+        assert!(scoped.may_use(&inside));
+        assert!(!scoped.may_use(&outside));
+        assert!(
+            Principal {
+                scope: None,
+                ..scoped
+            }
+            .may_use(&outside)
+        );
+    }
+
+    #[test]
+    fn constant_time_comparison() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}

@@ -1,0 +1,119 @@
+//! The broker's top-level error: semantic variants, and the one exhaustive mapping to an HTTP
+//! status and a stable snake_case code. 5xx messages are generic; details go to the log only.
+
+use axum::http::StatusCode;
+
+use crate::context::ContextError;
+use crate::envelope::{EnvelopeError, FormatError};
+use crate::kms::{KmsError, KmsErrorClass};
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("missing or invalid API key")]
+    Unauthorized,
+    #[error("this API key may not call this endpoint")]
+    WrongRole,
+    #[error("the key context is outside this API key's scope")]
+    OutOfScope,
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("an object with this name already exists")]
+    NameTaken,
+    #[error("version check failed: the object has changed")]
+    VersionConflict,
+    #[error("{0}")]
+    InvalidContext(#[from] ContextError),
+    #[error("{message}")]
+    Invalid { code: &'static str, message: String },
+    #[error("request body is too large")]
+    PayloadTooLarge,
+    #[error("the Idempotency-Key was already used for a different request")]
+    IdempotencyKeyReused,
+    #[error("the key protecting this data is unavailable: {0}")]
+    KeyUnavailable(KmsError),
+    #[error("the key management service is unavailable, retry later")]
+    KmsUnavailable(KmsError),
+    #[error("the encrypted keys do not open under their key and context")]
+    EncryptedKeysIntegrity,
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// Status and stable code, in one exhaustive match.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Error::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Error::WrongRole => (StatusCode::FORBIDDEN, "forbidden"),
+            Error::OutOfScope => (StatusCode::FORBIDDEN, "out_of_scope"),
+            Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Error::NameTaken => (StatusCode::CONFLICT, "name_taken"),
+            Error::VersionConflict => (StatusCode::CONFLICT, "version_conflict"),
+            Error::InvalidContext(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_context"),
+            Error::Invalid { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
+            Error::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Error::IdempotencyKeyReused => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
+            }
+            Error::KeyUnavailable(_) => (StatusCode::FORBIDDEN, "key_unavailable"),
+            Error::KmsUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "kms_unavailable"),
+            Error::EncryptedKeysIntegrity => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "invalid_encrypted_keys")
+            }
+            Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+        }
+    }
+
+    /// The message clients see: specific for 4xx, generic for 5xx.
+    pub fn public_message(&self) -> String {
+        match self {
+            Error::Internal(_) => "internal error".into(),
+            Error::KeyUnavailable(e) => format!(
+                "the key protecting this data is unavailable ({})",
+                e.failure.as_str()
+            ),
+            other => other.to_string(),
+        }
+    }
+
+    /// Maps a KMS failure met while serving data: revoked keys fail closed with 403, transient
+    /// failures are 503, and anything else is an internal error.
+    pub fn from_kms(e: KmsError) -> Self {
+        match e.class() {
+            KmsErrorClass::Revoked => Error::KeyUnavailable(e),
+            KmsErrorClass::Retryable => Error::KmsUnavailable(e),
+            KmsErrorClass::Integrity | KmsErrorClass::Invalid => Error::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => Error::NotFound("object"),
+            StoreError::NameTaken => Error::NameTaken,
+            StoreError::VersionMismatch { .. } => Error::VersionConflict,
+            StoreError::Internal(message) => Error::Internal(message),
+        }
+    }
+}
+
+impl From<EnvelopeError> for Error {
+    fn from(e: EnvelopeError) -> Self {
+        Error::Internal(format!("stored value: {e}"))
+    }
+}
+
+impl From<FormatError> for Error {
+    fn from(e: FormatError) -> Self {
+        Error::Internal(format!("format: {e}"))
+    }
+}

@@ -1,0 +1,35 @@
+//! Error → HTTP response: `{"error", "message", "code"}` with the status from `Error`, a
+//! `Retry-After` on 503, and the cause logged (5xx detail stays in the log).
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::error::Error;
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        if status.is_server_error() {
+            tracing::error!(code, error = %self, detail = ?self, "request failed");
+        } else if let Error::KeyUnavailable(e) = &self {
+            tracing::warn!(code, error = %e, "refused: key unavailable");
+        }
+        let mut response = error_response(status, code, &self.public_message());
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert("retry-after", HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        Json(json!({"error": message, "message": message, "code": code})),
+    )
+        .into_response()
+}

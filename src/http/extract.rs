@@ -1,0 +1,78 @@
+//! Request extraction: the authenticated principal (by role) and JSON bodies whose every failure
+//! (malformed JSON, wrong shape, too large) becomes the broker's JSON error, never a text body.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+use crate::auth::{self, Principal, Role};
+use crate::broker::Broker;
+use crate::error::Error;
+
+/// A caller holding an `app` key.
+pub struct AppCaller(pub Principal);
+
+impl FromRequestParts<Arc<Broker>> for AppCaller {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, broker: &Arc<Broker>) -> Result<Self, Error> {
+        let header = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let principal = auth::authenticate(&broker.store, header).await?;
+        if principal.role != Role::App {
+            return Err(Error::WrongRole);
+        }
+        Ok(AppCaller(principal))
+    }
+}
+
+/// A JSON body parsed with serde; rejections map to 400/413/422 JSON errors.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<Arc<Broker>> for JsonBody<T> {
+    type Rejection = Error;
+
+    async fn from_request(request: Request, broker: &Arc<Broker>) -> Result<Self, Error> {
+        let RawBody(bytes) = RawBody::from_request(request, broker).await?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// The raw body, for handlers that hash it (idempotency) before parsing.
+pub struct RawBody(pub Bytes);
+
+impl FromRequest<Arc<Broker>> for RawBody {
+    type Rejection = Error;
+
+    async fn from_request(request: Request, broker: &Arc<Broker>) -> Result<Self, Error> {
+        Bytes::from_request(request, broker)
+            .await
+            .map(RawBody)
+            .map_err(|e: BytesRejection| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    Error::PayloadTooLarge
+                } else {
+                    Error::invalid("invalid_body", e.body_text())
+                }
+            })
+    }
+}
+
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        let code = if e.is_data() {
+            "invalid_request"
+        } else {
+            "invalid_json"
+        };
+        Error::invalid(code, format!("request body: {e}"))
+    })
+}

@@ -1,0 +1,322 @@
+//! `/vault/v1`: the WorkOS Vault wire API (paths, JSON shapes, status codes) over the vault use
+//! cases. Path segments arrive percent-decoded by the router.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::extract::{AppCaller, JsonBody, RawBody, parse_json};
+use crate::broker::Broker;
+use crate::context::KeyContext;
+use crate::error::Error;
+use crate::store::{ListQuery, Order, StoredResponse};
+use crate::timestamp::Timestamp;
+use crate::vault::{IssuedDataKey, ObjectMeta};
+
+const ENVIRONMENT_ID: &str = "environment_byok_broker";
+const MAX_LIST_LIMIT: usize = 100;
+
+pub fn routes() -> Router<Arc<Broker>> {
+    Router::new()
+        .route("/vault/v1/kv", post(create_object).get(list_objects))
+        .route("/vault/v1/kv/name/{name}", get(read_object_by_name))
+        .route(
+            "/vault/v1/kv/{id}",
+            get(read_object).put(update_object).delete(delete_object),
+        )
+        .route("/vault/v1/kv/{id}/metadata", get(describe_object))
+        .route("/vault/v1/kv/{id}/versions", get(list_versions))
+        .route("/vault/v1/keys/data-key", post(create_data_key))
+        .route("/vault/v1/keys/decrypt", post(decrypt_data_key))
+        .route("/vault/v1/keys/rekey", post(rekey))
+}
+
+fn metadata_json(meta: &ObjectMeta) -> Value {
+    json!({
+        "context": meta.context,
+        "environment_id": ENVIRONMENT_ID,
+        "id": meta.id,
+        "key_id": meta.key_id,
+        "updated_at": meta.updated_at,
+        "updated_by": {"id": meta.updated_by_id, "name": meta.updated_by_name},
+        "version_id": meta.version_id,
+    })
+}
+
+fn without_value(meta: &ObjectMeta) -> Value {
+    json!({"id": meta.id, "name": meta.name, "metadata": metadata_json(meta)})
+}
+
+fn data_key_json(issued: &IssuedDataKey) -> Value {
+    json!({
+        "context": issued.context,
+        "data_key": STANDARD.encode(issued.key.expose_secret()),
+        "encrypted_keys": STANDARD.encode(&issued.encrypted_keys),
+        "id": issued.dek_id.to_string(),
+    })
+}
+
+/// Context fields arrive as arbitrary JSON; validation gives 422 with the offending pair.
+fn context_from(value: &Value) -> Result<KeyContext, Error> {
+    Ok(KeyContext::from_json(value)?)
+}
+
+#[derive(Deserialize)]
+struct CreateObjectBody {
+    name: String,
+    value: String,
+    key_context: Value,
+}
+
+async fn create_object(
+    State(broker): State<Arc<Broker>>,
+    AppCaller(caller): AppCaller,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Result<Response, Error> {
+    let idempotency_key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let request_hash = Sha256::digest(&body).to_vec();
+    if let Some(key) = &idempotency_key
+        && let Some(stored) = broker.store.find_idempotent(&caller.key_id, key).await?
+    {
+        if stored.request_hash != request_hash {
+            return Err(Error::IdempotencyKeyReused);
+        }
+        let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::CREATED);
+        let body: Value =
+            serde_json::from_str(&stored.body).map_err(|e| Error::Internal(e.to_string()))?;
+        return Ok((status, Json(body)).into_response());
+    }
+    let parsed: CreateObjectBody = parse_json(&body)?;
+    let context = context_from(&parsed.key_context)?;
+    let meta = broker
+        .create_object(&caller, &parsed.name, &parsed.value, context)
+        .await?;
+    let response = metadata_json(&meta);
+    if let Some(key) = idempotency_key {
+        let stored = StoredResponse {
+            request_hash,
+            status: 201,
+            body: response.to_string(),
+        };
+        broker
+            .store
+            .save_idempotent(&caller.key_id, &key, stored)
+            .await?;
+    }
+    Ok((StatusCode::CREATED, Json(response)).into_response())
+}
+
+async fn read_object(
+    State(broker): State<Arc<Broker>>,
+    AppCaller(caller): AppCaller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, Error> {
+    let object = broker.read_object(&caller, &id).await?;
+    Ok(Json(
+        json!({"id": object.meta.id, "name": object.meta.name, "value": object.value.as_str(), "metadata": metadata_json(&object.meta)}),
+    ))
+}
+
+async fn read_object_by_name(
+    State(broker): State<Arc<Broker>>,
+    AppCaller(caller): AppCaller,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, Error> {
+    let object = broker.read_object_by_name(&caller, &name).await?;
+    Ok(Json(
+        json!({"id": object.meta.id, "name": object.meta.name, "value": object.value.as_str(), "metadata": metadata_json(&object.meta)}),
+    ))
+}
+
+async fn describe_object(
+    State(broker): State<Arc<Broker>>,
+    AppCaller(caller): AppCaller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, Error> {
+    Ok(Json(without_value(
+        &broker.describe_object(&caller, &id).await?,
+    )))
+}
+
+#[derive(Deserialize)]
+struct UpdateObjectBody {
+    value: String,
+    #[serde(default)]
+    version_check: Option<String>,
+}
+
+async fn update_object(
+    State(broker): State<Arc<Broker>>,
+    AppCaller(caller): AppCaller,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<UpdateObjectBody>,
+) -> Result<(StatusCode, Json<Value>), Error> {
+    let meta = broker
+        .update_object(&caller, &id, &body.value, body.version_check)
+        .await?;
+    Ok((StatusCode::CREATED, Json(without_value(&meta))))
+}
+
+async fn delete_object(
+    State(broker): State<Arc<Broker>>,
+    AppCaller(caller): AppCaller,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, Error> {
+    let version_check = query
+        .get("version_check")
+        .filter(|v| !v.is_empty())
+        .cloned();
+    let name = broker.delete_object(&caller, &id, version_check).await?;
+    Ok(Json(json!({"name": name, "success": true})))
+}
+
+async fn list_objects(
+    State(broker): State<Arc<Broker>>,
+    AppCaller(caller): AppCaller,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, Error> {
+    let limit = match query.get("limit") {
+        Some(text) => text
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=MAX_LIST_LIMIT).contains(l))
+            .ok_or_else(|| {
+                Error::invalid("invalid_limit", format!("limit must be 1-{MAX_LIST_LIMIT}"))
+            })?,
+        None => 10,
+    };
+    let order = match query.get("order").map(String::as_str) {
+        None | Some("desc") => Order::Desc,
+        Some("asc") => Order::Asc,
+        Some(other) => {
+            return Err(Error::invalid(
+                "invalid_order",
+                format!("order must be asc or desc, not {other:?}"),
+            ));
+        }
+    };
+    // The SDKs send both spellings, in RFC 3339 or in JavaScript's Date.toString() form.
+    let updated_after = match query
+        .get("updated_after")
+        .or(query.get("updatedAfter"))
+        .filter(|t| !t.is_empty())
+    {
+        Some(text) => Some(Timestamp::parse(text).ok_or_else(|| {
+            Error::invalid(
+                "invalid_updated_after",
+                format!("cannot parse updated_after {text:?}"),
+            )
+        })?),
+        None => None,
+    };
+    let non_empty = |name: &str| query.get(name).filter(|v| !v.is_empty()).cloned();
+    let list = ListQuery {
+        limit,
+        order,
+        after: non_empty("after"),
+        before: non_empty("before"),
+        search: non_empty("search"),
+        updated_after,
+        scope: Vec::new(),
+    };
+    let paging_back = list.before.is_some() && list.after.is_none();
+    let had_cursor = list.after.is_some() || list.before.is_some();
+    let (page, more) = broker.list_objects(&caller, list).await?;
+    let data: Vec<Value> = page
+        .iter()
+        .map(|o| json!({"id": o.id, "name": o.name, "updated_at": o.updated_at}))
+        .collect();
+    // `after` is the next cursor when more items follow; `before` is set when not on the first page.
+    let (after, before) = if paging_back {
+        (
+            page.last().map(|o| o.id.clone()),
+            more.then(|| page.first().map(|o| o.id.clone())).flatten(),
+        )
+    } else {
+        (
+            more.then(|| page.last().map(|o| o.id.clone())).flatten(),
+            had_cursor
+                .then(|| page.first().map(|o| o.id.clone()))
+                .flatten(),
+        )
+    };
+    Ok(Json(
+        json!({"object": "list", "data": data, "list_metadata": {"before": before, "after": after}}),
+    ))
+}
+
+async fn list_versions(
+    State(broker): State<Arc<Broker>>,
+    AppCaller(caller): AppCaller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, Error> {
+    let versions = broker.list_versions(&caller, &id).await?;
+    let data: Vec<Value> = versions.iter().map(|v| json!({"id": v.id, "created_at": v.created_at, "current_version": v.current, "etag": v.etag, "size": v.size})).collect();
+    Ok(Json(
+        json!({"data": data, "list_metadata": {"before": null, "after": null}}),
+    ))
+}
+
+#[derive(Deserialize)]
+struct DataKeyBody {
+    context: Value,
+}
+
+async fn create_data_key(
+    State(broker): State<Arc<Broker>>,
+    AppCaller(caller): AppCaller,
+    JsonBody(body): JsonBody<DataKeyBody>,
+) -> Result<Json<Value>, Error> {
+    let issued = broker
+        .create_data_key(&caller, context_from(&body.context)?)
+        .await?;
+    Ok(Json(data_key_json(&issued)))
+}
+
+#[derive(Deserialize)]
+struct DecryptBody {
+    keys: String,
+}
+
+async fn decrypt_data_key(
+    State(broker): State<Arc<Broker>>,
+    AppCaller(caller): AppCaller,
+    JsonBody(body): JsonBody<DecryptBody>,
+) -> Result<Json<Value>, Error> {
+    let issued = broker.decrypt_data_key(&caller, &body.keys).await?;
+    Ok(Json(
+        json!({"data_key": STANDARD.encode(issued.key.expose_secret()), "id": issued.dek_id.to_string()}),
+    ))
+}
+
+#[derive(Deserialize)]
+struct RekeyBody {
+    context: Value,
+    encrypted_keys: String,
+}
+
+async fn rekey(
+    State(broker): State<Arc<Broker>>,
+    AppCaller(caller): AppCaller,
+    JsonBody(body): JsonBody<RekeyBody>,
+) -> Result<Json<Value>, Error> {
+    let issued = broker
+        .rekey(&caller, context_from(&body.context)?, &body.encrypted_keys)
+        .await?;
+    Ok(Json(data_key_json(&issued)))
+}

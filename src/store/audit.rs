@@ -1,0 +1,80 @@
+//! Audit events: append-only rows with the WorkOS event name and payload (never a value or a key),
+//! read back with filters and a cursor (the event id).
+
+use rusqlite::params;
+
+use super::{Store, StoreError};
+
+#[derive(Debug, Clone)]
+pub struct AuditEvent {
+    pub id: String,
+    pub event: String,
+    pub organization_id: Option<String>,
+    pub data_json: String,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    pub events: Vec<String>,
+    pub organization_id: Option<String>,
+    pub range_start: Option<String>,
+    pub range_end: Option<String>,
+    pub after: Option<String>,
+    pub limit: usize,
+}
+
+impl Store {
+    pub async fn insert_events(&self, events: Vec<AuditEvent>) -> Result<(), StoreError> {
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            for e in &events {
+                tx.execute(
+                    "INSERT INTO audit_events (id, event, organization_id, data_json, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![e.id, e.event, e.organization_id, e.data_json, e.created_at],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Oldest first; `after` is the id of the last event of the previous page.
+    pub async fn list_events(
+        &self,
+        query: EventQuery,
+    ) -> Result<(Vec<AuditEvent>, bool), StoreError> {
+        self.run(move |c| {
+            let mut sql = String::from("SELECT id, event, organization_id, data_json, created_at FROM audit_events WHERE 1 = 1");
+            let mut args: Vec<rusqlite::types::Value> = Vec::new();
+            if !query.events.is_empty() {
+                let placeholders: Vec<String> = (1..=query.events.len()).map(|i| format!("?{i}")).collect();
+                sql.push_str(&format!(" AND event IN ({})", placeholders.join(", ")));
+                args.extend(query.events.into_iter().map(Into::into));
+            }
+            let filters = [
+                (" AND organization_id = ?", query.organization_id),
+                (" AND created_at >= ?", query.range_start),
+                (" AND created_at < ?", query.range_end),
+                (" AND seq > COALESCE((SELECT seq FROM audit_events WHERE id = ?), -1)", query.after),
+            ];
+            for (clause, value) in filters {
+                if let Some(value) = value {
+                    args.push(value.into());
+                    sql.push_str(&clause.replace('?', &format!("?{}", args.len())));
+                }
+            }
+            sql.push_str(&format!(" ORDER BY seq ASC LIMIT {}", query.limit + 1));
+            let mut statement = c.prepare(&sql)?;
+            let rows = statement.query_map(rusqlite::params_from_iter(args), |r| {
+                Ok(AuditEvent { id: r.get(0)?, event: r.get(1)?, organization_id: r.get(2)?, data_json: r.get(3)?, created_at: r.get(4)? })
+            })?;
+            let mut page = rows.collect::<Result<Vec<_>, _>>()?;
+            let more = page.len() > query.limit;
+            page.truncate(query.limit);
+            Ok((page, more))
+        })
+        .await
+    }
+}

@@ -1,0 +1,72 @@
+//! Schema migrations, applied in order inside one transaction each; `PRAGMA user_version` records
+//! how many have run. Never edit a released migration: append a new one.
+
+use rusqlite::Connection;
+
+use super::StoreError;
+
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE objects (
+    seq              INTEGER PRIMARY KEY AUTOINCREMENT,
+    id               TEXT NOT NULL UNIQUE,
+    name             TEXT NOT NULL UNIQUE,
+    context_json     TEXT NOT NULL,
+    context_hash     TEXT NOT NULL,
+    current_version  TEXT NOT NULL,
+    created_at       TEXT NOT NULL,
+    updated_at       TEXT NOT NULL,
+    updated_by_id    TEXT NOT NULL,
+    updated_by_name  TEXT NOT NULL
+);
+CREATE INDEX objects_updated_at ON objects(updated_at);
+CREATE TABLE versions (
+    id          TEXT PRIMARY KEY,
+    object_id   TEXT NOT NULL REFERENCES objects(id) ON DELETE CASCADE,
+    seq         INTEGER NOT NULL,
+    created_at  TEXT NOT NULL,
+    size        INTEGER NOT NULL,
+    etag        TEXT NOT NULL,
+    kek_id      TEXT NOT NULL,
+    sealed      BLOB NOT NULL,
+    UNIQUE (object_id, seq)
+);
+CREATE INDEX versions_kek ON versions(kek_id);
+CREATE TABLE api_keys (
+    id          TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    role        TEXT NOT NULL CHECK (role IN ('app', 'admin')),
+    scope_json  TEXT,
+    key_hash    BLOB NOT NULL UNIQUE,
+    created_at  TEXT NOT NULL,
+    revoked_at  TEXT
+);
+CREATE TABLE audit_events (
+    seq              INTEGER PRIMARY KEY AUTOINCREMENT,
+    id               TEXT NOT NULL UNIQUE,
+    event            TEXT NOT NULL,
+    organization_id  TEXT,
+    data_json        TEXT NOT NULL,
+    created_at       TEXT NOT NULL
+);
+CREATE INDEX audit_events_filter ON audit_events(event, organization_id, created_at);
+CREATE TABLE idempotency (
+    api_key_id    TEXT NOT NULL,
+    key           TEXT NOT NULL,
+    request_hash  BLOB NOT NULL,
+    status        INTEGER NOT NULL,
+    body          TEXT NOT NULL,
+    created_at    TEXT NOT NULL,
+    PRIMARY KEY (api_key_id, key)
+);
+"#];
+
+pub(super) fn apply(connection: &mut Connection) -> Result<(), StoreError> {
+    let applied: i64 = connection.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied.max(0) as usize) {
+        let tx = connection.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (index + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}

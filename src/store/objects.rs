@@ -1,0 +1,305 @@
+//! Objects and their version history. Every write is one transaction: an object and its first
+//! version land together, an update appends a version and moves `current_version` only if the
+//! caller's version check still holds (checked and written under the same transaction).
+
+use rusqlite::{OptionalExtension, Row, Transaction, params};
+
+use super::{Store, StoreError};
+use crate::timestamp::Timestamp;
+
+#[derive(Debug, Clone)]
+pub struct NewVersion {
+    pub id: String,
+    pub created_at: Timestamp,
+    pub size: u64,
+    pub etag: String,
+    pub kek_id: String,
+    pub sealed: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewObject {
+    pub id: String,
+    pub name: String,
+    pub context_json: String,
+    pub context_hash: String,
+    pub actor_id: String,
+    pub actor_name: String,
+    pub version: NewVersion,
+}
+
+/// An object with its current version's sealed value.
+#[derive(Debug, Clone)]
+pub struct ObjectRecord {
+    pub id: String,
+    pub name: String,
+    pub context_json: String,
+    pub current_version: String,
+    pub updated_at: String,
+    pub updated_by_id: String,
+    pub updated_by_name: String,
+    pub kek_id: String,
+    pub sealed: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+pub struct VersionRecord {
+    pub id: String,
+    pub created_at: String,
+    pub size: u64,
+    pub etag: String,
+    pub current: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListedObject {
+    pub id: String,
+    pub name: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    Asc,
+    Desc,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListQuery {
+    pub limit: usize,
+    pub order: Order,
+    pub after: Option<String>,
+    pub before: Option<String>,
+    pub search: Option<String>,
+    pub updated_after: Option<Timestamp>,
+    /// Only objects whose context contains all of these pairs (an API key's scope).
+    pub scope: Vec<(String, String)>,
+}
+
+const SELECT_OBJECT: &str = "SELECT o.id, o.name, o.context_json, o.current_version, o.updated_at, \
+     o.updated_by_id, o.updated_by_name, v.kek_id, v.sealed \
+     FROM objects o JOIN versions v ON v.id = o.current_version";
+
+fn object_from_row(row: &Row<'_>) -> rusqlite::Result<ObjectRecord> {
+    Ok(ObjectRecord {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        context_json: row.get(2)?,
+        current_version: row.get(3)?,
+        updated_at: row.get(4)?,
+        updated_by_id: row.get(5)?,
+        updated_by_name: row.get(6)?,
+        kek_id: row.get(7)?,
+        sealed: row.get(8)?,
+    })
+}
+
+fn insert_version(
+    tx: &Transaction<'_>,
+    object_id: &str,
+    seq: i64,
+    v: &NewVersion,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO versions (id, object_id, seq, created_at, size, etag, kek_id, sealed) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![v.id, object_id, seq, v.created_at.to_rfc3339(), v.size as i64, v.etag, v.kek_id, v.sealed],
+    )?;
+    Ok(())
+}
+
+fn current_version(tx: &Transaction<'_>, object_id: &str) -> Result<String, StoreError> {
+    tx.query_row(
+        "SELECT current_version FROM objects WHERE id = ?1",
+        [object_id],
+        |r| r.get(0),
+    )
+    .optional()?
+    .ok_or(StoreError::NotFound)
+}
+
+fn check_version(current: &str, expected: Option<&str>) -> Result<(), StoreError> {
+    match expected {
+        Some(expected) if expected != current => Err(StoreError::VersionMismatch {
+            current: current.to_owned(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+impl Store {
+    pub async fn insert_object(&self, object: NewObject) -> Result<(), StoreError> {
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            let at = object.version.created_at.to_rfc3339();
+            let inserted = tx.execute(
+                "INSERT INTO objects (id, name, context_json, context_hash, current_version, created_at, updated_at, updated_by_id, updated_by_name) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8) ON CONFLICT (name) DO NOTHING",
+                params![object.id, object.name, object.context_json, object.context_hash, object.version.id, at, object.actor_id, object.actor_name],
+            )?;
+            if inserted == 0 {
+                return Err(StoreError::NameTaken);
+            }
+            insert_version(&tx, &object.id, 1, &object.version)?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn get_object(&self, id: &str) -> Result<ObjectRecord, StoreError> {
+        let id = id.to_owned();
+        self.run(move |c| {
+            c.query_row(
+                &format!("{SELECT_OBJECT} WHERE o.id = ?1"),
+                [id],
+                object_from_row,
+            )
+            .optional()?
+            .ok_or(StoreError::NotFound)
+        })
+        .await
+    }
+
+    pub async fn get_object_by_name(&self, name: &str) -> Result<ObjectRecord, StoreError> {
+        let name = name.to_owned();
+        self.run(move |c| {
+            c.query_row(
+                &format!("{SELECT_OBJECT} WHERE o.name = ?1"),
+                [name],
+                object_from_row,
+            )
+            .optional()?
+            .ok_or(StoreError::NotFound)
+        })
+        .await
+    }
+
+    /// Appends a version if `expected_version` (when given) is still current. Atomic: of many
+    /// concurrent updates carrying the same check, exactly one succeeds.
+    pub async fn append_version(
+        &self,
+        object_id: &str,
+        expected_version: Option<String>,
+        version: NewVersion,
+        actor_id: String,
+        actor_name: String,
+    ) -> Result<(), StoreError> {
+        let object_id = object_id.to_owned();
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            check_version(&current_version(&tx, &object_id)?, expected_version.as_deref())?;
+            let seq: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM versions WHERE object_id = ?1", [&object_id], |r| r.get(0))?;
+            insert_version(&tx, &object_id, seq, &version)?;
+            tx.execute(
+                "UPDATE objects SET current_version = ?1, updated_at = ?2, updated_by_id = ?3, updated_by_name = ?4 WHERE id = ?5",
+                params![version.id, version.created_at.to_rfc3339(), actor_id, actor_name, object_id],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Deletes an object and its versions if `expected_version` (when given) is still current.
+    pub async fn delete_object(
+        &self,
+        object_id: &str,
+        expected_version: Option<String>,
+    ) -> Result<(), StoreError> {
+        let object_id = object_id.to_owned();
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            check_version(
+                &current_version(&tx, &object_id)?,
+                expected_version.as_deref(),
+            )?;
+            tx.execute("DELETE FROM versions WHERE object_id = ?1", [&object_id])?;
+            tx.execute("DELETE FROM objects WHERE id = ?1", [&object_id])?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Newest first.
+    pub async fn list_versions(&self, object_id: &str) -> Result<Vec<VersionRecord>, StoreError> {
+        let object_id = object_id.to_owned();
+        self.run(move |c| {
+            let current = c
+                .query_row("SELECT current_version FROM objects WHERE id = ?1", [&object_id], |r| r.get::<_, String>(0))
+                .optional()?
+                .ok_or(StoreError::NotFound)?;
+            let mut statement = c.prepare("SELECT id, created_at, size, etag FROM versions WHERE object_id = ?1 ORDER BY seq DESC")?;
+            let rows = statement.query_map([&object_id], |r| {
+                let id: String = r.get(0)?;
+                Ok(VersionRecord { current: id == current, id, created_at: r.get(1)?, size: r.get::<_, i64>(2)? as u64, etag: r.get(3)? })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// One page of objects plus whether more follow in the requested direction.
+    pub async fn list_objects(
+        &self,
+        query: ListQuery,
+    ) -> Result<(Vec<ListedObject>, bool), StoreError> {
+        self.run(move |c| {
+            let mut sql = String::from("SELECT id, name, updated_at FROM objects WHERE 1 = 1");
+            let mut args: Vec<rusqlite::types::Value> = Vec::new();
+            // `before` pages backwards: walk in the opposite order, then flip the page.
+            let backwards = query.before.is_some() && query.after.is_none();
+            let ascending = (query.order == Order::Asc) != backwards;
+            if let Some(cursor) = query.after.as_ref().or(query.before.as_ref()) {
+                let op = if ascending { ">" } else { "<" };
+                sql.push_str(&format!(
+                    " AND seq {op} COALESCE((SELECT seq FROM objects WHERE id = ?{}), -1)",
+                    args.len() + 1
+                ));
+                args.push(cursor.clone().into());
+            }
+            if let Some(search) = &query.search {
+                sql.push_str(&format!(
+                    " AND instr(lower(name), lower(?{})) > 0",
+                    args.len() + 1
+                ));
+                args.push(search.clone().into());
+            }
+            if let Some(after) = query.updated_after {
+                sql.push_str(&format!(" AND updated_at > ?{}", args.len() + 1));
+                args.push(after.to_rfc3339().into());
+            }
+            for (name, value) in &query.scope {
+                sql.push_str(&format!(
+                    " AND json_extract(context_json, ?{}) = ?{}",
+                    args.len() + 1,
+                    args.len() + 2
+                ));
+                args.push(format!("$.\"{}\"", name.replace('"', "\\\"")).into());
+                args.push(value.clone().into());
+            }
+            sql.push_str(if ascending {
+                " ORDER BY seq ASC"
+            } else {
+                " ORDER BY seq DESC"
+            });
+            sql.push_str(&format!(" LIMIT {}", query.limit + 1));
+            let mut statement = c.prepare(&sql)?;
+            let rows = statement.query_map(rusqlite::params_from_iter(args), |r| {
+                Ok(ListedObject {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    updated_at: r.get(2)?,
+                })
+            })?;
+            let mut page = rows.collect::<Result<Vec<_>, _>>()?;
+            let more = page.len() > query.limit;
+            page.truncate(query.limit);
+            if backwards {
+                page.reverse();
+            }
+            Ok((page, more))
+        })
+        .await
+    }
+}
