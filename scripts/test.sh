@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-for tool in cargo python3 curl flock; do
+for tool in cargo python3 curl flock node npm; do
   command -v "$tool" >/dev/null 2>&1 || { echo "error: '$tool' is required to run the tests" >&2; exit 1; }
 done
 
@@ -19,3 +19,4 @@ if [[ -z "${LOCALSTACK_ENDPOINT:-}" ]]; then
 fi
 
 cargo test --locked "$@"
+bash scripts/sdk-compat.sh

@@ -303,6 +303,16 @@ mod tests {
     }
 
     #[test]
+    fn example_configs_parse() {
+        for file in ["default.toml", "localstack.toml", "production.toml"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("config")
+                .join(file);
+            Config::load(Some(&path), env(&[])).unwrap_or_else(|e| panic!("{file}: {e}"));
+        }
+    }
+
+    #[test]
     fn bad_values_are_named() {
         let err = Config::load(None, env(&[("BYOK_BROKER_KMS", "vault")])).unwrap_err();
         assert!(err.to_string().contains("BYOK_BROKER_KMS"), "{err}");

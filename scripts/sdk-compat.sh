@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# WorkOS SDK compatibility: starts the broker binary against LOCALSTACK_ENDPOINT and drives the
+# official @workos-inc/node 11.x and 8.x through every Vault method (tests/sdk/run.mjs).
+# Called by scripts/test.sh after `cargo test` (which builds the binary).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+for tool in node npm curl python3; do
+  command -v "$tool" >/dev/null 2>&1 || { echo "error: '$tool' is required for the SDK compatibility test" >&2; exit 1; }
+done
+: "${LOCALSTACK_ENDPOINT:?set LOCALSTACK_ENDPOINT (scripts/test.sh does)}"
+
+binary="${CARGO_TARGET_DIR:-target}/debug/byok-broker"
+[[ -x "$binary" ]] || cargo build --locked --bin byok-broker
+(cd tests/sdk && npm ci --no-audit --no-fund --loglevel=error)
+
+port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+data_dir="$(mktemp -d)"
+app_key="sdk-compat-$(python3 -c 'import secrets; print(secrets.token_hex(16))')"
+BYOK_BROKER_KMS=aws AWS_ENDPOINT_URL="$LOCALSTACK_ENDPOINT" AWS_REGION=us-east-1 \
+AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \
+BYOK_BROKER_APP_KEY="$app_key" BYOK_BROKER_DATA_DIR="$data_dir" \
+BYOK_BROKER_LISTEN="127.0.0.1:$port" BYOK_BROKER_KEK_ALIAS_PREFIX="sdk-compat/$port-$$" \
+  "$binary" serve >"$data_dir/broker.log" 2>&1 &
+broker_pid=$!
+trap 'kill "$broker_pid" 2>/dev/null || true; wait "$broker_pid" 2>/dev/null || true; rm -rf "$data_dir"' EXIT
+
+for _ in $(seq 1 100); do
+  curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
+  kill -0 "$broker_pid" 2>/dev/null || { echo "error: broker exited:" >&2; cat "$data_dir/broker.log" >&2; exit 1; }
+  sleep 0.1
+done
+
+BROKER_PORT="$port" WORKOS_API_KEY="$app_key" node tests/sdk/run.mjs

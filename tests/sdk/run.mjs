@@ -1,0 +1,104 @@
+// Drives every Vault method of the official WorkOS Node SDK (11.x and 8.x) against a running
+// byok-broker. Usage: BROKER_PORT=8787 WORKOS_API_KEY=<app key> node run.mjs
+// Prints one line per check and "N passed, N failed"; exits non-zero on any failure.
+import assert from 'node:assert/strict';
+import { WorkOS as WorkOS11 } from 'workos11';
+import { WorkOS as WorkOS8 } from 'workos8';
+
+const port = Number(process.env.BROKER_PORT ?? 8787);
+const apiKey = process.env.WORKOS_API_KEY;
+let passed = 0;
+let failed = 0;
+
+async function check(name, fn) {
+  try {
+    await fn();
+    passed += 1;
+    console.log(`ok   ${name}`);
+  } catch (error) {
+    failed += 1;
+    console.log(`FAIL ${name}: ${error?.stack ?? error}`);
+  }
+}
+
+async function exercise(label, WorkOS, { v11 }) {
+  const workos = new WorkOS(apiKey, { apiHostname: '127.0.0.1', port, https: false, ...(v11 ? { maxRetries: 0 } : {}) });
+  const vault = workos.vault;
+  const suffix = `${label}-${Date.now()}`;
+  const context = { organization_id: `org_${suffix}` };
+  let created;
+
+  await check(`${label} createObject`, async () => {
+    created = await vault.createObject({ name: `secret/${suffix}`, value: 's3cr3t', context });
+    assert.equal(created.id.length, 36);
+    assert.deepEqual(created.context, context);
+    assert.ok(created.versionId);
+  });
+  await check(`${label} readObject`, async () => {
+    const object = await vault.readObject({ id: created.id });
+    assert.equal(object.value, 's3cr3t');
+    assert.equal(object.name, `secret/${suffix}`);
+  });
+  await check(`${label} readObjectByName (name with a slash)`, async () => {
+    const object = await vault.readObjectByName(v11 ? { name: `secret/${suffix}` } : `secret/${suffix}`);
+    assert.equal(object.id, created.id);
+  });
+  await check(`${label} describeObject`, async () => {
+    const described = await vault.describeObject({ id: created.id });
+    assert.equal(described.value, undefined);
+    assert.equal(described.metadata.id, created.id);
+  });
+  let updated;
+  await check(`${label} updateObject with versionCheck`, async () => {
+    updated = await vault.updateObject({ id: created.id, value: 'n3w', versionCheck: created.versionId });
+    assert.notEqual(updated.metadata.versionId, created.versionId);
+    assert.equal((await vault.readObject({ id: created.id })).value, 'n3w');
+  });
+  await check(`${label} updateObject with a stale versionCheck is a ConflictException`, async () => {
+    await assert.rejects(vault.updateObject({ id: created.id, value: 'x', versionCheck: created.versionId }), (e) => e.status === 409);
+  });
+  await check(`${label} listObjectVersions`, async () => {
+    const versions = await vault.listObjectVersions({ id: created.id });
+    assert.equal(versions.length, 2);
+    assert.equal(versions.filter((v) => v.currentVersion).length, 1);
+  });
+  await check(`${label} listObjects`, async () => {
+    const list = await vault.listObjects({ limit: 100 });
+    assert.ok(list.data.some((o) => o.id === created.id));
+  });
+  await check(`${label} encrypt/decrypt with associated data`, async () => {
+    const blob = await vault.encrypt('hello world', context, 'aad-1');
+    assert.equal(await vault.decrypt(blob, 'aad-1'), 'hello world');
+    await assert.rejects(vault.decrypt(blob, 'wrong-aad'));
+  });
+  await check(`${label} createDataKey/decryptDataKey`, async () => {
+    const key = await vault.createDataKey({ context });
+    assert.equal(Buffer.from(key.dataKey.key, 'base64').length, 32);
+    const again = await vault.decryptDataKey({ keys: key.encryptedKeys });
+    assert.equal(again.key, key.dataKey.key);
+    assert.equal(again.id, key.dataKey.id);
+  });
+  if (v11) {
+    await check(`${label} createRekey`, async () => {
+      const key = await vault.createDataKey({ context });
+      const rekeyed = await vault.createRekey({ context: { ...context, data_type: 'moved' }, encryptedKeys: key.encryptedKeys });
+      assert.equal(rekeyed.dataKey, key.dataKey.key); // createRekey returns the flat response
+      assert.equal(rekeyed.context.data_type, 'moved');
+      const again = await vault.decryptDataKey({ keys: rekeyed.encryptedKeys });
+      assert.equal(again.key, key.dataKey.key);
+    });
+  }
+  await check(`${label} deleteObject`, async () => {
+    await vault.deleteObject({ id: created.id });
+    await assert.rejects(vault.readObject({ id: created.id }), (e) => e.status === 404);
+  });
+  await check(`${label} a wrong API key is an UnauthorizedException`, async () => {
+    const other = new WorkOS('sk_wrong_key_123456789', { apiHostname: '127.0.0.1', port, https: false, ...(v11 ? { maxRetries: 0 } : {}) });
+    await assert.rejects(other.vault.readObject({ id: created.id }), (e) => e.status === 401);
+  });
+}
+
+await exercise('sdk-v11', WorkOS11, { v11: true });
+await exercise('sdk-v8', WorkOS8, { v11: false });
+console.log(`${passed} passed, ${failed} failed`);
+process.exit(failed === 0 ? 0 : 1);
