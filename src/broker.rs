@@ -32,6 +32,7 @@ pub struct Broker {
 }
 
 impl Broker {
+    /// Starts with the key provider the configuration names.
     pub async fn start(config: Config) -> Result<Arc<Self>, StartError> {
         let provider: Arc<dyn KeyProvider> = match config.provider {
             ProviderKind::Local => {
@@ -39,6 +40,14 @@ impl Broker {
             }
             ProviderKind::Aws => Arc::new(AwsKms::connect(&config.aws).await?),
         };
+        Self::start_with_provider(config, provider).await
+    }
+
+    /// Starts with a given key provider (tests wrap the real one to count KMS calls).
+    pub async fn start_with_provider(
+        config: Config,
+        provider: Arc<dyn KeyProvider>,
+    ) -> Result<Arc<Self>, StartError> {
         let keyring = Keyring::new(provider, &config.kek_alias_prefix)?;
         let dek_cache = DekCache::new(config.dek_cache);
         let store = Store::open(&config.data_dir.join("broker.db")).await?;

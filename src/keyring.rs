@@ -5,7 +5,7 @@
 //! deletion and use the winner's).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::context::{ContextHash, KeyContext};
@@ -73,12 +73,29 @@ impl Keyring {
 
     /// The platform KEK for `context`, created on first use.
     pub async fn platform_kek(&self, context: &KeyContext) -> Result<KekRef, KmsError> {
+        self.resolve_platform_kek(context).await.map(|(kek, _)| kek)
+    }
+
+    /// The platform KEK for `context`, and whether this very call created it (so the caller can
+    /// record `vault.kek.created` exactly once).
+    pub async fn resolve_platform_kek(
+        &self,
+        context: &KeyContext,
+    ) -> Result<(KekRef, bool), KmsError> {
+        let created_here = AtomicBool::new(false);
         let id = self
             .resolved
-            .try_get_with(context.hash(), self.find_or_create(context))
+            .try_get_with(context.hash(), async {
+                let (id, created) = self.find_or_create(context).await?;
+                created_here.store(created, Ordering::Relaxed);
+                Ok::<_, KmsError>(id)
+            })
             .await
             .map_err(|shared: Arc<KmsError>| (*shared).clone())?;
-        Ok(KekRef::platform(id.as_ref()))
+        Ok((
+            KekRef::platform(id.as_ref()),
+            created_here.load(Ordering::Relaxed),
+        ))
     }
 
     pub fn stats(&self) -> KeyringStats {
@@ -88,10 +105,11 @@ impl Keyring {
         }
     }
 
-    async fn find_or_create(&self, context: &KeyContext) -> Result<Arc<str>, KmsError> {
+    /// The KEK id, and true when this call created the key that won.
+    async fn find_or_create(&self, context: &KeyContext) -> Result<(Arc<str>, bool), KmsError> {
         let alias = self.alias_for(context);
         if let Some(id) = self.provider.find_alias(&alias).await? {
-            return Ok(id.into());
+            return Ok((id.into(), false));
         }
         let hash = context.hash();
         let key_id = self
@@ -102,7 +120,7 @@ impl Keyring {
         match self.provider.create_alias(&alias, &key_id).await? {
             AliasOutcome::Created => {
                 tracing::info!(kek_id = %key_id, context_hash = %hash, "created platform KEK");
-                Ok(key_id.into())
+                Ok((key_id.into(), true))
             }
             AliasOutcome::AlreadyExists => {
                 // Another broker process won the race: ours is an orphan nobody will ever use.
@@ -115,7 +133,7 @@ impl Keyring {
                         tracing::warn!(orphan = %key_id, error = %e, "could not schedule orphan KEK for deletion")
                     }
                 }
-                self.read_back(&alias).await.map(Into::into)
+                self.read_back(&alias).await.map(|id| (id.into(), false))
             }
         }
     }

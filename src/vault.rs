@@ -82,18 +82,36 @@ impl Broker {
         Ok(())
     }
 
+    /// The KEK for `context`; records `vault.kek.created` when this call created it.
+    async fn kek_for(&self, principal: &Principal, context: &KeyContext) -> Result<KekRef, Error> {
+        let (kek, created) = self
+            .keyring
+            .resolve_platform_kek(context)
+            .await
+            .map_err(Error::from_kms)?;
+        if created {
+            let fields = json!({"key_name": self.keyring.alias_for(context), "key_id": kek.key_id});
+            audit::record(
+                &self.store,
+                principal,
+                "vault.kek.created",
+                org(context),
+                fields,
+            )
+            .await?;
+        }
+        Ok(kek)
+    }
+
     /// Seals `value` for `object_id` under a fresh DEK from the context's current KEK.
     async fn seal_new_version(
         &self,
+        principal: &Principal,
         context: &KeyContext,
         object_id: &str,
         value: &str,
     ) -> Result<NewVersion, Error> {
-        let kek = self
-            .keyring
-            .platform_kek(context)
-            .await
-            .map_err(Error::from_kms)?;
+        let kek = self.kek_for(principal, context).await?;
         let generated = self
             .provider()
             .generate_data_key(&kek, context)
@@ -158,7 +176,9 @@ impl Broker {
             return Err(Error::OutOfScope);
         }
         let id = Uuid::new_v4().to_string();
-        let version = self.seal_new_version(&context, &id, value).await?;
+        let version = self
+            .seal_new_version(principal, &context, &id, value)
+            .await?;
         let meta = ObjectMeta {
             id: id.clone(),
             name: name.to_owned(),
@@ -279,7 +299,9 @@ impl Broker {
             // Fail before spending a KMS call; the store re-checks atomically below.
             return Err(Error::VersionConflict);
         }
-        let version = self.seal_new_version(&context, &record.id, value).await?;
+        let version = self
+            .seal_new_version(principal, &context, &record.id, value)
+            .await?;
         let meta = ObjectMeta {
             key_id: version.kek_id.clone(),
             version_id: version.id.clone(),
@@ -373,11 +395,7 @@ impl Broker {
         if !principal.may_use(&context) {
             return Err(Error::OutOfScope);
         }
-        let kek = self
-            .keyring
-            .platform_kek(&context)
-            .await
-            .map_err(Error::from_kms)?;
+        let kek = self.kek_for(principal, &context).await?;
         let generated = self
             .provider()
             .generate_data_key(&kek, &context)
@@ -449,11 +467,7 @@ impl Broker {
             return Err(Error::OutOfScope);
         }
         let (blob, key) = self.open_blob(principal, encrypted_keys_b64).await?;
-        let kek = self
-            .keyring
-            .platform_kek(&new_context)
-            .await
-            .map_err(Error::from_kms)?;
+        let kek = self.kek_for(principal, &new_context).await?;
         let wrapped = self
             .provider()
             .encrypt(&kek, &key, &new_context)

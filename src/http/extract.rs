@@ -18,19 +18,38 @@ use crate::error::Error;
 /// A caller holding an `app` key.
 pub struct AppCaller(pub Principal);
 
+/// A caller holding an `admin` key.
+pub struct AdminCaller(pub Principal);
+
+async fn caller_with_role(parts: &Parts, broker: &Broker, role: Role) -> Result<Principal, Error> {
+    let header = parts
+        .headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let principal = auth::authenticate(&broker.store, header).await?;
+    if principal.role != role {
+        return Err(Error::WrongRole);
+    }
+    Ok(principal)
+}
+
 impl FromRequestParts<Arc<Broker>> for AppCaller {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, broker: &Arc<Broker>) -> Result<Self, Error> {
-        let header = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        let principal = auth::authenticate(&broker.store, header).await?;
-        if principal.role != Role::App {
-            return Err(Error::WrongRole);
-        }
-        Ok(AppCaller(principal))
+        caller_with_role(parts, broker, Role::App)
+            .await
+            .map(AppCaller)
+    }
+}
+
+impl FromRequestParts<Arc<Broker>> for AdminCaller {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, broker: &Arc<Broker>) -> Result<Self, Error> {
+        caller_with_role(parts, broker, Role::Admin)
+            .await
+            .map(AdminCaller)
     }
 }
 

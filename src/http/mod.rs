@@ -1,7 +1,8 @@
-//! HTTP surface: the Vault data plane (`/vault/v1`), `/healthz` (alive) and `/readyz` (database
+//! HTTP surface: the Vault data plane (`/vault/v1`), the admin plane (`/admin/v1`), `/healthz` (alive) and `/readyz` (database
 //! and key provider answer). Every non-2xx body is JSON `{"error", "message", "code"}`, and every
 //! response carries an `X-Request-ID` (the caller's, or a fresh one).
 
+mod admin;
 mod errors;
 mod extract;
 mod vault;
@@ -27,6 +28,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .merge(vault::routes())
+        .merge(admin::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

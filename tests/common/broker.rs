@@ -11,7 +11,9 @@ use byok_broker::config::Config;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{PLATFORM_ACCOUNT, options_for, unique_prefix};
+use byok_broker::kms::aws::AwsKms;
+
+use super::{CountingProvider, PLATFORM_ACCOUNT, options_for, unique_prefix};
 
 pub const APP_KEY: &str = "test-app-key-0123456789abcdef";
 pub const ADMIN_KEY: &str = "test-admin-key-0123456789abcdef";
@@ -20,6 +22,8 @@ pub struct TestBroker {
     pub address: SocketAddr,
     pub broker: Arc<Broker>,
     pub data_dir: PathBuf,
+    /// The broker's provider, counting the calls that reach KMS.
+    pub kms: Arc<CountingProvider<AwsKms>>,
 }
 
 pub struct HttpResponse {
@@ -45,7 +49,12 @@ impl TestBroker {
         ]);
         let mut config = Config::load(None, |name| env.get(name).cloned()).expect("config");
         config.aws = options_for(PLATFORM_ACCOUNT);
-        let broker = Broker::start(config).await.expect("broker starts");
+        let kms = Arc::new(CountingProvider::new(
+            AwsKms::connect(&config.aws).await.expect("provider"),
+        ));
+        let broker = Broker::start_with_provider(config, kms.clone())
+            .await
+            .expect("broker starts");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -56,6 +65,7 @@ impl TestBroker {
             address,
             broker,
             data_dir,
+            kms,
         }
     }
 

@@ -1,0 +1,221 @@
+//! `/admin/v1`: API keys (create, list, revoke) and audit events (filters, cursor pagination).
+//! Admin keys only. A new key's token is returned once, at creation, and never again.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::extract::{AdminCaller, JsonBody};
+use crate::auth::{self, Role};
+use crate::broker::Broker;
+use crate::context::KeyContext;
+use crate::error::Error;
+use crate::store::{ApiKeyRecord, EventQuery, NewApiKey};
+use crate::timestamp::Timestamp;
+
+const MAX_EVENTS_LIMIT: usize = 100;
+
+pub fn routes() -> Router<Arc<Broker>> {
+    Router::new()
+        .route(
+            "/admin/v1/api-keys",
+            post(create_api_key).get(list_api_keys),
+        )
+        .route("/admin/v1/api-keys/{id}", delete(revoke_api_key))
+        .route("/admin/v1/events", get(list_events))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateApiKeyBody {
+    name: String,
+    role: String,
+    #[serde(default)]
+    scope: Option<Value>,
+}
+
+fn api_key_json(record: &ApiKeyRecord) -> Result<Value, Error> {
+    let scope: Option<Value> = match &record.scope_json {
+        Some(json) => Some(serde_json::from_str(json).map_err(|e| Error::Internal(e.to_string()))?),
+        None => None,
+    };
+    Ok(json!({
+        "object": "api_key",
+        "id": record.id,
+        "name": record.name,
+        "role": record.role,
+        "scope": scope,
+        "created_at": record.created_at,
+        "revoked_at": record.revoked_at,
+    }))
+}
+
+async fn create_api_key(
+    State(broker): State<Arc<Broker>>,
+    AdminCaller(_admin): AdminCaller,
+    JsonBody(body): JsonBody<CreateApiKeyBody>,
+) -> Result<(StatusCode, Json<Value>), Error> {
+    let name = body.name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(Error::invalid(
+            "invalid_name",
+            "name must be 1-100 characters",
+        ));
+    }
+    let role = match body.role.as_str() {
+        "app" => Role::App,
+        "admin" => Role::Admin,
+        other => {
+            return Err(Error::invalid(
+                "invalid_role",
+                format!("role must be \"app\" or \"admin\", not {other:?}"),
+            ));
+        }
+    };
+    let scope_json = match &body.scope {
+        None | Some(Value::Null) => None,
+        Some(_) if role == Role::Admin => {
+            return Err(Error::invalid(
+                "invalid_scope",
+                "only app keys can be scoped",
+            ));
+        }
+        // A scope is a context selector: the same rules as a key context.
+        Some(value) => Some(
+            serde_json::to_string(&KeyContext::from_json(value)?)
+                .map_err(|e| Error::Internal(e.to_string()))?,
+        ),
+    };
+    let token = auth::generate_token(role)?;
+    let id = format!("key_{}", uuid::Uuid::new_v4().simple());
+    broker
+        .store
+        .insert_api_key(NewApiKey {
+            id: id.clone(),
+            name: name.to_owned(),
+            role: role.as_str().to_owned(),
+            scope_json,
+            key_hash: auth::hash_token(&token),
+        })
+        .await?;
+    let record = broker
+        .store
+        .list_api_keys()
+        .await?
+        .into_iter()
+        .find(|k| k.id == id)
+        .ok_or(Error::Internal("created key vanished".into()))?;
+    let mut response = api_key_json(&record)?;
+    response["key"] = Value::String(token.as_str().to_owned());
+    Ok((StatusCode::CREATED, Json(response)))
+}
+
+async fn list_api_keys(
+    State(broker): State<Arc<Broker>>,
+    AdminCaller(_admin): AdminCaller,
+) -> Result<Json<Value>, Error> {
+    let keys = broker.store.list_api_keys().await?;
+    let data = keys
+        .iter()
+        .map(api_key_json)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(json!({"object": "list", "data": data})))
+}
+
+async fn revoke_api_key(
+    State(broker): State<Arc<Broker>>,
+    AdminCaller(admin): AdminCaller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, Error> {
+    if id == admin.key_id {
+        return Err(Error::invalid(
+            "cannot_revoke_self",
+            "an admin key cannot revoke itself",
+        ));
+    }
+    broker
+        .store
+        .revoke_api_key(&id)
+        .await
+        .map_err(|e| match e {
+            crate::store::StoreError::NotFound => Error::NotFound("api key"),
+            other => other.into(),
+        })?;
+    let record = broker
+        .store
+        .list_api_keys()
+        .await?
+        .into_iter()
+        .find(|k| k.id == id)
+        .ok_or(Error::NotFound("api key"))?;
+    Ok(Json(api_key_json(&record)?))
+}
+
+async fn list_events(
+    State(broker): State<Arc<Broker>>,
+    AdminCaller(_admin): AdminCaller,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, Error> {
+    let limit = match query.get("limit") {
+        Some(text) => text
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=MAX_EVENTS_LIMIT).contains(l))
+            .ok_or_else(|| {
+                Error::invalid(
+                    "invalid_limit",
+                    format!("limit must be 1-{MAX_EVENTS_LIMIT}"),
+                )
+            })?,
+        None => 10,
+    };
+    let time = |name: &str| -> Result<Option<String>, Error> {
+        match query.get(name).filter(|v| !v.is_empty()) {
+            Some(text) => Timestamp::parse(text)
+                .map(|t| Some(t.to_rfc3339()))
+                .ok_or_else(|| {
+                    Error::invalid("invalid_time", format!("cannot parse {name} {text:?}"))
+                }),
+            None => Ok(None),
+        }
+    };
+    let events = query
+        .get("events")
+        .map(|e| {
+            e.split(',')
+                .map(str::trim)
+                .filter(|e| !e.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    let filter = EventQuery {
+        events,
+        organization_id: query
+            .get("organization_id")
+            .filter(|v| !v.is_empty())
+            .cloned(),
+        range_start: time("range_start")?,
+        range_end: time("range_end")?,
+        after: query.get("after").filter(|v| !v.is_empty()).cloned(),
+        limit,
+    };
+    let (page, more) = broker.store.list_events(filter).await?;
+    let data = page
+        .iter()
+        .map(|e| {
+            let data: Value = serde_json::from_str(&e.data_json).map_err(|err| Error::Internal(err.to_string()))?;
+            Ok(json!({"object": "event", "id": e.id, "event": e.event, "data": data, "created_at": e.created_at, "context": {}}))
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    let after = more.then(|| page.last().map(|e| e.id.clone())).flatten();
+    Ok(Json(
+        json!({"object": "list", "data": data, "list_metadata": {"after": after}}),
+    ))
+}
