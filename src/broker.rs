@@ -10,6 +10,7 @@ use crate::keyring::Keyring;
 use crate::kms::aws::AwsKms;
 use crate::kms::local::LocalKms;
 use crate::kms::{KeyProvider, KmsError};
+use crate::rate_limit::RateLimiter;
 use crate::store::Store;
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +30,7 @@ pub struct Broker {
     pub keyring: Keyring,
     pub dek_cache: DekCache,
     pub store: Store,
+    pub rate_limiter: RateLimiter,
 }
 
 impl Broker {
@@ -60,7 +62,9 @@ impl Broker {
         if let Some(path) = auth::bootstrap_if_empty(&store, &config.data_dir).await? {
             tracing::warn!(file = %path.display(), "no API keys were configured: created an app and an admin key and wrote them to this file (mode 0600)");
         }
+        let rate_limiter = RateLimiter::new(config.rate_limit);
         Ok(Arc::new(Self {
+            rate_limiter,
             config,
             keyring,
             dek_cache,

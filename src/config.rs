@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::cache::DekCacheConfig;
 use crate::kms::aws::AwsOptions;
+use crate::rate_limit::RateLimitConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -43,6 +44,7 @@ pub struct Config {
     pub aws: AwsOptions,
     pub dek_cache: DekCacheConfig,
     pub limits: Limits,
+    pub rate_limit: RateLimitConfig,
     /// Bootstrap API keys from `BYOK_BROKER_APP_KEY` / `BYOK_BROKER_ADMIN_KEY` (never from files).
     pub bootstrap_app_key: Option<Redacted>,
     pub bootstrap_admin_key: Option<Redacted>,
@@ -87,6 +89,15 @@ struct RawConfig {
     dek_cache: RawCache,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    rate_limit: RawRateLimit,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRateLimit {
+    per_second: Option<u32>,
+    burst: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -214,6 +225,17 @@ impl Config {
                 "must be at least limits.max_value_bytes".into(),
             ));
         }
+        let rate_defaults = RateLimitConfig::default();
+        let rate_limit = RateLimitConfig {
+            per_second: match env("BYOK_BROKER_RATE_LIMIT_PER_SECOND") {
+                Some(text) => parse_number("BYOK_BROKER_RATE_LIMIT_PER_SECOND", &text)? as u32,
+                None => raw
+                    .rate_limit
+                    .per_second
+                    .unwrap_or(rate_defaults.per_second),
+            },
+            burst: raw.rate_limit.burst.unwrap_or(rate_defaults.burst),
+        };
         let secret = |name: &str| {
             env(name)
                 .filter(|v| !v.is_empty())
@@ -221,6 +243,7 @@ impl Config {
         };
         Ok(Self {
             limits,
+            rate_limit,
             bootstrap_app_key: secret("BYOK_BROKER_APP_KEY"),
             bootstrap_admin_key: secret("BYOK_BROKER_ADMIN_KEY"),
             listen,

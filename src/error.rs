@@ -36,6 +36,8 @@ pub enum Error {
     KmsUnavailable(KmsError),
     #[error("the encrypted keys do not open under their key and context")]
     EncryptedKeysIntegrity,
+    #[error("too many requests for this API key, retry later")]
+    RateLimited(std::time::Duration),
     #[error("internal error")]
     Internal(String),
 }
@@ -68,6 +70,7 @@ impl Error {
             Error::EncryptedKeysIntegrity => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "invalid_encrypted_keys")
             }
+            Error::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
     }

@@ -14,6 +14,7 @@ pub mod error;
 pub mod http;
 pub mod keyring;
 pub mod kms;
+pub mod rate_limit;
 pub mod store;
 pub mod timestamp;
 pub mod vault;

@@ -562,3 +562,41 @@ async fn a_disabled_kek_fails_closed_with_403() {
         .await;
     assert_eq!(write.status, 403);
 }
+
+#[tokio::test]
+async fn a_key_over_its_rate_limit_gets_429_with_retry_after() {
+    let broker =
+        TestBroker::start_with("ratelimit", &[("BYOK_BROKER_RATE_LIMIT_PER_SECOND", "2")]).await;
+    let mut statuses = Vec::new();
+    for _ in 0..150 {
+        statuses.push(broker.call("GET", "/vault/v1/kv", None).await);
+    }
+    let limited: Vec<_> = statuses.iter().filter(|r| r.status == 429).collect();
+    assert!(
+        !limited.is_empty(),
+        "a burst of 150 beyond the default burst of 100 is limited"
+    );
+    assert_eq!(limited[0].body["code"], "rate_limited");
+    assert!(
+        limited[0]
+            .headers
+            .get("retry-after")
+            .is_some_and(|v| v.parse::<u64>().unwrap() >= 1)
+    );
+    assert!(
+        statuses.iter().take(100).all(|r| r.status == 200),
+        "the burst itself passes"
+    );
+}
+
+#[tokio::test]
+async fn readiness_reports_the_key_provider() {
+    let broker = TestBroker::start("ready").await;
+    let ready = broker.call_with("GET", "/readyz", None, None, &[]).await;
+    assert_eq!(
+        (ready.status, ready.body["kms"].as_str()),
+        (200, Some("aws_kms"))
+    );
+    let health = broker.call_with("GET", "/healthz", None, None, &[]).await;
+    assert_eq!(health.status, 200);
+}

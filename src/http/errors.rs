@@ -16,11 +16,17 @@ impl IntoResponse for Error {
         } else if let Error::KeyUnavailable(e) = &self {
             tracing::warn!(code, error = %e, "refused: key unavailable");
         }
+        // Both SDK generations honour Retry-After when they retry 429 and 503.
+        let retry_after = match &self {
+            Error::RateLimited(wait) => Some(wait.as_secs() + 1),
+            _ if status == StatusCode::SERVICE_UNAVAILABLE => Some(1),
+            _ => None,
+        };
         let mut response = error_response(status, code, &self.public_message());
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        if let Some(seconds) = retry_after {
             response
                 .headers_mut()
-                .insert("retry-after", HeaderValue::from_static("1"));
+                .insert("retry-after", HeaderValue::from(seconds));
         }
         response
     }

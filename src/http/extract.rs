@@ -30,6 +30,10 @@ async fn caller_with_role(parts: &Parts, broker: &Broker, role: Role) -> Result<
     if principal.role != role {
         return Err(Error::WrongRole);
     }
+    broker
+        .rate_limiter
+        .check(&principal.key_id)
+        .map_err(Error::RateLimited)?;
     Ok(principal)
 }
 

@@ -34,6 +34,11 @@ pub struct HttpResponse {
 
 impl TestBroker {
     pub async fn start(test: &str) -> Self {
+        Self::start_with(test, &[]).await
+    }
+
+    /// Starts with extra `BYOK_BROKER_*` settings.
+    pub async fn start_with(test: &str, settings: &[(&'static str, &str)]) -> Self {
         let data_dir = std::env::temp_dir().join(format!(
             "byok-http-{test}-{}",
             uuid::Uuid::new_v4().simple()
@@ -47,6 +52,8 @@ impl TestBroker {
             ("BYOK_BROKER_ADMIN_KEY", ADMIN_KEY.to_string()),
             ("BYOK_BROKER_MAX_VALUE_BYTES", "65536".to_string()),
         ]);
+        let mut env = env;
+        env.extend(settings.iter().map(|(k, v)| (*k, v.to_string())));
         let mut config = Config::load(None, |name| env.get(name).cloned()).expect("config");
         config.aws = options_for(PLATFORM_ACCOUNT);
         let kms = Arc::new(CountingProvider::new(
