@@ -66,6 +66,24 @@ async function exercise(label, WorkOS, { v11 }) {
     const list = await vault.listObjects({ limit: 100 });
     assert.ok(list.data.some((o) => o.id === created.id));
   });
+  if (v11) {
+    await check(`${label} listObjects autoPagination across pages of 100`, async () => {
+      for (let i = 0; i < 101; i += 1) await vault.createObject({ name: `page-${i}/${suffix}`, value: 'v', context });
+      const all = await (await vault.listObjects()).autoPagination();
+      const names = all.map((o) => o.name);
+      assert.equal(new Set(names).size, names.length, 'no object twice');
+      assert.ok(names.includes(`secret/${suffix}`));
+      assert.equal(names.filter((n) => n.startsWith('page-') && n.endsWith(suffix)).length, 101);
+    });
+  }
+  if (v11) {
+    await check(`${label} listObjects updatedAfter (Date)`, async () => {
+      const recent = await vault.listObjects({ updatedAfter: new Date(Date.now() - 3600_000) });
+      assert.ok(recent.data.length > 0, 'objects updated in the last hour are listed');
+      const none = await vault.listObjects({ updatedAfter: new Date(Date.now() + 3600_000) });
+      assert.equal(none.data.length, 0);
+    });
+  }
   await check(`${label} encrypt/decrypt with associated data`, async () => {
     const blob = await vault.encrypt('hello world', context, 'aad-1');
     assert.equal(await vault.decrypt(blob, 'aad-1'), 'hello world');
