@@ -10,6 +10,7 @@ use crate::keyring::Keyring;
 use crate::kms::aws::AwsKms;
 use crate::kms::local::LocalKms;
 use crate::kms::{KeyProvider, KmsError};
+use crate::metrics::{MeteredProvider, Metrics};
 use crate::rate_limit::RateLimiter;
 use crate::store::Store;
 
@@ -31,6 +32,7 @@ pub struct Broker {
     pub dek_cache: DekCache,
     pub store: Store,
     pub rate_limiter: RateLimiter,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Broker {
@@ -50,6 +52,11 @@ impl Broker {
         config: Config,
         provider: Arc<dyn KeyProvider>,
     ) -> Result<Arc<Self>, StartError> {
+        let metrics = Arc::new(Metrics::default());
+        let provider: Arc<dyn KeyProvider> = Arc::new(MeteredProvider {
+            inner: provider,
+            metrics: Arc::clone(&metrics),
+        });
         let keyring = Keyring::new(provider, &config.kek_alias_prefix)?;
         let dek_cache = DekCache::new(config.dek_cache);
         let store = Store::open(&config.data_dir.join("broker.db")).await?;
@@ -63,13 +70,19 @@ impl Broker {
             tracing::warn!(file = %path.display(), "no API keys were configured: created an app and an admin key and wrote them to this file (mode 0600)");
         }
         let rate_limiter = RateLimiter::new(config.rate_limit);
-        Ok(Arc::new(Self {
+        let watcher = config.watcher;
+        let broker = Arc::new(Self {
             rate_limiter,
             config,
             keyring,
             dek_cache,
             store,
-        }))
+            metrics,
+        });
+        broker.reload_bindings().await?;
+        // The watcher holds only a weak reference: it ends when the broker is dropped.
+        tokio::spawn(crate::byok::watcher::run(Arc::downgrade(&broker), watcher));
+        Ok(broker)
     }
 
     pub fn provider(&self) -> &dyn KeyProvider {

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::byok::watcher::WatcherConfig;
 use crate::cache::DekCacheConfig;
 use crate::kms::aws::AwsOptions;
 use crate::rate_limit::RateLimitConfig;
@@ -45,6 +46,7 @@ pub struct Config {
     pub dek_cache: DekCacheConfig,
     pub limits: Limits,
     pub rate_limit: RateLimitConfig,
+    pub watcher: WatcherConfig,
     /// Bootstrap API keys from `BYOK_BROKER_APP_KEY` / `BYOK_BROKER_ADMIN_KEY` (never from files).
     pub bootstrap_app_key: Option<Redacted>,
     pub bootstrap_admin_key: Option<Redacted>,
@@ -91,6 +93,15 @@ struct RawConfig {
     limits: RawLimits,
     #[serde(default)]
     rate_limit: RawRateLimit,
+    #[serde(default)]
+    byok: RawByok,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawByok {
+    watch_interval_ms: Option<u64>,
+    watch_concurrency: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -236,6 +247,29 @@ impl Config {
             },
             burst: raw.rate_limit.burst.unwrap_or(rate_defaults.burst),
         };
+        let watcher_defaults = WatcherConfig::default();
+        let watcher = WatcherConfig {
+            interval: match env("BYOK_BROKER_BYOK_WATCH_INTERVAL_MS") {
+                Some(text) => Duration::from_millis(parse_number(
+                    "BYOK_BROKER_BYOK_WATCH_INTERVAL_MS",
+                    &text,
+                )?),
+                None => raw
+                    .byok
+                    .watch_interval_ms
+                    .map_or(watcher_defaults.interval, Duration::from_millis),
+            },
+            concurrency: raw
+                .byok
+                .watch_concurrency
+                .unwrap_or(watcher_defaults.concurrency),
+        };
+        if watcher.interval < Duration::from_millis(100) || watcher.concurrency == 0 {
+            return Err(invalid(
+                "byok.watch_interval_ms / byok.watch_concurrency",
+                "interval must be at least 100 ms and concurrency at least 1".into(),
+            ));
+        }
         let secret = |name: &str| {
             env(name)
                 .filter(|v| !v.is_empty())
@@ -244,6 +278,7 @@ impl Config {
         Ok(Self {
             limits,
             rate_limit,
+            watcher,
             bootstrap_app_key: secret("BYOK_BROKER_APP_KEY"),
             bootstrap_admin_key: secret("BYOK_BROKER_ADMIN_KEY"),
             listen,

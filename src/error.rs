@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 
 use crate::context::ContextError;
 use crate::envelope::{EnvelopeError, FormatError};
+use crate::keyring::KeyAccessError;
 use crate::kms::{KmsError, KmsErrorClass};
 use crate::store::StoreError;
 
@@ -30,8 +31,23 @@ pub enum Error {
     PayloadTooLarge,
     #[error("the Idempotency-Key was already used for a different request")]
     IdempotencyKeyReused,
-    #[error("the key protecting this data is unavailable: {0}")]
-    KeyUnavailable(KmsError),
+    #[error("the tenant's key is disabled in the broker")]
+    KeyRevoked,
+    #[error("the key protecting this data is unavailable ({reason})")]
+    KeyUnavailable { reason: String },
+    #[error("{0} already exists")]
+    AlreadyExists(&'static str),
+    #[error("{0} objects still depend on this key")]
+    InUse(u64),
+    #[error(
+        "match_context overlaps an equally specific BYOK key ({0}); routing would be ambiguous"
+    )]
+    AmbiguousMatch(String),
+    #[error("key verification failed ({reason}): {detail}")]
+    ByokVerificationFailed {
+        reason: &'static str,
+        detail: String,
+    },
     #[error("the key management service is unavailable, retry later")]
     KmsUnavailable(KmsError),
     #[error("the encrypted keys do not open under their key and context")]
@@ -65,7 +81,14 @@ impl Error {
             Error::IdempotencyKeyReused => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
             }
-            Error::KeyUnavailable(_) => (StatusCode::FORBIDDEN, "key_unavailable"),
+            Error::KeyRevoked => (StatusCode::FORBIDDEN, "key_revoked"),
+            Error::KeyUnavailable { .. } => (StatusCode::FORBIDDEN, "key_unavailable"),
+            Error::AlreadyExists(_) => (StatusCode::CONFLICT, "already_exists"),
+            Error::InUse(_) => (StatusCode::CONFLICT, "key_in_use"),
+            Error::AmbiguousMatch(_) => (StatusCode::CONFLICT, "ambiguous_match_context"),
+            Error::ByokVerificationFailed { .. } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "byok_verification_failed")
+            }
             Error::KmsUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "kms_unavailable"),
             Error::EncryptedKeysIntegrity => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "invalid_encrypted_keys")
@@ -79,10 +102,6 @@ impl Error {
     pub fn public_message(&self) -> String {
         match self {
             Error::Internal(_) => "internal error".into(),
-            Error::KeyUnavailable(e) => format!(
-                "the key protecting this data is unavailable ({})",
-                e.failure.as_str()
-            ),
             other => other.to_string(),
         }
     }
@@ -91,7 +110,9 @@ impl Error {
     /// failures are 503, and anything else is an internal error.
     pub fn from_kms(e: KmsError) -> Self {
         match e.class() {
-            KmsErrorClass::Revoked => Error::KeyUnavailable(e),
+            KmsErrorClass::Revoked => Error::KeyUnavailable {
+                reason: e.failure.as_str().to_owned(),
+            },
             KmsErrorClass::Retryable => Error::KmsUnavailable(e),
             KmsErrorClass::Integrity | KmsErrorClass::Invalid => Error::Internal(e.to_string()),
         }
@@ -104,7 +125,19 @@ impl From<StoreError> for Error {
             StoreError::NotFound => Error::NotFound("object"),
             StoreError::NameTaken => Error::NameTaken,
             StoreError::VersionMismatch { .. } => Error::VersionConflict,
+            StoreError::AlreadyExists => Error::AlreadyExists("resource"),
+            StoreError::InUse(count) => Error::InUse(count),
             StoreError::Internal(message) => Error::Internal(message),
+        }
+    }
+}
+
+impl From<KeyAccessError> for Error {
+    fn from(e: KeyAccessError) -> Self {
+        match e {
+            KeyAccessError::Revoked { .. } => Error::KeyRevoked,
+            KeyAccessError::Unavailable { reason } => Error::KeyUnavailable { reason },
+            KeyAccessError::Kms(e) => Error::from_kms(e),
         }
     }
 }

@@ -1,4 +1,5 @@
-//! Context → KEK resolution. Platform KEKs are created just in time: the first use of a context
+//! Context → KEK resolution. A context covered by a BYOK binding uses that binding's CMK, or is
+//! refused while the binding is disabled or unavailable (fail closed). Platform KEKs are created just in time: the first use of a context
 //! creates one KMS key and an alias derived from the context hash; later uses find the alias.
 //! Concurrent first uses converge on one key: in-process through single flight, across processes
 //! through the alias (CreateAlias fails for all but one creator; losers schedule their key for
@@ -8,11 +9,42 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use tokio::sync::watch;
+
+use crate::byok::bindings::{Binding, BindingSet, BindingState, kek_ref};
 use crate::context::{ContextHash, KeyContext};
 use crate::kms::{AliasOutcome, KekRef, KeyProvider, KmsError, KmsFailure};
 
 /// Attempts to read back an alias another creator just won; covers its brief write window.
 const ALIAS_READBACK_ATTEMPTS: u32 = 5;
+
+/// Why a KEK may not be used for a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyAccessError {
+    /// The tenant's BYOK key is disabled in the broker.
+    Revoked { byok_key_id: String },
+    /// The tenant's CMK is unavailable (disabled, pending deletion, access removed in AWS).
+    Unavailable { reason: String },
+    /// Resolving a platform KEK failed in KMS.
+    Kms(KmsError),
+}
+
+/// The KEK for a write, and whether resolving it created a platform KEK just now.
+#[derive(Debug, Clone)]
+pub struct WriteKek {
+    pub kek: KekRef,
+    pub created_platform_kek: bool,
+}
+
+fn check_state(binding: &Binding) -> Result<(), KeyAccessError> {
+    match binding.state() {
+        BindingState::Active => Ok(()),
+        BindingState::Disabled => Err(KeyAccessError::Revoked {
+            byok_key_id: binding.id().to_owned(),
+        }),
+        BindingState::Unavailable(reason) => Err(KeyAccessError::Unavailable { reason }),
+    }
+}
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct KeyringStats {
@@ -28,6 +60,8 @@ struct Counters {
 
 pub struct Keyring {
     provider: Arc<dyn KeyProvider>,
+    /// BYOK bindings: replaced whole on every change, read without locks by every request.
+    bindings: watch::Sender<Arc<BindingSet>>,
     alias_prefix: String,
     /// Resolved platform KEK ids; a KEK's id for a context never changes, so no expiry is needed.
     resolved: moka::future::Cache<ContextHash, Arc<str>>,
@@ -55,7 +89,81 @@ impl Keyring {
                 .time_to_idle(Duration::from_secs(24 * 3600))
                 .build(),
             counters: Counters::default(),
+            bindings: watch::Sender::new(Arc::new(BindingSet::default())),
         })
+    }
+
+    /// The current BYOK bindings.
+    pub fn bindings(&self) -> Arc<BindingSet> {
+        Arc::clone(&self.bindings.borrow())
+    }
+
+    /// Installs a new view of the BYOK bindings; the next request routes by it.
+    pub fn replace_bindings(&self, set: BindingSet) {
+        self.bindings.send_replace(Arc::new(set));
+    }
+
+    /// The KEK a new DEK for `context` is wrapped under. A context a BYOK binding covers gets that
+    /// binding's current CMK or a refusal, never a platform KEK (fail closed).
+    pub async fn kek_for_write(&self, context: &KeyContext) -> Result<WriteKek, KeyAccessError> {
+        let bindings = self.bindings();
+        if let Some(binding) = bindings.covering(context) {
+            check_state(binding)?;
+            let kek = binding
+                .current_kek()
+                .ok_or_else(|| KeyAccessError::Unavailable {
+                    reason: "current_key_missing".into(),
+                })?;
+            return Ok(WriteKek {
+                kek: kek_ref(kek),
+                created_platform_kek: false,
+            });
+        }
+        let (kek, created) = self
+            .resolve_platform_kek(context)
+            .await
+            .map_err(KeyAccessError::Kms)?;
+        Ok(WriteKek {
+            kek,
+            created_platform_kek: created,
+        })
+    }
+
+    /// How to reach the KEK a stored DEK was wrapped under, after the revocation checks: a context
+    /// covered by a disabled or unavailable binding is refused whatever key wrapped it.
+    pub fn kek_for_read(
+        &self,
+        stored_kek_id: &str,
+        context: &KeyContext,
+    ) -> Result<KekRef, KeyAccessError> {
+        let bindings = self.bindings();
+        if let Some(binding) = bindings.covering(context) {
+            check_state(binding)?;
+        }
+        match bindings.owner_of(stored_kek_id) {
+            Some(owner) => {
+                if owner.record.admin_disabled {
+                    return Err(KeyAccessError::Revoked {
+                        byok_key_id: owner.id().to_owned(),
+                    });
+                }
+                let kek = owner
+                    .kek(stored_kek_id)
+                    .ok_or_else(|| KeyAccessError::Unavailable {
+                        reason: "key_missing".into(),
+                    })?;
+                if !kek.available {
+                    return Err(KeyAccessError::Unavailable {
+                        reason: kek
+                            .reason
+                            .clone()
+                            .unwrap_or_else(|| "key_unavailable".into()),
+                    });
+                }
+                Ok(kek_ref(kek))
+            }
+            None => Ok(KekRef::platform(stored_kek_id)),
+        }
     }
 
     pub fn provider(&self) -> &Arc<dyn KeyProvider> {

@@ -18,7 +18,8 @@ use crate::context::{KeyContext, hex};
 use crate::data_key::DataKey;
 use crate::envelope::{DataKeyBlob, SealedValue, WrappedKey, open_value, seal_value};
 use crate::error::Error;
-use crate::kms::{KekRef, KmsErrorClass};
+use crate::keyring::WriteKek;
+use crate::kms::{KekRef, KmsError, KmsErrorClass};
 use crate::store::{ListQuery, ListedObject, NewObject, NewVersion, ObjectRecord, VersionRecord};
 use crate::timestamp::Timestamp;
 
@@ -84,12 +85,11 @@ impl Broker {
 
     /// The KEK for `context`; records `vault.kek.created` when this call created it.
     async fn kek_for(&self, principal: &Principal, context: &KeyContext) -> Result<KekRef, Error> {
-        let (kek, created) = self
-            .keyring
-            .resolve_platform_kek(context)
-            .await
-            .map_err(Error::from_kms)?;
-        if created {
+        let WriteKek {
+            kek,
+            created_platform_kek,
+        } = self.keyring.kek_for_write(context).await?;
+        if created_platform_kek {
             let fields = json!({"key_name": self.keyring.alias_for(context), "key_id": kek.key_id});
             audit::record(
                 &self.store,
@@ -238,10 +238,9 @@ impl Broker {
     ) -> Result<ObjectWithValue, Error> {
         let (record, context) = self.load_visible(principal, record).await?;
         let sealed = SealedValue::decode(&record.sealed)?;
-        let kek = KekRef::platform(&sealed.key.kek_id);
+        let kek = self.keyring.kek_for_read(&sealed.key.kek_id, &context)?;
         let dek = self
-            .dek_cache
-            .unwrap(self.provider(), &kek, &sealed.key.wrapped, &context)
+            .unwrap_dek(&kek, &sealed.key.wrapped, &context)
             .await
             .map_err(Error::from_kms)?;
         let plaintext = open_value(&dek, &sealed, &context, &record.id)?;
@@ -516,22 +515,51 @@ impl Broker {
         if !principal.may_use(&blob.context) {
             return Err(Error::OutOfScope);
         }
+        // The first entry that unwraps wins; a refused key (revoked, unavailable) is reported
+        // over an integrity failure, so a locked-out tenant sees why.
+        let mut refused = None;
         let mut last_error = None;
         for entry in &blob.entries {
-            let kek = KekRef::platform(&entry.kek_id);
-            match self
-                .dek_cache
-                .unwrap(self.provider(), &kek, &entry.wrapped, &blob.context)
-                .await
-            {
+            let kek = match self.keyring.kek_for_read(&entry.kek_id, &blob.context) {
+                Ok(kek) => kek,
+                Err(e) => {
+                    refused = Some(e);
+                    continue;
+                }
+            };
+            match self.unwrap_dek(&kek, &entry.wrapped, &blob.context).await {
                 Ok(key) => return Ok((blob, key)),
-                Err(e) => last_error = Some(e),
+                Err(e) if e.class() == KmsErrorClass::Integrity => {
+                    last_error = Some(Error::EncryptedKeysIntegrity)
+                }
+                Err(e) => last_error = Some(Error::from_kms(e)),
             }
         }
-        Err(match last_error {
-            Some(e) if e.class() == KmsErrorClass::Integrity => Error::EncryptedKeysIntegrity,
-            Some(e) => Error::from_kms(e),
-            None => malformed(),
+        Err(match (refused, last_error) {
+            (Some(e), _) => e.into(),
+            (None, Some(e)) => e,
+            (None, None) => malformed(),
         })
+    }
+
+    /// Unwraps through the DEK cache. A revoked-class answer for a tenant CMK marks it
+    /// unavailable at once, so the next request is refused without asking KMS again.
+    async fn unwrap_dek(
+        &self,
+        kek: &KekRef,
+        wrapped: &[u8],
+        context: &KeyContext,
+    ) -> Result<Arc<DataKey>, KmsError> {
+        let result = self
+            .dek_cache
+            .unwrap(self.provider(), kek, wrapped, context)
+            .await;
+        if let Err(e) = &result
+            && e.is_revoked()
+            && self.keyring.bindings().owner_of(&kek.key_id).is_some()
+        {
+            self.mark_kek_unavailable(&kek.key_id, e).await;
+        }
+        result
     }
 }

@@ -13,8 +13,8 @@ impl IntoResponse for Error {
         let (status, code) = self.status_and_code();
         if status.is_server_error() {
             tracing::error!(code, error = %self, detail = ?self, "request failed");
-        } else if let Error::KeyUnavailable(e) = &self {
-            tracing::warn!(code, error = %e, "refused: key unavailable");
+        } else if matches!(self, Error::KeyUnavailable { .. } | Error::KeyRevoked) {
+            tracing::warn!(code, error = %self, "refused: tenant key not usable");
         }
         // Both SDK generations honour Retry-After when they retry 429 and 503.
         let retry_after = match &self {

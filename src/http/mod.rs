@@ -3,6 +3,7 @@
 //! response carries an `X-Request-ID` (the caller's, or a fresh one).
 
 mod admin;
+mod byok;
 mod errors;
 mod extract;
 mod vault;
@@ -29,6 +30,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/readyz", get(readyz))
         .merge(vault::routes())
         .merge(admin::routes())
+        .merge(byok::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

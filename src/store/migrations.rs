@@ -5,7 +5,8 @@ use rusqlite::Connection;
 
 use super::StoreError;
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE objects (
     seq              INTEGER PRIMARY KEY AUTOINCREMENT,
     id               TEXT NOT NULL UNIQUE,
@@ -58,7 +59,32 @@ CREATE TABLE idempotency (
     created_at    TEXT NOT NULL,
     PRIMARY KEY (api_key_id, key)
 );
-"#];
+"#,
+    r#"
+CREATE TABLE byok_keys (
+    id                  TEXT PRIMARY KEY,
+    match_context_json  TEXT NOT NULL,
+    match_context_hash  TEXT NOT NULL UNIQUE,
+    provider            TEXT NOT NULL,
+    current_kek         TEXT NOT NULL,
+    admin_disabled      INTEGER NOT NULL DEFAULT 0,
+    created_at          TEXT NOT NULL,
+    updated_at          TEXT NOT NULL
+);
+CREATE TABLE tenant_keks (
+    key_arn        TEXT PRIMARY KEY,
+    byok_key_id    TEXT NOT NULL REFERENCES byok_keys(id) ON DELETE CASCADE,
+    region         TEXT,
+    role_arn       TEXT,
+    external_id    TEXT,
+    available      INTEGER NOT NULL DEFAULT 1,
+    reason         TEXT,
+    last_checked_at TEXT,
+    added_at       TEXT NOT NULL
+);
+CREATE INDEX tenant_keks_binding ON tenant_keks(byok_key_id);
+"#,
+];
 
 pub(super) fn apply(connection: &mut Connection) -> Result<(), StoreError> {
     let applied: i64 = connection.query_row("PRAGMA user_version", [], |row| row.get(0))?;

@@ -4,6 +4,7 @@
 
 mod api_keys;
 mod audit;
+mod byok;
 mod idempotency;
 mod migrations;
 mod objects;
@@ -15,6 +16,7 @@ use rusqlite::Connection;
 
 pub use api_keys::{ApiKeyRecord, NewApiKey};
 pub use audit::{AuditEvent, EventQuery};
+pub use byok::{ByokKeyRecord, TenantKekRecord};
 pub use idempotency::StoredResponse;
 pub use objects::{
     ListQuery, ListedObject, NewObject, NewVersion, ObjectRecord, Order, VersionRecord,
@@ -28,6 +30,10 @@ pub enum StoreError {
     NameTaken,
     #[error("version check failed: the current version is {current}")]
     VersionMismatch { current: String },
+    #[error("already exists")]
+    AlreadyExists,
+    #[error("{0} objects still depend on it")]
+    InUse(u64),
     #[error("storage failure: {0}")]
     Internal(String),
 }

@@ -126,6 +126,11 @@ fn check_version(current: &str, expected: Option<&str>) -> Result<(), StoreError
     }
 }
 
+/// The SQLite JSON path of a top-level member, quoted so any name is safe.
+pub(super) fn json_path(name: &str) -> String {
+    format!("$.\"{}\"", name.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
 impl Store {
     pub async fn insert_object(&self, object: NewObject) -> Result<(), StoreError> {
         self.run(move |c| {
@@ -275,7 +280,7 @@ impl Store {
                     args.len() + 1,
                     args.len() + 2
                 ));
-                args.push(format!("$.\"{}\"", name.replace('"', "\\\"")).into());
+                args.push(json_path(name).into());
                 args.push(value.clone().into());
             }
             sql.push_str(if ascending {

@@ -1,0 +1,87 @@
+//! The key-state watcher: polls `DescribeKey` for every tenant CMK of every binding not disabled
+//! by an admin, on a jittered interval with bounded concurrency. A revoked-class answer (disabled,
+//! pending deletion, access denied, not found, role not assumable) or a key that is no longer
+//! enabled marks the CMK unavailable at once; an enabled key restores it. Transient failures change
+//! nothing. The published bound: from `DisableKey` to refusal, at most one interval plus one check.
+
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+
+use super::bindings::kek_ref;
+use crate::broker::Broker;
+use crate::kms::KmsErrorClass;
+
+#[derive(Debug, Clone, Copy)]
+pub struct WatcherConfig {
+    pub interval: Duration,
+    /// Most DescribeKey calls in flight at once.
+    pub concurrency: usize,
+}
+
+impl Default for WatcherConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(5),
+            concurrency: 16,
+        }
+    }
+}
+
+/// Runs until the broker is dropped.
+pub async fn run(broker: Weak<Broker>, config: WatcherConfig) {
+    loop {
+        tokio::time::sleep(jittered(config.interval)).await;
+        let Some(broker) = broker.upgrade() else {
+            return;
+        };
+        let started = Instant::now();
+        let checked = check_all(&broker, config.concurrency).await;
+        tracing::debug!(
+            checked,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "key-state watcher pass"
+        );
+    }
+}
+
+/// One pass over every watched CMK; returns how many were checked.
+pub async fn check_all(broker: &Arc<Broker>, concurrency: usize) -> usize {
+    let bindings = broker.keyring.bindings();
+    let keks: Vec<_> = bindings
+        .all()
+        .iter()
+        .filter(|b| !b.record.admin_disabled)
+        .flat_map(|b| b.record.keks.iter().cloned())
+        .collect();
+    let count = keks.len();
+    futures_util::stream::iter(keks)
+        .for_each_concurrent(concurrency.max(1), |kek| async move {
+            let verdict = match broker.provider().describe(&kek_ref(&kek)).await {
+                Ok(d) if d.enabled => Some((true, None)),
+                Ok(d) => Some((false, Some(format!("key_{}", d.state.to_ascii_lowercase())))),
+                Err(e) if e.class() == KmsErrorClass::Revoked => Some((false, Some(e.failure.as_str().to_owned()))),
+                Err(e) => {
+                    tracing::warn!(key_arn = %kek.key_arn, error = %e, "key-state check failed transiently; state unchanged");
+                    None
+                }
+            };
+            if let Some((available, reason)) = verdict {
+                broker.metrics.record_key_check(&kek.key_arn, available);
+                if let Err(e) = broker.record_kek_state(&kek.key_arn, available, reason).await {
+                    tracing::error!(key_arn = %kek.key_arn, error = %e, "could not record key state");
+                }
+            }
+        })
+        .await;
+    count
+}
+
+/// Jitter of up to 20 % so many brokers do not poll KMS in lockstep. Only downwards: the pause
+/// never exceeds the configured interval, which is what the published bound promises.
+fn jittered(interval: Duration) -> Duration {
+    let mut byte = [0u8; 1];
+    let _ = getrandom::fill(&mut byte);
+    interval.mul_f64(0.8 + f64::from(byte[0]) / 255.0 * 0.2)
+}
