@@ -2,7 +2,8 @@
 
 Creates, in the tenant's simulated AWS account (a 12-digit access key id acts as that account):
   * a symmetric CMK with an alias, the key a tenant would bring,
-  * an IAM role whose trust policy names the broker's account and an ExternalId.
+  * an IAM role whose trust policy names the broker's account and an ExternalId, with a policy
+    allowing the KMS calls the broker makes on that key.
 Prints the values an admin would register (key ARN, role ARN, external id) as JSON.
 Usage: localstack/.venv/bin/python localstack/seed.py [ENDPOINT] (default http://127.0.0.1:4566)
 """
@@ -51,14 +52,29 @@ def tenant_role(iam):
         }],
     }
     try:
-        return iam.get_role(RoleName=ROLE_NAME)["Role"]["Arn"]
+        arn = iam.get_role(RoleName=ROLE_NAME)["Role"]["Arn"]
     except iam.exceptions.NoSuchEntityException:
-        return iam.create_role(RoleName=ROLE_NAME, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+        arn = iam.create_role(RoleName=ROLE_NAME, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+    return arn
+
+
+def allow_key_use(iam, key_arn):
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Action": ["kms:DescribeKey", "kms:GenerateDataKey", "kms:Decrypt", "kms:Encrypt", "kms:ReEncrypt*"],
+            "Resource": key_arn,
+        }],
+    }
+    iam.put_role_policy(RoleName=ROLE_NAME, PolicyName="byok-broker-key-use", PolicyDocument=json.dumps(policy))
 
 
 def main():
     key_arn = tenant_key(client("kms", TENANT_ACCOUNT))
-    role_arn = tenant_role(client("iam", TENANT_ACCOUNT))
+    iam = client("iam", TENANT_ACCOUNT)
+    role_arn = tenant_role(iam)
+    allow_key_use(iam, key_arn)
     # Prove the broker's account can assume the role with the external id.
     client("sts", PLATFORM_ACCOUNT).assume_role(
         RoleArn=role_arn, RoleSessionName="byok-seed-check", ExternalId=EXTERNAL_ID
