@@ -80,6 +80,7 @@ impl Broker {
             metrics,
         });
         broker.reload_bindings().await?;
+        broker.resume_rewrap_jobs().await?;
         // The watcher holds only a weak reference: it ends when the broker is dropped.
         tokio::spawn(crate::byok::watcher::run(Arc::downgrade(&broker), watcher));
         Ok(broker)

@@ -12,6 +12,7 @@ use crate::byok::watcher::WatcherConfig;
 use crate::cache::DekCacheConfig;
 use crate::kms::aws::AwsOptions;
 use crate::rate_limit::RateLimitConfig;
+use crate::rewrap::RewrapConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -47,6 +48,7 @@ pub struct Config {
     pub limits: Limits,
     pub rate_limit: RateLimitConfig,
     pub watcher: WatcherConfig,
+    pub rewrap: RewrapConfig,
     /// Bootstrap API keys from `BYOK_BROKER_APP_KEY` / `BYOK_BROKER_ADMIN_KEY` (never from files).
     pub bootstrap_app_key: Option<Redacted>,
     pub bootstrap_admin_key: Option<Redacted>,
@@ -95,6 +97,16 @@ struct RawConfig {
     rate_limit: RawRateLimit,
     #[serde(default)]
     byok: RawByok,
+    #[serde(default)]
+    rewrap: RawRewrap,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRewrap {
+    kms_calls_per_second: Option<u32>,
+    concurrency: Option<usize>,
+    batch_size: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -270,6 +282,32 @@ impl Config {
                 "interval must be at least 100 ms and concurrency at least 1".into(),
             ));
         }
+        let rewrap_defaults = RewrapConfig::default();
+        let rewrap = RewrapConfig {
+            kms_calls_per_second: match env("BYOK_BROKER_REWRAP_KMS_CALLS_PER_SECOND") {
+                Some(text) => {
+                    parse_number("BYOK_BROKER_REWRAP_KMS_CALLS_PER_SECOND", &text)? as u32
+                }
+                None => raw
+                    .rewrap
+                    .kms_calls_per_second
+                    .unwrap_or(rewrap_defaults.kms_calls_per_second),
+            },
+            concurrency: match env("BYOK_BROKER_REWRAP_CONCURRENCY") {
+                Some(text) => parse_number("BYOK_BROKER_REWRAP_CONCURRENCY", &text)? as usize,
+                None => raw
+                    .rewrap
+                    .concurrency
+                    .unwrap_or(rewrap_defaults.concurrency),
+            },
+            batch_size: raw.rewrap.batch_size.unwrap_or(rewrap_defaults.batch_size),
+        };
+        if rewrap.concurrency == 0 || rewrap.batch_size == 0 {
+            return Err(invalid(
+                "rewrap.concurrency / rewrap.batch_size",
+                "must be at least 1".into(),
+            ));
+        }
         let secret = |name: &str| {
             env(name)
                 .filter(|v| !v.is_empty())
@@ -279,6 +317,7 @@ impl Config {
             limits,
             rate_limit,
             watcher,
+            rewrap,
             bootstrap_app_key: secret("BYOK_BROKER_APP_KEY"),
             bootstrap_admin_key: secret("BYOK_BROKER_ADMIN_KEY"),
             listen,

@@ -38,7 +38,7 @@ pub struct WriteKek {
 
 fn check_state(binding: &Binding) -> Result<(), KeyAccessError> {
     match binding.state() {
-        BindingState::Active => Ok(()),
+        BindingState::Active | BindingState::Retired => Ok(()),
         BindingState::Disabled => Err(KeyAccessError::Revoked {
             byok_key_id: binding.id().to_owned(),
         }),

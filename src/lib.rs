@@ -17,6 +17,7 @@ pub mod keyring;
 pub mod kms;
 pub mod metrics;
 pub mod rate_limit;
+pub mod rewrap;
 pub mod store;
 pub mod timestamp;
 pub mod vault;

@@ -432,7 +432,7 @@ impl Broker {
         principal: &Principal,
         encrypted_keys_b64: &str,
     ) -> Result<IssuedDataKey, Error> {
-        let (blob, key) = self.open_blob(principal, encrypted_keys_b64).await?;
+        let (blob, key, _) = self.open_blob(principal, encrypted_keys_b64).await?;
         let kek_id = blob
             .entries
             .first()
@@ -465,11 +465,12 @@ impl Broker {
         if !principal.may_use(&new_context) {
             return Err(Error::OutOfScope);
         }
-        let (blob, key) = self.open_blob(principal, encrypted_keys_b64).await?;
+        let (blob, key, opened_with) = self.open_blob(principal, encrypted_keys_b64).await?;
         let kek = self.kek_for(principal, &new_context).await?;
+        // The rewrap mechanism: ReEncrypt inside KMS when one identity reaches both keys.
+        let (source, wrapped) = &opened_with;
         let wrapped = self
-            .provider()
-            .encrypt(&kek, &key, &new_context)
+            .rewrap_dek(source, wrapped, &blob.context, &kek, &new_context)
             .await
             .map_err(Error::from_kms)?;
         let rekeyed = DataKeyBlob {
@@ -501,7 +502,7 @@ impl Broker {
         &self,
         principal: &Principal,
         encrypted_keys_b64: &str,
-    ) -> Result<(DataKeyBlob, Arc<DataKey>), Error> {
+    ) -> Result<(DataKeyBlob, Arc<DataKey>, (KekRef, Vec<u8>)), Error> {
         let malformed = || {
             Error::invalid(
                 "invalid_encrypted_keys",
@@ -528,7 +529,10 @@ impl Broker {
                 }
             };
             match self.unwrap_dek(&kek, &entry.wrapped, &blob.context).await {
-                Ok(key) => return Ok((blob, key)),
+                Ok(key) => {
+                    let opened_with = (kek, entry.wrapped.clone());
+                    return Ok((blob, key, opened_with));
+                }
                 Err(e) if e.class() == KmsErrorClass::Integrity => {
                     last_error = Some(Error::EncryptedKeysIntegrity)
                 }

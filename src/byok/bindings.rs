@@ -13,6 +13,8 @@ pub enum BindingState {
     Active,
     /// Disabled by an admin in the broker.
     Disabled,
+    /// BYOK turned off by an admin: covers nothing; its CMKs still open the objects under them.
+    Retired,
     /// The current CMK answered with a revoked-class error (disabled, pending deletion, access
     /// removed, gone); the reason is the failure's stable name.
     Unavailable(String),
@@ -23,6 +25,7 @@ impl BindingState {
         match self {
             BindingState::Active => "active",
             BindingState::Disabled => "disabled",
+            BindingState::Retired => "retired",
             BindingState::Unavailable(_) => "unavailable",
         }
     }
@@ -50,6 +53,9 @@ impl Binding {
     pub fn state(&self) -> BindingState {
         if self.record.admin_disabled {
             return BindingState::Disabled;
+        }
+        if self.record.retired {
+            return BindingState::Retired;
         }
         match self.current_kek() {
             Some(kek) if kek.available => BindingState::Active,
@@ -114,7 +120,7 @@ impl BindingSet {
     pub fn covering(&self, context: &KeyContext) -> Option<&Binding> {
         self.bindings
             .iter()
-            .filter(|b| context.contains(&b.match_context))
+            .filter(|b| !b.record.retired && context.contains(&b.match_context))
             .max_by_key(|b| b.match_context.pairs().len())
     }
 
@@ -161,6 +167,7 @@ mod tests {
             provider: "aws_kms".into(),
             current_kek: kek.into(),
             admin_disabled: false,
+            retired: false,
             created_at: String::new(),
             updated_at: String::new(),
             keks: vec![TenantKekRecord {

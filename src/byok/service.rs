@@ -158,6 +158,7 @@ impl Broker {
             provider: PROVIDER_AWS_KMS.into(),
             current_kek: spec.key_arn.clone(),
             admin_disabled: false,
+            retired: false,
             created_at: String::new(),
             updated_at: String::new(),
             keks: Vec::new(),
@@ -246,6 +247,24 @@ impl Broker {
         audit::record_system(
             &self.store,
             "vault.byok_key.rotated",
+            organization(&binding.match_context),
+            fields,
+        )
+        .await?;
+        self.binding(id)
+    }
+
+    /// Turns BYOK off for the binding's contexts: new writes go to platform KEKs at once, objects
+    /// under its CMKs stay readable through them until a rewrap job moves them; then it can be
+    /// deleted.
+    pub async fn retire_byok_key(&self, id: &str) -> Result<Binding, Error> {
+        let binding = self.binding(id)?;
+        self.store.set_byok_retired(id, true).await?;
+        self.reload_bindings().await?;
+        let fields = json!({"byok_key_id": id, "state": "retired"});
+        audit::record_system(
+            &self.store,
+            "vault.byok_key.retired",
             organization(&binding.match_context),
             fields,
         )

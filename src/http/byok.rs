@@ -28,6 +28,7 @@ pub fn routes() -> Router<Arc<Broker>> {
         )
         .route("/admin/v1/byok-keys/{id}/disable", post(disable))
         .route("/admin/v1/byok-keys/{id}/enable", post(enable))
+        .route("/admin/v1/byok-keys/{id}/retire", post(retire))
         .route("/admin/v1/metrics", get(metrics))
 }
 
@@ -78,7 +79,8 @@ async fn binding_json(broker: &Broker, binding: &Binding) -> Result<Value, Error
     let reason = match &state {
         crate::byok::bindings::BindingState::Unavailable(reason) => Some(reason.clone()),
         crate::byok::bindings::BindingState::Disabled => Some("disabled_by_admin".to_owned()),
-        crate::byok::bindings::BindingState::Active => None,
+        crate::byok::bindings::BindingState::Active
+        | crate::byok::bindings::BindingState::Retired => None,
     };
     let keks: Vec<Value> = record
         .keks
@@ -194,6 +196,15 @@ async fn enable(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, Error> {
     let binding = broker.enable_byok_key(&id).await?;
+    Ok(Json(binding_json(&broker, &binding).await?))
+}
+
+async fn retire(
+    State(broker): State<Arc<Broker>>,
+    AdminCaller(_admin): AdminCaller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, Error> {
+    let binding = broker.retire_byok_key(&id).await?;
     Ok(Json(binding_json(&broker, &binding).await?))
 }
 

@@ -6,6 +6,7 @@ mod admin;
 mod byok;
 mod errors;
 mod extract;
+mod rewrap;
 mod vault;
 
 use std::sync::Arc;
@@ -31,6 +32,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .merge(vault::routes())
         .merge(admin::routes())
         .merge(byok::routes())
+        .merge(rewrap::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

@@ -28,6 +28,9 @@ pub struct ByokKeyRecord {
     pub provider: String,
     pub current_kek: String,
     pub admin_disabled: bool,
+    /// Retired by an admin (BYOK turned off): covers no context any more, but objects still
+    /// under its CMKs stay readable through them until rewrapped.
+    pub retired: bool,
     pub created_at: String,
     pub updated_at: String,
     /// Every CMK this binding has used, current one included.
@@ -53,7 +56,7 @@ fn load_all(c: &Connection) -> Result<Vec<ByokKeyRecord>, StoreError> {
         let row = row?;
         keks.entry(row.byok_key_id.clone()).or_default().push(row);
     }
-    let mut statement = c.prepare("SELECT id, match_context_json, match_context_hash, provider, current_kek, admin_disabled, created_at, updated_at FROM byok_keys ORDER BY created_at, id")?;
+    let mut statement = c.prepare("SELECT id, match_context_json, match_context_hash, provider, current_kek, admin_disabled, created_at, updated_at, retired FROM byok_keys ORDER BY created_at, id")?;
     let rows = statement.query_map([], |r| {
         Ok(ByokKeyRecord {
             id: r.get(0)?,
@@ -64,6 +67,7 @@ fn load_all(c: &Connection) -> Result<Vec<ByokKeyRecord>, StoreError> {
             admin_disabled: r.get::<_, i64>(5)? != 0,
             created_at: r.get(6)?,
             updated_at: r.get(7)?,
+            retired: r.get::<_, i64>(8)? != 0,
             keks: Vec::new(),
         })
     })?;
@@ -156,6 +160,22 @@ impl Store {
             let changed = c.execute(
                 "UPDATE byok_keys SET admin_disabled = ?1, updated_at = ?2 WHERE id = ?3",
                 params![disabled as i64, Timestamp::now().to_rfc3339(), id],
+            )?;
+            if changed == 0 {
+                Err(StoreError::NotFound)
+            } else {
+                Ok(())
+            }
+        })
+        .await
+    }
+
+    pub async fn set_byok_retired(&self, id: &str, retired: bool) -> Result<(), StoreError> {
+        let id = id.to_owned();
+        self.run(move |c| {
+            let changed = c.execute(
+                "UPDATE byok_keys SET retired = ?1, updated_at = ?2 WHERE id = ?3",
+                params![retired as i64, Timestamp::now().to_rfc3339(), id],
             )?;
             if changed == 0 {
                 Err(StoreError::NotFound)

@@ -84,6 +84,31 @@ CREATE TABLE tenant_keks (
 );
 CREATE INDEX tenant_keks_binding ON tenant_keks(byok_key_id);
 "#,
+    r#"
+ALTER TABLE byok_keys ADD COLUMN retired INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX versions_object ON versions(object_id);
+CREATE TABLE rewrap_jobs (
+    id               TEXT PRIMARY KEY,
+    source_kind      TEXT NOT NULL CHECK (source_kind IN ('byok_key_id', 'kek_id')),
+    source_id        TEXT NOT NULL,
+    source_keks_json TEXT NOT NULL,
+    state            TEXT NOT NULL CHECK (state IN ('running', 'completed', 'failed', 'cancelled')),
+    total            INTEGER NOT NULL,
+    done             INTEGER NOT NULL DEFAULT 0,
+    skipped          INTEGER NOT NULL DEFAULT 0,
+    failed           INTEGER NOT NULL DEFAULT 0,
+    checkpoint_seq   INTEGER NOT NULL DEFAULT 0,
+    started_at       TEXT NOT NULL,
+    finished_at      TEXT,
+    error            TEXT
+);
+CREATE TABLE rewrap_failures (
+    job_id     TEXT NOT NULL REFERENCES rewrap_jobs(id) ON DELETE CASCADE,
+    object_id  TEXT NOT NULL,
+    reason     TEXT NOT NULL,
+    PRIMARY KEY (job_id, object_id)
+);
+"#,
 ];
 
 pub(super) fn apply(connection: &mut Connection) -> Result<(), StoreError> {

@@ -8,6 +8,7 @@ mod byok;
 mod idempotency;
 mod migrations;
 mod objects;
+mod rewrap;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -21,6 +22,7 @@ pub use idempotency::StoredResponse;
 pub use objects::{
     ListQuery, ListedObject, NewObject, NewVersion, ObjectRecord, Order, VersionRecord,
 };
+pub use rewrap::{RewrapCandidate, RewrapJobRecord};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {

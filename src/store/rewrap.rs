@@ -1,0 +1,265 @@
+//! Rewrap jobs: the job row (progress counters and checkpoint), per-object failures, and the
+//! compare-and-swap that swaps one version's wrapped DEK. The swap and the job's counter move in
+//! one transaction, so a crash never loses or double-counts an object, and the swap only applies
+//! while the version is still current and still under the source KEK (a concurrent update wins).
+
+use rusqlite::{OptionalExtension, params, params_from_iter};
+
+use super::{Store, StoreError};
+use crate::timestamp::Timestamp;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RewrapJobRecord {
+    pub id: String,
+    pub source_kind: String,
+    pub source_id: String,
+    pub source_keks: Vec<String>,
+    pub state: String,
+    pub total: u64,
+    pub done: u64,
+    pub skipped: u64,
+    pub failed: u64,
+    pub checkpoint_seq: i64,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub error: Option<String>,
+}
+
+/// An object whose current version is wrapped under a source KEK.
+#[derive(Debug, Clone)]
+pub struct RewrapCandidate {
+    pub seq: i64,
+    pub object_id: String,
+    pub context_json: String,
+    pub version_id: String,
+    pub kek_id: String,
+    pub sealed: Vec<u8>,
+}
+
+const JOB_COLUMNS: &str = "id, source_kind, source_id, source_keks_json, state, total, done, skipped, failed, checkpoint_seq, started_at, finished_at, error";
+
+fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RewrapJobRecord> {
+    let keks: String = r.get(3)?;
+    Ok(RewrapJobRecord {
+        id: r.get(0)?,
+        source_kind: r.get(1)?,
+        source_id: r.get(2)?,
+        source_keks: serde_json::from_str(&keks).unwrap_or_default(),
+        state: r.get(4)?,
+        total: r.get::<_, i64>(5)? as u64,
+        done: r.get::<_, i64>(6)? as u64,
+        skipped: r.get::<_, i64>(7)? as u64,
+        failed: r.get::<_, i64>(8)? as u64,
+        checkpoint_seq: r.get(9)?,
+        started_at: r.get(10)?,
+        finished_at: r.get(11)?,
+        error: r.get(12)?,
+    })
+}
+
+fn kek_list(keks: &[String], first_param: usize) -> String {
+    (0..keks.len())
+        .map(|i| format!("?{}", first_param + i))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn count_under(c: &rusqlite::Connection, keks: &[String]) -> Result<u64, StoreError> {
+    if keks.is_empty() {
+        return Ok(0);
+    }
+    let sql = format!(
+        "SELECT COUNT(*) FROM objects o JOIN versions v ON v.id = o.current_version WHERE v.kek_id IN ({})",
+        kek_list(keks, 1)
+    );
+    Ok(c.query_row(&sql, params_from_iter(keks), |r| r.get::<_, i64>(0))? as u64)
+}
+
+impl Store {
+    /// Creates a running job; `total` is the number of objects under the source KEKs now.
+    /// Refuses (`AlreadyExists`) while another job for the same source is running.
+    pub async fn insert_rewrap_job(
+        &self,
+        id: String,
+        source_kind: String,
+        source_id: String,
+        source_keks: Vec<String>,
+    ) -> Result<RewrapJobRecord, StoreError> {
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            let running: i64 = tx.query_row("SELECT COUNT(*) FROM rewrap_jobs WHERE source_id = ?1 AND state = 'running'", [&source_id], |r| r.get(0))?;
+            if running > 0 {
+                return Err(StoreError::AlreadyExists);
+            }
+            let total = count_under(&tx, &source_keks)?;
+            let keks_json = serde_json::to_string(&source_keks).map_err(|e| StoreError::Internal(e.to_string()))?;
+            tx.execute(
+                "INSERT INTO rewrap_jobs (id, source_kind, source_id, source_keks_json, state, total, started_at) VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6)",
+                params![id, source_kind, source_id, keks_json, total as i64, Timestamp::now().to_rfc3339()],
+            )?;
+            let job = tx.query_row(&format!("SELECT {JOB_COLUMNS} FROM rewrap_jobs WHERE id = ?1"), [&id], job_from_row)?;
+            tx.commit()?;
+            Ok(job)
+        })
+        .await
+    }
+
+    pub async fn get_rewrap_job(&self, id: &str) -> Result<RewrapJobRecord, StoreError> {
+        let id = id.to_owned();
+        self.run(move |c| {
+            c.query_row(
+                &format!("SELECT {JOB_COLUMNS} FROM rewrap_jobs WHERE id = ?1"),
+                [id],
+                job_from_row,
+            )
+            .optional()?
+            .ok_or(StoreError::NotFound)
+        })
+        .await
+    }
+
+    pub async fn running_rewrap_jobs(&self) -> Result<Vec<RewrapJobRecord>, StoreError> {
+        self.run(|c| {
+            let mut statement = c.prepare(&format!(
+                "SELECT {JOB_COLUMNS} FROM rewrap_jobs WHERE state = 'running' ORDER BY started_at"
+            ))?;
+            let rows = statement.query_map([], job_from_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// The next objects under the source KEKs after `after_seq`, in object order.
+    pub async fn rewrap_candidates(
+        &self,
+        source_keks: Vec<String>,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<RewrapCandidate>, StoreError> {
+        self.run(move |c| {
+            if source_keks.is_empty() {
+                return Ok(Vec::new());
+            }
+            let sql = format!(
+                "SELECT o.seq, o.id, o.context_json, v.id, v.kek_id, v.sealed FROM objects o JOIN versions v ON v.id = o.current_version \
+                 WHERE v.kek_id IN ({}) AND o.seq > ?{} ORDER BY o.seq LIMIT {limit}",
+                kek_list(&source_keks, 1),
+                source_keks.len() + 1
+            );
+            let mut args: Vec<rusqlite::types::Value> = source_keks.into_iter().map(Into::into).collect();
+            args.push(after_seq.into());
+            let mut statement = c.prepare(&sql)?;
+            let rows = statement.query_map(params_from_iter(args), |r| {
+                Ok(RewrapCandidate { seq: r.get(0)?, object_id: r.get(1)?, context_json: r.get(2)?, version_id: r.get(3)?, kek_id: r.get(4)?, sealed: r.get(5)? })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// Swaps the version's sealed value (new wrapped DEK, same data ciphertext) if it is still the
+    /// object's current version under the old KEK; counts it in the job either way. Returns
+    /// whether the swap happened.
+    pub async fn apply_rewrap(
+        &self,
+        job_id: &str,
+        candidate: &RewrapCandidate,
+        new_kek_id: String,
+        new_sealed: Vec<u8>,
+    ) -> Result<bool, StoreError> {
+        let (job_id, object_id, version_id, old_kek) = (
+            job_id.to_owned(),
+            candidate.object_id.clone(),
+            candidate.version_id.clone(),
+            candidate.kek_id.clone(),
+        );
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            let swapped = new_kek_id != old_kek
+                && tx.execute(
+                    "UPDATE versions SET kek_id = ?1, sealed = ?2 WHERE id = ?3 AND kek_id = ?4 \
+                     AND id = (SELECT current_version FROM objects WHERE id = ?5)",
+                    params![new_kek_id, new_sealed, version_id, old_kek, object_id],
+                )? == 1;
+            let counter = if swapped { "done" } else { "skipped" };
+            tx.execute(
+                &format!("UPDATE rewrap_jobs SET {counter} = {counter} + 1 WHERE id = ?1"),
+                [&job_id],
+            )?;
+            tx.commit()?;
+            Ok(swapped)
+        })
+        .await
+    }
+
+    pub async fn record_rewrap_failure(
+        &self,
+        job_id: &str,
+        object_id: &str,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        let (job_id, object_id, reason) =
+            (job_id.to_owned(), object_id.to_owned(), reason.to_owned());
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            let inserted = tx.execute("INSERT OR IGNORE INTO rewrap_failures (job_id, object_id, reason) VALUES (?1, ?2, ?3)", params![job_id, object_id, reason])?;
+            tx.execute("UPDATE rewrap_jobs SET failed = failed + ?1 WHERE id = ?2", params![inserted as i64, job_id])?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn advance_rewrap_checkpoint(
+        &self,
+        job_id: &str,
+        seq: i64,
+    ) -> Result<(), StoreError> {
+        let job_id = job_id.to_owned();
+        self.run(move |c| {
+            c.execute(
+                "UPDATE rewrap_jobs SET checkpoint_seq = MAX(checkpoint_seq, ?1) WHERE id = ?2",
+                params![seq, job_id],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Moves a running job to a final state; a job already final (e.g. cancelled) stays as it is.
+    pub async fn finish_rewrap_job(
+        &self,
+        job_id: &str,
+        state: &str,
+        error: Option<String>,
+    ) -> Result<(), StoreError> {
+        let (job_id, state) = (job_id.to_owned(), state.to_owned());
+        self.run(move |c| {
+            c.execute(
+                "UPDATE rewrap_jobs SET state = ?1, error = ?2, finished_at = ?3 WHERE id = ?4 AND state = 'running'",
+                params![state, error, Timestamp::now().to_rfc3339(), job_id],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Failure reasons with how many objects each affected.
+    pub async fn rewrap_failure_summary(
+        &self,
+        job_id: &str,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        let job_id = job_id.to_owned();
+        self.run(move |c| {
+            let mut statement = c.prepare("SELECT reason, COUNT(*) FROM rewrap_failures WHERE job_id = ?1 GROUP BY reason ORDER BY reason")?;
+            let rows = statement.query_map([job_id], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// Objects whose current version is still under one of `keks`.
+    pub async fn count_objects_under(&self, keks: Vec<String>) -> Result<u64, StoreError> {
+        self.run(move |c| count_under(c, &keks)).await
+    }
+}
