@@ -3,93 +3,28 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use serde_json::json;
 
-const KEY: &str = "process-test-app-key-0123456789";
+use common::process::{APP_KEY as KEY, spawn_broker, temp_dir};
 
-struct BrokerProcess {
-    child: Child,
-    port: u16,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn spawn_broker(data_dir: &Path, prefix: &str) -> BrokerProcess {
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_byok-broker"))
-        .arg("serve")
-        .env("BYOK_BROKER_KMS", "aws")
-        .env("AWS_ENDPOINT_URL", common::localstack_endpoint())
-        .env("AWS_REGION", common::REGION)
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("BYOK_BROKER_APP_KEY", KEY)
-        .env("BYOK_BROKER_DATA_DIR", data_dir)
-        .env("BYOK_BROKER_LISTEN", format!("127.0.0.1:{port}"))
-        .env("BYOK_BROKER_KEK_ALIAS_PREFIX", prefix)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn broker");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(Instant::now() < deadline, "broker did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    BrokerProcess { child, port }
-}
-
-/// One request on its own connection; `None` when the connection failed or was cut.
 async fn request(
     port: u16,
     method: &str,
     path: &str,
     body: &str,
 ) -> Option<(u16, serde_json::Value)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .ok()?;
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await.ok()?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.ok()?;
-    let text = String::from_utf8_lossy(&raw);
-    let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body_start = text.find("\r\n\r\n")? + 4;
-    let json = serde_json::from_str(&text[body_start..]).ok()?;
-    Some((status, json))
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("byok-{name}-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::process::request(port, KEY, method, path, body).await
 }
 
 #[tokio::test]
 async fn kill_9_during_a_write_burst_loses_no_acknowledged_write() {
     let data_dir = temp_dir("kill9");
     let prefix = common::unique_prefix("kill9");
-    let mut broker = spawn_broker(&data_dir, &prefix).await;
+    let mut broker = spawn_broker(&data_dir, &prefix, &[]).await;
     let port = broker.port;
 
     // 8 writers create objects as fast as they can; the broker is killed while they run.
@@ -119,7 +54,7 @@ async fn kill_9_during_a_write_burst_loses_no_acknowledged_write() {
         "the burst made progress before the kill"
     );
 
-    let mut restarted = spawn_broker(&data_dir, &prefix).await;
+    let mut restarted = spawn_broker(&data_dir, &prefix, &[]).await;
     for (id, name) in &acknowledged {
         let (status, json) = request(restarted.port, "GET", &format!("/vault/v1/kv/{id}"), "")
             .await
@@ -144,7 +79,7 @@ async fn kill_9_during_a_write_burst_loses_no_acknowledged_write() {
 #[tokio::test]
 async fn sigterm_lets_in_flight_requests_finish() {
     let data_dir = temp_dir("sigterm");
-    let mut broker = spawn_broker(&data_dir, &common::unique_prefix("sigterm")).await;
+    let mut broker = spawn_broker(&data_dir, &common::unique_prefix("sigterm"), &[]).await;
     let port = broker.port;
     let pid = broker.child.id().to_string();
 
