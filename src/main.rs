@@ -7,6 +7,8 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use byok_broker::broker::Broker;
+use byok_broker::cli::admin_client::AdminClient;
+use byok_broker::cli::rewrap;
 use byok_broker::config::{Config, ProviderKind};
 
 #[derive(Parser)]
@@ -28,6 +30,24 @@ enum Command {
         #[arg(long, env = "BYOK_BROKER_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Start a rewrap job on a running broker (or follow one) and show its progress.
+    Rewrap {
+        /// Move every object under this BYOK key's non-current (or, retired, all) CMKs.
+        #[arg(long, conflicts_with_all = ["source_kek_id", "follow"])]
+        source_byok_key: Option<String>,
+        /// Move every object under this KEK (e.g. a platform KEK, to onboard a tenant CMK).
+        #[arg(long, conflicts_with = "follow")]
+        source_kek_id: Option<String>,
+        /// Follow an existing job instead of starting one.
+        #[arg(long)]
+        follow: Option<String>,
+        /// The broker's base URL.
+        #[arg(long, env = "BYOK_BROKER_URL", default_value = "http://127.0.0.1:8787")]
+        url: String,
+        /// An admin API key.
+        #[arg(long, env = "BYOK_BROKER_ADMIN_KEY", hide_env_values = true)]
+        admin_key: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -48,6 +68,26 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Serve { config } => runtime.block_on(serve(config)),
+        Command::Rewrap {
+            source_byok_key,
+            source_kek_id,
+            follow,
+            url,
+            admin_key,
+        } => {
+            let target = match (source_byok_key, source_kek_id, follow) {
+                (Some(id), None, None) => Ok(rewrap::Target::ByokKey(id)),
+                (None, Some(id), None) => Ok(rewrap::Target::Kek(id)),
+                (None, None, Some(id)) => Ok(rewrap::Target::Job(id)),
+                _ => Err(
+                    "name exactly one of --source-byok-key, --source-kek-id or --follow".to_owned(),
+                ),
+            };
+            target.and_then(|target| {
+                let client = AdminClient::new(&url, admin_key)?;
+                runtime.block_on(rewrap::run(&client, target))
+            })
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
