@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -69,41 +70,75 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Resolves an `Authorization` header value to a principal, or `Unauthorized`.
-pub async fn authenticate(store: &Store, header: Option<&str>) -> Result<Principal, Error> {
-    let token = header
-        .and_then(|h| {
-            h.strip_prefix("Bearer ")
-                .or_else(|| h.strip_prefix("bearer "))
-        })
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .ok_or(Error::Unauthorized)?;
-    let hash = hash_token(token);
-    let record = store
-        .find_api_key_by_hash(hash)
-        .await?
-        .ok_or(Error::Unauthorized)?;
-    if !constant_time_eq(&record.key_hash, &hash) || record.revoked_at.is_some() {
-        return Err(Error::Unauthorized);
+/// How long a verified key is trusted without asking the database again. A revocation through
+/// this broker takes effect at once (the cache is cleared); one made elsewhere within this bound.
+const VERIFIED_KEY_TTL: Duration = Duration::from_secs(10);
+
+/// Resolves bearer tokens to principals, remembering verified keys briefly so the hot path does
+/// not query the database on every request. Only successes are cached.
+pub struct Authenticator {
+    store: Store,
+    verified: moka::sync::Cache<[u8; 32], Principal>,
+}
+
+impl Authenticator {
+    pub fn new(store: Store) -> Self {
+        Self {
+            store,
+            verified: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(VERIFIED_KEY_TTL)
+                .build(),
+        }
     }
-    let role = match record.role.as_str() {
-        "admin" => Role::Admin,
-        _ => Role::App,
-    };
-    let scope = match record.scope_json {
-        Some(json) => Some(
-            serde_json::from_str(&json)
-                .map_err(|e| Error::Internal(format!("api key scope: {e}")))?,
-        ),
-        None => None,
-    };
-    Ok(Principal {
-        key_id: record.id,
-        name: record.name,
-        role,
-        scope,
-    })
+
+    /// Resolves an `Authorization` header value to a principal, or `Unauthorized`.
+    pub async fn authenticate(&self, header: Option<&str>) -> Result<Principal, Error> {
+        let token = header
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or(Error::Unauthorized)?;
+        let hash = hash_token(token);
+        if let Some(principal) = self.verified.get(&hash) {
+            return Ok(principal);
+        }
+        let record = self
+            .store
+            .find_api_key_by_hash(hash)
+            .await?
+            .ok_or(Error::Unauthorized)?;
+        if !constant_time_eq(&record.key_hash, &hash) || record.revoked_at.is_some() {
+            return Err(Error::Unauthorized);
+        }
+        let role = match record.role.as_str() {
+            "admin" => Role::Admin,
+            _ => Role::App,
+        };
+        let scope = match record.scope_json {
+            Some(json) => Some(
+                serde_json::from_str(&json)
+                    .map_err(|e| Error::Internal(format!("api key scope: {e}")))?,
+            ),
+            None => None,
+        };
+        let principal = Principal {
+            key_id: record.id,
+            name: record.name,
+            role,
+            scope,
+        };
+        self.verified.insert(hash, principal.clone());
+        Ok(principal)
+    }
+
+    /// Forgets every verified key (after a revocation).
+    pub fn forget_all(&self) {
+        self.verified.invalidate_all();
+    }
 }
 
 /// Registers a key whose token the operator chose (bootstrap keys from the environment).

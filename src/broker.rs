@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use crate::auth::{self, Role};
+use crate::audit::AuditLog;
+use crate::auth::{self, Authenticator, Role};
 use crate::cache::DekCache;
 use crate::config::{Config, ProviderKind};
 use crate::keyring::Keyring;
@@ -32,6 +33,8 @@ pub struct Broker {
     pub dek_cache: DekCache,
     pub store: Store,
     pub rate_limiter: RateLimiter,
+    pub auth: Authenticator,
+    pub audit: AuditLog,
     pub metrics: Arc<Metrics>,
 }
 
@@ -72,6 +75,8 @@ impl Broker {
         let rate_limiter = RateLimiter::new(config.rate_limit);
         let watcher = config.watcher;
         let broker = Arc::new(Self {
+            auth: Authenticator::new(store.clone()),
+            audit: AuditLog::start(store.clone()),
             rate_limiter,
             config,
             keyring,

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -111,10 +112,13 @@ async fn serve(config_file: Option<PathBuf>) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(address = %bound, kms = broker.provider().name(), "byok-broker listening");
-    axum::serve(listener, byok_broker::http::router(broker))
+    axum::serve(listener, byok_broker::http::router(Arc::clone(&broker)))
         .with_graceful_shutdown(shutdown_signal())
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    // Audit events of the last requests are committed before the process exits.
+    broker.audit.flush().await;
+    Ok(())
 }
 
 /// Resolves on SIGTERM or ctrl-c; axum then stops accepting and lets in-flight requests finish.

@@ -91,14 +91,14 @@ impl Broker {
         } = self.keyring.kek_for_write(context).await?;
         if created_platform_kek {
             let fields = json!({"key_name": self.keyring.alias_for(context), "key_id": kek.key_id});
-            audit::record(
-                &self.store,
-                principal,
-                "vault.kek.created",
-                org(context),
-                fields,
-            )
-            .await?;
+            self.audit
+                .record(audit::event(
+                    Some(principal),
+                    "vault.kek.created",
+                    org(context),
+                    fields,
+                ))
+                .await?;
         }
         Ok(kek)
     }
@@ -189,27 +189,20 @@ impl Broker {
             updated_by_id: principal.key_id.clone(),
             updated_by_name: principal.name.clone(),
         };
-        self.store
-            .insert_object(NewObject {
-                id,
-                name: meta.name.clone(),
-                context_json: serde_json::to_string(&context)
-                    .map_err(|e| Error::Internal(e.to_string()))?,
-                context_hash: context.hash().to_hex(),
-                actor_id: principal.key_id.clone(),
-                actor_name: principal.name.clone(),
-                version,
-            })
-            .await?;
+        // The event commits with the object: an acknowledged write always has its audit record.
         let fields = json!({"kv_name": meta.name, "key_id": meta.key_id, "key_context": context});
-        audit::record(
-            &self.store,
-            principal,
-            "vault.data.created",
-            org(&context),
-            fields,
-        )
-        .await?;
+        let event = audit::event(Some(principal), "vault.data.created", org(&context), fields);
+        let object = NewObject {
+            id,
+            name: meta.name.clone(),
+            context_json: serde_json::to_string(&context)
+                .map_err(|e| Error::Internal(e.to_string()))?,
+            context_hash: context.hash().to_hex(),
+            actor_id: principal.key_id.clone(),
+            actor_name: principal.name.clone(),
+            version,
+        };
+        self.store.insert_object(object, vec![event]).await?;
         Ok(meta)
     }
 
@@ -247,14 +240,14 @@ impl Broker {
         let value = String::from_utf8(plaintext.to_vec())
             .map_err(|_| Error::Internal("stored value is not UTF-8".into()))?;
         let meta = meta_from_record(&record, context);
-        audit::record(
-            &self.store,
-            principal,
-            "vault.data.read",
-            org(&meta.context),
-            json!({"kv_name": meta.name, "key_id": meta.key_id}),
-        )
-        .await?;
+        self.audit
+            .record(audit::event(
+                Some(principal),
+                "vault.data.read",
+                org(&meta.context),
+                json!({"kv_name": meta.name, "key_id": meta.key_id}),
+            ))
+            .await?;
         Ok(ObjectWithValue {
             meta,
             value: Zeroizing::new(value),
@@ -270,14 +263,14 @@ impl Broker {
             .load_visible(principal, self.store.get_object(id).await?)
             .await?;
         let meta = meta_from_record(&record, context);
-        audit::record(
-            &self.store,
-            principal,
-            "vault.metadata.read",
-            org(&meta.context),
-            json!({"kv_name": meta.name}),
-        )
-        .await?;
+        self.audit
+            .record(audit::event(
+                Some(principal),
+                "vault.metadata.read",
+                org(&meta.context),
+                json!({"kv_name": meta.name}),
+            ))
+            .await?;
         Ok(meta)
     }
 
@@ -309,6 +302,14 @@ impl Broker {
             updated_by_name: principal.name.clone(),
             ..meta_from_record(&record, context)
         };
+        let fields =
+            json!({"kv_name": meta.name, "key_id": meta.key_id, "key_context": meta.context});
+        let event = audit::event(
+            Some(principal),
+            "vault.data.updated",
+            org(&meta.context),
+            fields,
+        );
         self.store
             .append_version(
                 &record.id,
@@ -316,18 +317,9 @@ impl Broker {
                 version,
                 principal.key_id.clone(),
                 principal.name.clone(),
+                vec![event],
             )
             .await?;
-        let fields =
-            json!({"kv_name": meta.name, "key_id": meta.key_id, "key_context": meta.context});
-        audit::record(
-            &self.store,
-            principal,
-            "vault.data.updated",
-            org(&meta.context),
-            fields,
-        )
-        .await?;
         Ok(meta)
     }
 
@@ -340,15 +332,15 @@ impl Broker {
         let (record, context) = self
             .load_visible(principal, self.store.get_object(id).await?)
             .await?;
-        self.store.delete_object(&record.id, version_check).await?;
-        audit::record(
-            &self.store,
-            principal,
+        let event = audit::event(
+            Some(principal),
             "vault.data.deleted",
             org(&context),
             json!({"kv_name": record.name}),
-        )
-        .await?;
+        );
+        self.store
+            .delete_object(&record.id, version_check, vec![event])
+            .await?;
         Ok(record.name)
     }
 
@@ -364,14 +356,14 @@ impl Broker {
             .into_iter()
             .collect();
         let page = self.store.list_objects(query).await?;
-        audit::record(
-            &self.store,
-            principal,
-            "vault.names.listed",
-            None,
-            json!({}),
-        )
-        .await?;
+        self.audit
+            .record(audit::event(
+                Some(principal),
+                "vault.names.listed",
+                None,
+                json!({}),
+            ))
+            .await?;
         Ok(page)
     }
 
@@ -410,14 +402,14 @@ impl Broker {
             }],
         };
         let fields = json!({"key_ids": [generated.kek_id], "key_context": context});
-        audit::record(
-            &self.store,
-            principal,
-            "vault.dek.read",
-            org(&context),
-            fields,
-        )
-        .await?;
+        self.audit
+            .record(audit::event(
+                Some(principal),
+                "vault.dek.read",
+                org(&context),
+                fields,
+            ))
+            .await?;
         Ok(IssuedDataKey {
             dek_id,
             context,
@@ -438,14 +430,14 @@ impl Broker {
             .first()
             .map(|e| e.kek_id.clone())
             .unwrap_or_default();
-        audit::record(
-            &self.store,
-            principal,
-            "vault.dek.decrypted",
-            org(&blob.context),
-            json!({"key_id": kek_id}),
-        )
-        .await?;
+        self.audit
+            .record(audit::event(
+                Some(principal),
+                "vault.dek.decrypted",
+                org(&blob.context),
+                json!({"key_id": kek_id}),
+            ))
+            .await?;
         let encrypted_keys = blob.encode()?;
         Ok(IssuedDataKey {
             dek_id: blob.dek_id,
@@ -482,14 +474,14 @@ impl Broker {
             }],
         };
         let fields = json!({"key_ids": [kek.key_id], "key_context": new_context});
-        audit::record(
-            &self.store,
-            principal,
-            "vault.dek.read",
-            org(&new_context),
-            fields,
-        )
-        .await?;
+        self.audit
+            .record(audit::event(
+                Some(principal),
+                "vault.dek.read",
+                org(&new_context),
+                fields,
+            ))
+            .await?;
         Ok(IssuedDataKey {
             dek_id: rekeyed.dek_id,
             context: new_context,

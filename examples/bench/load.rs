@@ -50,15 +50,31 @@ impl Connection {
         let stream = TcpStream::connect(("127.0.0.1", port)).await?;
         stream.set_nodelay(true)?;
         let (read, write) = stream.into_split();
-        Ok(Self { reader: BufReader::new(read), writer: write })
+        Ok(Self {
+            reader: BufReader::new(read),
+            writer: write,
+        })
     }
 
-    async fn send(&mut self, method: &str, path: &str, token: &str, body: &str) -> std::io::Result<u16> {
-        let request = format!("{method} {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    async fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: &str,
+    ) -> std::io::Result<u16> {
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
         self.writer.write_all(request.as_bytes()).await?;
         let mut line = String::new();
         self.reader.read_line(&mut line).await?;
-        let status: u16 = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
         let mut length = 0usize;
         loop {
             line.clear();
@@ -79,7 +95,12 @@ impl Connection {
 }
 
 /// Runs `plan` on `concurrency` keep-alive connections for `duration`.
-pub async fn run(port: u16, concurrency: usize, duration: Duration, plan: Arc<RequestPlan>) -> LoadResult {
+pub async fn run(
+    port: u16,
+    concurrency: usize,
+    duration: Duration,
+    plan: Arc<RequestPlan>,
+) -> LoadResult {
     let started = Instant::now();
     let deadline = started + duration;
     let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -99,7 +120,10 @@ pub async fn run(port: u16, concurrency: usize, duration: Duration, plan: Arc<Re
                 let i = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let (path, body) = ((plan.path_for)(i), (plan.body_for)(i));
                 let sent = Instant::now();
-                match connection.send(plan.method, &path, &plan.token, &body).await {
+                match connection
+                    .send(plan.method, &path, &plan.token, &body)
+                    .await
+                {
                     Ok(status) if status == plan.expect_status => {
                         result.requests += 1;
                         result.latencies_us.push(sent.elapsed().as_micros() as u64);

@@ -35,8 +35,16 @@ pub async fn client(endpoint: &str, account: &str) -> aws_sdk_kms::Client {
 }
 
 pub async fn create_key(client: &aws_sdk_kms::Client) -> String {
-    let out = client.create_key().description("byok-broker bench").send().await.expect("create key");
-    out.key_metadata().and_then(|m| m.arn()).expect("arn").to_owned()
+    let out = client
+        .create_key()
+        .description("byok-broker bench")
+        .send()
+        .await
+        .expect("create key");
+    out.key_metadata()
+        .and_then(|m| m.arn())
+        .expect("arn")
+        .to_owned()
 }
 
 /// Runs `call` on `concurrency` tasks for `duration`.
@@ -82,36 +90,93 @@ impl RawKms {
         let platform = client(endpoint, "000000000000").await;
         let tenant = client(endpoint, TENANT_ACCOUNT).await;
         let key = create_key(&platform).await;
-        let out = platform.generate_data_key().key_id(&key).key_spec(aws_sdk_kms::types::DataKeySpec::Aes256).set_encryption_context(Some(context())).send().await.expect("gdk");
+        let out = platform
+            .generate_data_key()
+            .key_id(&key)
+            .key_spec(aws_sdk_kms::types::DataKeySpec::Aes256)
+            .set_encryption_context(Some(context()))
+            .send()
+            .await
+            .expect("gdk");
         let wrapped = out.ciphertext_blob().expect("blob").as_ref().to_vec();
-        Self { platform, tenant, key, wrapped }
+        Self {
+            platform,
+            tenant,
+            key,
+            wrapped,
+        }
     }
 
     pub async fn generate_data_keys(&self, concurrency: usize, duration: Duration) -> LoadResult {
         let (client, key) = (self.platform.clone(), self.key.clone());
         drive(concurrency, duration, move || {
             let (client, key) = (client.clone(), key.clone());
-            async move { client.generate_data_key().key_id(key).key_spec(aws_sdk_kms::types::DataKeySpec::Aes256).set_encryption_context(Some(context())).send().await.is_ok() }
+            async move {
+                client
+                    .generate_data_key()
+                    .key_id(key)
+                    .key_spec(aws_sdk_kms::types::DataKeySpec::Aes256)
+                    .set_encryption_context(Some(context()))
+                    .send()
+                    .await
+                    .is_ok()
+            }
         })
         .await
     }
 
     pub async fn decrypts(&self, concurrency: usize, duration: Duration) -> LoadResult {
-        let (client, key, wrapped) = (self.platform.clone(), self.key.clone(), self.wrapped.clone());
+        let (client, key, wrapped) = (
+            self.platform.clone(),
+            self.key.clone(),
+            self.wrapped.clone(),
+        );
         drive(concurrency, duration, move || {
             let (client, key, wrapped) = (client.clone(), key.clone(), wrapped.clone());
-            async move { client.decrypt().key_id(key).ciphertext_blob(Blob::new(wrapped)).set_encryption_context(Some(context())).send().await.is_ok() }
+            async move {
+                client
+                    .decrypt()
+                    .key_id(key)
+                    .ciphertext_blob(Blob::new(wrapped))
+                    .set_encryption_context(Some(context()))
+                    .send()
+                    .await
+                    .is_ok()
+            }
         })
         .await
     }
 
     /// ReEncrypt source → destination inside the tenant account (what the rewrap job does).
-    pub async fn reencrypts(&self, source: &str, destination: &str, concurrency: usize, duration: Duration) -> LoadResult {
-        let out = self.tenant.generate_data_key().key_id(source).key_spec(aws_sdk_kms::types::DataKeySpec::Aes256).set_encryption_context(Some(context())).send().await.expect("gdk");
+    pub async fn reencrypts(
+        &self,
+        source: &str,
+        destination: &str,
+        concurrency: usize,
+        duration: Duration,
+    ) -> LoadResult {
+        let out = self
+            .tenant
+            .generate_data_key()
+            .key_id(source)
+            .key_spec(aws_sdk_kms::types::DataKeySpec::Aes256)
+            .set_encryption_context(Some(context()))
+            .send()
+            .await
+            .expect("gdk");
         let wrapped = out.ciphertext_blob().expect("blob").as_ref().to_vec();
-        let (client, source, destination) = (self.tenant.clone(), source.to_owned(), destination.to_owned());
+        let (client, source, destination) = (
+            self.tenant.clone(),
+            source.to_owned(),
+            destination.to_owned(),
+        );
         drive(concurrency, duration, move || {
-            let (client, source, destination, wrapped) = (client.clone(), source.clone(), destination.clone(), wrapped.clone());
+            let (client, source, destination, wrapped) = (
+                client.clone(),
+                source.clone(),
+                destination.clone(),
+                wrapped.clone(),
+            );
             async move {
                 client
                     .re_encrypt()

@@ -25,7 +25,11 @@ pub struct Broker {
 
 impl Broker {
     pub async fn start(options: &Options, prefix: &str, extra: &[(&str, &str)]) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let data_dir = std::env::temp_dir().join(format!("byok-bench-{prefix}"));
         let mut command = Command::new(&options.broker);
         command
@@ -64,7 +68,12 @@ impl Broker {
         broker
     }
 
-    pub async fn create_objects(&self, prefix: &str, count: usize, value: fn(u64) -> String) -> Vec<String> {
+    pub async fn create_objects(
+        &self,
+        prefix: &str,
+        count: usize,
+        value: fn(u64) -> String,
+    ) -> Vec<String> {
         futures_util::stream::iter(0..count as u64)
             .map(|i| async move {
                 let body = json!({"name": format!("{prefix}-{i}-{}", uuid::Uuid::new_v4().simple()), "value": value(i), "key_context": {"organization_id": format!("org_{prefix}_{}", i % 10)}});
@@ -80,7 +89,15 @@ impl Broker {
     pub async fn data_key_blobs(&self, count: usize) -> Vec<String> {
         let mut blobs = Vec::new();
         for i in 0..count {
-            let (status, body) = self.app.call("POST", "/vault/v1/keys/data-key", Some(&json!({"context": {"organization_id": format!("org_blob_{}", i % 10)}}))).await.expect("data key");
+            let (status, body) = self
+                .app
+                .call(
+                    "POST",
+                    "/vault/v1/keys/data-key",
+                    Some(&json!({"context": {"organization_id": format!("org_blob_{}", i % 10)}})),
+                )
+                .await
+                .expect("data key");
             assert_eq!(status, 200, "{body}");
             blobs.push(body["encrypted_keys"].as_str().unwrap().to_owned());
         }
@@ -88,7 +105,11 @@ impl Broker {
     }
 
     async fn metrics(&self) -> String {
-        let (status, body) = self.admin.call_raw("GET", "/admin/v1/metrics", None).await.expect("metrics");
+        let (status, body) = self
+            .admin
+            .call_raw("GET", "/admin/v1/metrics", None)
+            .await
+            .expect("metrics");
         assert_eq!(status, 200, "metrics");
         String::from_utf8_lossy(&body).into_owned()
     }
@@ -96,11 +117,15 @@ impl Broker {
     /// KMS calls of one operation so far (all accounts and outcomes).
     pub async fn kms_calls(&self, operation: &str) -> u64 {
         let needle = format!("operation=\"{operation}\"");
-        sum_series(&self.metrics().await, |line| line.starts_with("byok_broker_kms_calls_total") && line.contains(&needle))
+        sum_series(&self.metrics().await, |line| {
+            line.starts_with("byok_broker_kms_calls_total") && line.contains(&needle)
+        })
     }
 
     pub async fn kms_calls_total(&self) -> u64 {
-        sum_series(&self.metrics().await, |line| line.starts_with("byok_broker_kms_calls_total"))
+        sum_series(&self.metrics().await, |line| {
+            line.starts_with("byok_broker_kms_calls_total")
+        })
     }
 
     /// Peak resident memory of the broker process (VmHWM), MiB.
@@ -115,7 +140,11 @@ impl Broker {
         let key_a = create_key(&tenant).await;
         let role = format!("arn:aws:iam::{TENANT_ACCOUNT}:role/bench");
         let registration = json!({"match_context": {"organization_id": "org_rewrap_bench"}, "provider": "aws_kms", "key_arn": key_a, "role_arn": role, "external_id": "bench"});
-        let (status, body) = self.admin.call("POST", "/admin/v1/byok-keys", Some(&registration)).await.unwrap();
+        let (status, body) = self
+            .admin
+            .call("POST", "/admin/v1/byok-keys", Some(&registration))
+            .await
+            .unwrap();
         assert_eq!(status, 201, "{body}");
         let id = body["id"].as_str().unwrap().to_owned();
         futures_util::stream::iter(0..count)
@@ -126,16 +155,40 @@ impl Broker {
             })
             .await;
         let key_b = create_key(&tenant).await;
-        let (status, body) = self.admin.call("PUT", &format!("/admin/v1/byok-keys/{id}"), Some(&json!({"key_arn": key_b, "role_arn": role, "external_id": "bench"}))).await.unwrap();
+        let (status, body) = self
+            .admin
+            .call(
+                "PUT",
+                &format!("/admin/v1/byok-keys/{id}"),
+                Some(&json!({"key_arn": key_b, "role_arn": role, "external_id": "bench"})),
+            )
+            .await
+            .unwrap();
         assert_eq!(status, 200, "{body}");
-        let (status, job) = self.admin.call("POST", "/admin/v1/rewrap-jobs", Some(&json!({"source": {"byok_key_id": id}}))).await.unwrap();
+        let (status, job) = self
+            .admin
+            .call(
+                "POST",
+                "/admin/v1/rewrap-jobs",
+                Some(&json!({"source": {"byok_key_id": id}})),
+            )
+            .await
+            .unwrap();
         assert_eq!(status, 202, "{job}");
         let job_id = job["id"].as_str().unwrap().to_owned();
         loop {
-            let (_, job) = self.admin.call("GET", &format!("/admin/v1/rewrap-jobs/{job_id}"), None).await.unwrap();
+            let (_, job) = self
+                .admin
+                .call("GET", &format!("/admin/v1/rewrap-jobs/{job_id}"), None)
+                .await
+                .unwrap();
             if job["state"] != "running" {
                 assert_eq!(job["state"], "completed", "{job}");
-                return (job["objects_per_second"].as_f64().unwrap_or(0.0), key_a, key_b);
+                return (
+                    job["objects_per_second"].as_f64().unwrap_or(0.0),
+                    key_a,
+                    key_b,
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -144,7 +197,17 @@ impl Broker {
     /// `perf record` of this broker for `duration` (flat, 499 Hz) into `file`.
     pub fn profile(&self, file: &str, duration: Duration) -> Child {
         Command::new("perf")
-            .args(["record", "-F", "499", "-o", file, "-p", &self.child.id().to_string(), "--", "sleep"])
+            .args([
+                "record",
+                "-F",
+                "499",
+                "-o",
+                file,
+                "-p",
+                &self.child.id().to_string(),
+                "--",
+                "sleep",
+            ])
             .arg(format!("{:.1}", duration.as_secs_f64()))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -160,12 +223,20 @@ impl Broker {
 }
 
 fn sum_series(metrics: &str, matches: impl Fn(&str) -> bool) -> u64 {
-    metrics.lines().filter(|l| matches(l)).filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok()).sum()
+    metrics
+        .lines()
+        .filter(|l| matches(l))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
 }
 
 fn status_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0)
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Resident memory that `count` cached DEKs add, measured in this process.
@@ -174,13 +245,21 @@ pub async fn cache_memory_mib(count: usize) -> f64 {
     use byok_broker::context::KeyContext;
     use byok_broker::data_key::DataKey;
     let before = status_kib(std::process::id(), "VmRSS:");
-    let cache = DekCache::new(DekCacheConfig { ttl: Duration::from_secs(3600), capacity: count as u64 + 1 });
+    let cache = DekCache::new(DekCacheConfig {
+        ttl: Duration::from_secs(3600),
+        capacity: count as u64 + 1,
+    });
     let kek = "arn:aws:kms:us-east-1:111111111111:key/2b5c1f0e-6a0d-4a5b-9f0e-1c2d3e4f5a6b";
     for i in 0..count {
         let context = KeyContext::new([("organization_id", format!("org_{}", i % 1000))]).unwrap();
         // A realistic wrapped DEK size from KMS (~180 bytes); only its digest is kept.
         let wrapped = format!("{i:0>180}");
-        cache.get_or_load(kek, wrapped.as_bytes(), &context, || async { Ok(DataKey::random().unwrap()) }).await.unwrap();
+        cache
+            .get_or_load(kek, wrapped.as_bytes(), &context, || async {
+                Ok(DataKey::random().unwrap())
+            })
+            .await
+            .unwrap();
     }
     cache.run_pending_tasks().await;
     let after = status_kib(std::process::id(), "VmRSS:");

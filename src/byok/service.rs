@@ -122,13 +122,14 @@ impl Broker {
         let verdict = verify_kek(self.provider(), &kek, match_context).await;
         if matches!(verdict, Ok(()) | Err(Error::ByokVerificationFailed { .. })) {
             let fields = json!({"organization_id": organization(match_context), "key_provider": PROVIDER_AWS_KMS, "verified": verdict.is_ok()});
-            audit::record_system(
-                &self.store,
-                "vault.byok_key.verification_completed",
-                organization(match_context),
-                fields,
-            )
-            .await?;
+            self.audit
+                .record(audit::event(
+                    None,
+                    "vault.byok_key.verification_completed",
+                    organization(match_context),
+                    fields,
+                ))
+                .await?;
         }
         verdict
     }
@@ -188,13 +189,14 @@ impl Broker {
             self.dek_cache.purge_kek(&kek.key_arn).await;
         }
         let fields = json!({"byok_key_id": id, "state": "disabled"});
-        audit::record_system(
-            &self.store,
-            "vault.byok_key.disabled",
-            organization(&binding.match_context),
-            fields,
-        )
-        .await?;
+        self.audit
+            .record(audit::event(
+                None,
+                "vault.byok_key.disabled",
+                organization(&binding.match_context),
+                fields,
+            ))
+            .await?;
         self.binding(id)
     }
 
@@ -217,13 +219,14 @@ impl Broker {
         self.store.set_byok_admin_disabled(id, false).await?;
         self.reload_bindings().await?;
         let fields = json!({"byok_key_id": id, "state": "active"});
-        audit::record_system(
-            &self.store,
-            "vault.byok_key.enabled",
-            organization(&binding.match_context),
-            fields,
-        )
-        .await?;
+        self.audit
+            .record(audit::event(
+                None,
+                "vault.byok_key.enabled",
+                organization(&binding.match_context),
+                fields,
+            ))
+            .await?;
         self.binding(id)
     }
 
@@ -244,13 +247,14 @@ impl Broker {
             })?;
         self.reload_bindings().await?;
         let fields = json!({"byok_key_id": id, "key_arn": spec.key_arn});
-        audit::record_system(
-            &self.store,
-            "vault.byok_key.rotated",
-            organization(&binding.match_context),
-            fields,
-        )
-        .await?;
+        self.audit
+            .record(audit::event(
+                None,
+                "vault.byok_key.rotated",
+                organization(&binding.match_context),
+                fields,
+            ))
+            .await?;
         self.binding(id)
     }
 
@@ -262,13 +266,14 @@ impl Broker {
         self.store.set_byok_retired(id, true).await?;
         self.reload_bindings().await?;
         let fields = json!({"byok_key_id": id, "state": "retired"});
-        audit::record_system(
-            &self.store,
-            "vault.byok_key.retired",
-            organization(&binding.match_context),
-            fields,
-        )
-        .await?;
+        self.audit
+            .record(audit::event(
+                None,
+                "vault.byok_key.retired",
+                organization(&binding.match_context),
+                fields,
+            ))
+            .await?;
         self.binding(id)
     }
 
@@ -281,13 +286,14 @@ impl Broker {
             self.dek_cache.purge_kek(&kek.key_arn).await;
         }
         let fields = json!({"organization_id": organization(&binding.match_context), "key_provider": PROVIDER_AWS_KMS});
-        audit::record_system(
-            &self.store,
-            "vault.byok_key.deleted",
-            organization(&binding.match_context),
-            fields,
-        )
-        .await?;
+        self.audit
+            .record(audit::event(
+                None,
+                "vault.byok_key.deleted",
+                organization(&binding.match_context),
+                fields,
+            ))
+            .await?;
         Ok(())
     }
 
@@ -326,7 +332,14 @@ impl Broker {
             "tenant CMK changed state"
         );
         let fields = json!({"byok_key_id": owner.map(Binding::id), "key_arn": key_arn, "state": state, "reason": reason, "at": Timestamp::now().to_rfc3339()});
-        audit::record_system(&self.store, "vault.byok_key.state_changed", org, fields).await
+        self.audit
+            .record(audit::event(
+                None,
+                "vault.byok_key.state_changed",
+                org,
+                fields,
+            ))
+            .await
     }
 
     /// A request met a revoked-class KMS answer for a tenant CMK: fail closed from now on.

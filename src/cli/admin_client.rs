@@ -34,7 +34,12 @@ impl AdminClient {
     }
 
     /// Sends a request and returns the status and the JSON body.
-    pub async fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, Value), String> {
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value), String> {
         let (status, body) = self.call_raw(method, path, body).await?;
         let json = if body.is_empty() {
             Value::Null
@@ -45,31 +50,60 @@ impl AdminClient {
     }
 
     /// Sends a request and returns the status and the raw body (e.g. the metrics text).
-    pub async fn call_raw(&self, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, Vec<u8>), String> {
+    pub async fn call_raw(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Vec<u8>), String> {
         let payload = body.map(Value::to_string).unwrap_or_default();
         let mut stream = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
             .await
-            .map_err(|e| format!("cannot reach the broker at {}:{}: {e}", self.host, self.port))?;
+            .map_err(|e| {
+                format!(
+                    "cannot reach the broker at {}:{}: {e}",
+                    self.host, self.port
+                )
+            })?;
         let request = format!(
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{payload}",
             self.host,
             self.admin_key,
             payload.len()
         );
-        stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
         let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await.map_err(|e| e.to_string())?;
+        stream
+            .read_to_end(&mut raw)
+            .await
+            .map_err(|e| e.to_string())?;
         parse(&raw)
     }
 }
 
 fn parse(raw: &[u8]) -> Result<(u16, Vec<u8>), String> {
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or("malformed HTTP response")?;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("malformed HTTP response")?;
     let head = String::from_utf8_lossy(&raw[..split]);
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or("malformed status line")?;
-    let chunked = head.lines().any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding:") && l.contains("chunked"));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or("malformed status line")?;
+    let chunked = head
+        .lines()
+        .any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding:") && l.contains("chunked"));
     let body = raw[split + 4..].to_vec();
-    let body = if chunked { dechunk(&body).ok_or("malformed chunked body")? } else { body };
+    let body = if chunked {
+        dechunk(&body).ok_or("malformed chunked body")?
+    } else {
+        body
+    };
     Ok((status, body))
 }
 
@@ -93,7 +127,8 @@ mod tests {
 
     #[test]
     fn parses_plain_and_chunked_responses() {
-        let (status, body) = parse(b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\n{\"a\":true}\n").unwrap();
+        let (status, body) =
+            parse(b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\n{\"a\":true}\n").unwrap();
         assert_eq!((status, body.as_slice()), (200, &b"{\"a\":true}\n"[..]));
         let (status, body) = parse(b"HTTP/1.1 202 Accepted\r\ntransfer-encoding: chunked\r\n\r\n5\r\n{\"b\":\r\n2\r\n1}\r\n0\r\n\r\n").unwrap();
         assert_eq!((status, body.as_slice()), (202, &b"{\"b\":1}"[..]));

@@ -147,6 +147,8 @@ async fn revoke_api_key(
             crate::store::StoreError::NotFound => Error::NotFound("api key"),
             other => other.into(),
         })?;
+    // The key stops working on this broker now, not when its cached verification expires.
+    broker.auth.forget_all();
     let record = broker
         .store
         .list_api_keys()
@@ -206,6 +208,8 @@ async fn list_events(
         after: query.get("after").filter(|v| !v.is_empty()).cloned(),
         limit,
     };
+    // Read your writes: events still queued for group commit are committed first.
+    broker.audit.flush().await;
     let (page, more) = broker.store.list_events(filter).await?;
     let data = page
         .iter()

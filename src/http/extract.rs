@@ -11,7 +11,7 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
-use crate::auth::{self, Principal, Role};
+use crate::auth::{Principal, Role};
 use crate::broker::Broker;
 use crate::error::Error;
 
@@ -26,7 +26,7 @@ async fn caller_with_role(parts: &Parts, broker: &Broker, role: Role) -> Result<
         .headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let principal = auth::authenticate(&broker.store, header).await?;
+    let principal = broker.auth.authenticate(header).await?;
     if principal.role != role {
         return Err(Error::WrongRole);
     }

@@ -57,7 +57,7 @@ impl Store {
         &self,
         hash: [u8; 32],
     ) -> Result<Option<ApiKeyRecord>, StoreError> {
-        self.run(move |c| {
+        self.read(move |c| {
             Ok(c.query_row(
                 &format!("SELECT {COLUMNS} FROM api_keys WHERE key_hash = ?1"),
                 [hash.as_slice()],
@@ -69,7 +69,7 @@ impl Store {
     }
 
     pub async fn list_api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
-        self.run(|c| {
+        self.read(|c| {
             let mut statement = c.prepare(&format!(
                 "SELECT {COLUMNS} FROM api_keys ORDER BY created_at, id"
             ))?;
@@ -80,7 +80,7 @@ impl Store {
     }
 
     pub async fn count_api_keys(&self) -> Result<u64, StoreError> {
-        self.run(|c| {
+        self.read(|c| {
             Ok(c.query_row(
                 "SELECT COUNT(*) FROM api_keys WHERE revoked_at IS NULL",
                 [],

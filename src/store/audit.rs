@@ -24,16 +24,25 @@ pub struct EventQuery {
     pub limit: usize,
 }
 
+/// Inserts events inside a caller's transaction (a data write and its event commit together).
+pub(super) fn insert_events_in(
+    tx: &rusqlite::Transaction<'_>,
+    events: &[AuditEvent],
+) -> Result<(), StoreError> {
+    for e in events {
+        tx.execute(
+            "INSERT INTO audit_events (id, event, organization_id, data_json, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![e.id, e.event, e.organization_id, e.data_json, e.created_at],
+        )?;
+    }
+    Ok(())
+}
+
 impl Store {
     pub async fn insert_events(&self, events: Vec<AuditEvent>) -> Result<(), StoreError> {
         self.run(move |c| {
             let tx = c.transaction()?;
-            for e in &events {
-                tx.execute(
-                    "INSERT INTO audit_events (id, event, organization_id, data_json, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![e.id, e.event, e.organization_id, e.data_json, e.created_at],
-                )?;
-            }
+            insert_events_in(&tx, &events)?;
             tx.commit()?;
             Ok(())
         })
@@ -45,7 +54,7 @@ impl Store {
         &self,
         query: EventQuery,
     ) -> Result<(Vec<AuditEvent>, bool), StoreError> {
-        self.run(move |c| {
+        self.read(move |c| {
             let mut sql = String::from("SELECT id, event, organization_id, data_json, created_at FROM audit_events WHERE 1 = 1");
             let mut args: Vec<rusqlite::types::Value> = Vec::new();
             if !query.events.is_empty() {

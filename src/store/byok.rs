@@ -103,7 +103,7 @@ fn upsert_kek(c: &Connection, kek: &TenantKekRecord) -> Result<(), StoreError> {
 
 impl Store {
     pub async fn list_byok_keys(&self) -> Result<Vec<ByokKeyRecord>, StoreError> {
-        self.run(|c| load_all(c)).await
+        self.read(load_all).await
     }
 
     /// Inserts a binding and its first CMK; a second binding for the same match context, or a CMK
@@ -234,7 +234,7 @@ impl Store {
 
     /// Objects per KEK id (their current version's KEK).
     pub async fn count_objects_by_kek(&self) -> Result<HashMap<String, u64>, StoreError> {
-        self.run(|c| {
+        self.read(|c| {
             let mut statement = c.prepare("SELECT v.kek_id, COUNT(*) FROM objects o JOIN versions v ON v.id = o.current_version GROUP BY v.kek_id")?;
             let rows = statement.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
             Ok(rows.collect::<Result<HashMap<_, _>, _>>()?)
@@ -249,7 +249,7 @@ impl Store {
         selector: Vec<(String, String)>,
         keks: Vec<String>,
     ) -> Result<u64, StoreError> {
-        self.run(move |c| {
+        self.read(move |c| {
             let mut sql = String::from("SELECT COUNT(*) FROM objects o JOIN versions v ON v.id = o.current_version WHERE 1 = 1");
             let mut args: Vec<rusqlite::types::Value> = Vec::new();
             for (name, value) in selector {

@@ -20,7 +20,7 @@ impl Store {
         key: &str,
     ) -> Result<Option<StoredResponse>, StoreError> {
         let (api_key_id, key) = (api_key_id.to_owned(), key.to_owned());
-        self.run(move |c| {
+        self.read(move |c| {
             Ok(c.query_row(
                 "SELECT request_hash, status, body FROM idempotency WHERE api_key_id = ?1 AND key = ?2",
                 params![api_key_id, key],

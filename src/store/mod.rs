@@ -13,7 +13,9 @@ mod rewrap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use rusqlite::Connection;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rusqlite::{Connection, OpenFlags};
 
 pub use api_keys::{ApiKeyRecord, NewApiKey};
 pub use audit::{AuditEvent, EventQuery};
@@ -48,40 +50,65 @@ impl From<rusqlite::Error> for StoreError {
 
 /// The database. One connection serialises writes (SQLite allows one writer anyway); every call
 /// runs on the blocking pool so the async runtime never waits on disk.
+/// Read-only connections: WAL lets them read a consistent snapshot while the writer commits,
+/// so reads never queue behind writes (or their fsync).
+const READERS: usize = 4;
+
 #[derive(Clone)]
 pub struct Store {
-    connection: Arc<Mutex<Connection>>,
+    writer: Arc<Mutex<Connection>>,
+    readers: Arc<[Mutex<Connection>]>,
+    next_reader: Arc<AtomicUsize>,
+}
+
+fn configure(connection: &Connection) -> Result<(), StoreError> {
+    connection.pragma_update(None, "foreign_keys", "ON")?;
+    connection.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(())
 }
 
 impl Store {
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
         let path = path.to_path_buf();
-        let connection = tokio::task::spawn_blocking(move || -> Result<Connection, StoreError> {
+        let (writer, readers) = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent).map_err(|e| StoreError::Internal(e.to_string()))?;
             }
-            let mut connection = Connection::open(&path)?;
-            connection.pragma_update(None, "journal_mode", "WAL")?;
-            connection.pragma_update(None, "synchronous", "FULL")?;
-            connection.pragma_update(None, "foreign_keys", "ON")?;
-            connection.busy_timeout(std::time::Duration::from_secs(5))?;
-            migrations::apply(&mut connection)?;
-            Ok(connection)
+            let mut writer = Connection::open(&path)?;
+            writer.pragma_update(None, "journal_mode", "WAL")?;
+            // FULL: a commit is on disk before the write is acknowledged (survives power loss).
+            writer.pragma_update(None, "synchronous", "FULL")?;
+            configure(&writer)?;
+            migrations::apply(&mut writer)?;
+            let readers = (0..READERS)
+                .map(|_| {
+                    let reader = Connection::open_with_flags(
+                        &path,
+                        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                    )?;
+                    configure(&reader)?;
+                    Ok(Mutex::new(reader))
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            Ok((writer, readers))
         })
         .await
         .map_err(|e| StoreError::Internal(e.to_string()))??;
         Ok(Self {
-            connection: Arc::new(Mutex::new(connection)),
+            writer: Arc::new(Mutex::new(writer)),
+            readers: readers.into(),
+            next_reader: Arc::new(AtomicUsize::new(0)),
         })
     }
 
-    /// Runs `work` with the connection on the blocking pool.
+    /// Runs a write (or a read that must see the latest commit) on the single writer connection,
+    /// on the blocking pool.
     async fn run<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let connection = Arc::clone(&self.connection);
+        let connection = Arc::clone(&self.writer);
         tokio::task::spawn_blocking(move || {
             let mut guard = connection
                 .lock()
@@ -92,9 +119,27 @@ impl Store {
         .map_err(|e| StoreError::Internal(e.to_string()))?
     }
 
+    /// Runs a read on one of the read-only connections (round robin).
+    async fn read<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let readers = Arc::clone(&self.readers);
+        let index = self.next_reader.fetch_add(1, Ordering::Relaxed) % readers.len();
+        tokio::task::spawn_blocking(move || {
+            let guard = readers[index]
+                .lock()
+                .map_err(|_| StoreError::Internal("database lock poisoned".into()))?;
+            work(&guard)
+        })
+        .await
+        .map_err(|e| StoreError::Internal(e.to_string()))?
+    }
+
     /// Readiness: the database answers a trivial query.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.run(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
+        self.read(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
             .await
     }
 }

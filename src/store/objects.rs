@@ -4,7 +4,8 @@
 
 use rusqlite::{OptionalExtension, Row, Transaction, params};
 
-use super::{Store, StoreError};
+use super::audit::insert_events_in;
+use super::{AuditEvent, Store, StoreError};
 use crate::timestamp::Timestamp;
 
 #[derive(Debug, Clone)]
@@ -132,7 +133,12 @@ pub(super) fn json_path(name: &str) -> String {
 }
 
 impl Store {
-    pub async fn insert_object(&self, object: NewObject) -> Result<(), StoreError> {
+    /// Inserts an object, its first version and `events` in one transaction.
+    pub async fn insert_object(
+        &self,
+        object: NewObject,
+        events: Vec<AuditEvent>,
+    ) -> Result<(), StoreError> {
         self.run(move |c| {
             let tx = c.transaction()?;
             let at = object.version.created_at.to_rfc3339();
@@ -145,6 +151,7 @@ impl Store {
                 return Err(StoreError::NameTaken);
             }
             insert_version(&tx, &object.id, 1, &object.version)?;
+            insert_events_in(&tx, &events)?;
             tx.commit()?;
             Ok(())
         })
@@ -153,7 +160,7 @@ impl Store {
 
     pub async fn get_object(&self, id: &str) -> Result<ObjectRecord, StoreError> {
         let id = id.to_owned();
-        self.run(move |c| {
+        self.read(move |c| {
             c.query_row(
                 &format!("{SELECT_OBJECT} WHERE o.id = ?1"),
                 [id],
@@ -167,7 +174,7 @@ impl Store {
 
     pub async fn get_object_by_name(&self, name: &str) -> Result<ObjectRecord, StoreError> {
         let name = name.to_owned();
-        self.run(move |c| {
+        self.read(move |c| {
             c.query_row(
                 &format!("{SELECT_OBJECT} WHERE o.name = ?1"),
                 [name],
@@ -188,6 +195,7 @@ impl Store {
         version: NewVersion,
         actor_id: String,
         actor_name: String,
+        events: Vec<AuditEvent>,
     ) -> Result<(), StoreError> {
         let object_id = object_id.to_owned();
         self.run(move |c| {
@@ -199,6 +207,7 @@ impl Store {
                 "UPDATE objects SET current_version = ?1, updated_at = ?2, updated_by_id = ?3, updated_by_name = ?4 WHERE id = ?5",
                 params![version.id, version.created_at.to_rfc3339(), actor_id, actor_name, object_id],
             )?;
+            insert_events_in(&tx, &events)?;
             tx.commit()?;
             Ok(())
         })
@@ -210,6 +219,7 @@ impl Store {
         &self,
         object_id: &str,
         expected_version: Option<String>,
+        events: Vec<AuditEvent>,
     ) -> Result<(), StoreError> {
         let object_id = object_id.to_owned();
         self.run(move |c| {
@@ -220,6 +230,7 @@ impl Store {
             )?;
             tx.execute("DELETE FROM versions WHERE object_id = ?1", [&object_id])?;
             tx.execute("DELETE FROM objects WHERE id = ?1", [&object_id])?;
+            insert_events_in(&tx, &events)?;
             tx.commit()?;
             Ok(())
         })
@@ -229,7 +240,7 @@ impl Store {
     /// Newest first.
     pub async fn list_versions(&self, object_id: &str) -> Result<Vec<VersionRecord>, StoreError> {
         let object_id = object_id.to_owned();
-        self.run(move |c| {
+        self.read(move |c| {
             let current = c
                 .query_row("SELECT current_version FROM objects WHERE id = ?1", [&object_id], |r| r.get::<_, String>(0))
                 .optional()?
@@ -249,7 +260,7 @@ impl Store {
         &self,
         query: ListQuery,
     ) -> Result<(Vec<ListedObject>, bool), StoreError> {
-        self.run(move |c| {
+        self.read(move |c| {
             let mut sql = String::from("SELECT id, name, updated_at FROM objects WHERE 1 = 1");
             let mut args: Vec<rusqlite::types::Value> = Vec::new();
             // `before` pages backwards: walk in the opposite order, then flip the page.

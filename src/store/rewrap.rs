@@ -106,7 +106,7 @@ impl Store {
 
     pub async fn get_rewrap_job(&self, id: &str) -> Result<RewrapJobRecord, StoreError> {
         let id = id.to_owned();
-        self.run(move |c| {
+        self.read(move |c| {
             c.query_row(
                 &format!("SELECT {JOB_COLUMNS} FROM rewrap_jobs WHERE id = ?1"),
                 [id],
@@ -119,7 +119,7 @@ impl Store {
     }
 
     pub async fn running_rewrap_jobs(&self) -> Result<Vec<RewrapJobRecord>, StoreError> {
-        self.run(|c| {
+        self.read(|c| {
             let mut statement = c.prepare(&format!(
                 "SELECT {JOB_COLUMNS} FROM rewrap_jobs WHERE state = 'running' ORDER BY started_at"
             ))?;
@@ -136,7 +136,7 @@ impl Store {
         after_seq: i64,
         limit: usize,
     ) -> Result<Vec<RewrapCandidate>, StoreError> {
-        self.run(move |c| {
+        self.read(move |c| {
             if source_keks.is_empty() {
                 return Ok(Vec::new());
             }
@@ -250,7 +250,7 @@ impl Store {
         job_id: &str,
     ) -> Result<Vec<(String, u64)>, StoreError> {
         let job_id = job_id.to_owned();
-        self.run(move |c| {
+        self.read(move |c| {
             let mut statement = c.prepare("SELECT reason, COUNT(*) FROM rewrap_failures WHERE job_id = ?1 GROUP BY reason ORDER BY reason")?;
             let rows = statement.query_map([job_id], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -260,6 +260,6 @@ impl Store {
 
     /// Objects whose current version is still under one of `keks`.
     pub async fn count_objects_under(&self, keks: Vec<String>) -> Result<u64, StoreError> {
-        self.run(move |c| count_under(c, &keks)).await
+        self.read(move |c| count_under(c, &keks)).await
     }
 }
