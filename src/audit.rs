@@ -17,6 +17,8 @@ use crate::timestamp::Timestamp;
 const QUEUE: usize = 8192;
 /// Events committed at most per transaction.
 const BATCH: usize = 1024;
+/// How long the writer lets events gather before a commit.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// Builds an event. With an actor, `actor_id`, `actor_source` and `actor_name` are added; events
 /// the broker itself causes (the key-state watcher) or that WorkOS defines without actor carry none.
@@ -81,6 +83,17 @@ impl AuditLog {
 async fn write_batches(store: Store, mut receiver: mpsc::Receiver<Command>) {
     let mut commands = Vec::with_capacity(BATCH);
     while receiver.recv_many(&mut commands, BATCH).await > 0 {
+        // Let a batch gather before committing: every commit costs an fsync, and on a busy broker
+        // per-event commits would spend the CPU that requests need.
+        if commands.len() < BATCH {
+            tokio::time::sleep(LINGER).await;
+            while commands.len() < BATCH {
+                match receiver.try_recv() {
+                    Ok(command) => commands.push(command),
+                    Err(_) => break,
+                }
+            }
+        }
         let mut events = Vec::with_capacity(commands.len());
         let mut flushes = Vec::new();
         for command in commands.drain(..) {

@@ -8,6 +8,7 @@ mod byok;
 mod idempotency;
 mod migrations;
 mod objects;
+mod record_cache;
 mod rewrap;
 
 use std::path::Path;
@@ -59,6 +60,7 @@ pub struct Store {
     writer: Arc<Mutex<Connection>>,
     readers: Arc<[Mutex<Connection>]>,
     next_reader: Arc<AtomicUsize>,
+    records: Arc<record_cache::RecordCache>,
 }
 
 fn configure(connection: &Connection) -> Result<(), StoreError> {
@@ -98,6 +100,7 @@ impl Store {
             writer: Arc::new(Mutex::new(writer)),
             readers: readers.into(),
             next_reader: Arc::new(AtomicUsize::new(0)),
+            records: Arc::new(record_cache::RecordCache::new()),
         })
     }
 

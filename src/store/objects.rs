@@ -159,17 +159,25 @@ impl Store {
     }
 
     pub async fn get_object(&self, id: &str) -> Result<ObjectRecord, StoreError> {
-        let id = id.to_owned();
-        self.read(move |c| {
-            c.query_row(
-                &format!("{SELECT_OBJECT} WHERE o.id = ?1"),
-                [id],
-                object_from_row,
-            )
-            .optional()?
-            .ok_or(StoreError::NotFound)
-        })
-        .await
+        if let Some(record) = self.records.get(id) {
+            return Ok((*record).clone());
+        }
+        let generation = self.records.generation();
+        let key = id.to_owned();
+        let record = self
+            .read(move |c| {
+                c.query_row(
+                    &format!("{SELECT_OBJECT} WHERE o.id = ?1"),
+                    [key],
+                    object_from_row,
+                )
+                .optional()?
+                .ok_or(StoreError::NotFound)
+            })
+            .await?;
+        self.records
+            .insert_if_current(std::sync::Arc::new(record.clone()), generation);
+        Ok(record)
     }
 
     pub async fn get_object_by_name(&self, name: &str) -> Result<ObjectRecord, StoreError> {
@@ -198,6 +206,7 @@ impl Store {
         events: Vec<AuditEvent>,
     ) -> Result<(), StoreError> {
         let object_id = object_id.to_owned();
+        let invalidate_id = object_id.clone();
         self.run(move |c| {
             let tx = c.transaction()?;
             check_version(&current_version(&tx, &object_id)?, expected_version.as_deref())?;
@@ -211,7 +220,9 @@ impl Store {
             tx.commit()?;
             Ok(())
         })
-        .await
+        .await?;
+        self.records.invalidate(&invalidate_id);
+        Ok(())
     }
 
     /// Deletes an object and its versions if `expected_version` (when given) is still current.
@@ -222,6 +233,7 @@ impl Store {
         events: Vec<AuditEvent>,
     ) -> Result<(), StoreError> {
         let object_id = object_id.to_owned();
+        let invalidate_id = object_id.clone();
         self.run(move |c| {
             let tx = c.transaction()?;
             check_version(
@@ -234,7 +246,9 @@ impl Store {
             tx.commit()?;
             Ok(())
         })
-        .await
+        .await?;
+        self.records.invalidate(&invalidate_id);
+        Ok(())
     }
 
     /// Newest first.

@@ -190,6 +190,7 @@ impl Store {
             Ok(swapped)
         })
         .await
+        .inspect(|_| self.records.invalidate(&candidate.object_id))
     }
 
     pub async fn record_rewrap_failure(
