@@ -1,0 +1,240 @@
+//! Object use cases: create, read (by id or name), describe, update with version check, delete,
+//! list and versions. Objects outside a scoped key's scope do not exist for it.
+
+use serde_json::json;
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+use crate::audit;
+use crate::auth::Principal;
+use crate::broker::Broker;
+use crate::context::KeyContext;
+use crate::envelope::{SealedValue, open_value};
+use crate::error::Error;
+use crate::store::{ListQuery, ListedObject, NewObject, ObjectRecord, VersionRecord};
+
+use super::{MAX_NAME_CHARS, ObjectMeta, ObjectWithValue, meta_from_record, org};
+
+impl Broker {
+    pub async fn create_object(
+        &self,
+        principal: &Principal,
+        name: &str,
+        value: &str,
+        context: KeyContext,
+    ) -> Result<ObjectMeta, Error> {
+        let name = name.trim();
+        let chars = name.chars().count();
+        if chars == 0 || chars > MAX_NAME_CHARS {
+            return Err(Error::invalid(
+                "invalid_name",
+                format!("name must be 1-{MAX_NAME_CHARS} characters"),
+            ));
+        }
+        self.check_value(value)?;
+        if !principal.may_use(&context) {
+            return Err(Error::OutOfScope);
+        }
+        let id = Uuid::new_v4().to_string();
+        let version = self
+            .seal_new_version(principal, &context, &id, value)
+            .await?;
+        let meta = ObjectMeta {
+            id: id.clone(),
+            name: name.to_owned(),
+            context: context.clone(),
+            key_id: version.kek_id.clone(),
+            version_id: version.id.clone(),
+            updated_at: version.created_at.to_rfc3339(),
+            updated_by_id: principal.key_id.clone(),
+            updated_by_name: principal.name.clone(),
+        };
+        // The event commits with the object: an acknowledged write always has its audit record.
+        let fields = json!({"kv_name": meta.name, "key_id": meta.key_id, "key_context": context});
+        let event = audit::event(Some(principal), "vault.data.created", org(&context), fields);
+        let object = NewObject {
+            id,
+            name: meta.name.clone(),
+            context_json: serde_json::to_string(&context)
+                .map_err(|e| Error::Internal(e.to_string()))?,
+            context_hash: context.hash().to_hex(),
+            actor_id: principal.key_id.clone(),
+            actor_name: principal.name.clone(),
+            version,
+        };
+        self.store.insert_object(object, vec![event]).await?;
+        Ok(meta)
+    }
+
+    pub async fn read_object(
+        &self,
+        principal: &Principal,
+        id: &str,
+    ) -> Result<ObjectWithValue, Error> {
+        let record = self.store.get_object(id).await?;
+        self.open_object(principal, record).await
+    }
+
+    pub async fn read_object_by_name(
+        &self,
+        principal: &Principal,
+        name: &str,
+    ) -> Result<ObjectWithValue, Error> {
+        let record = self.store.get_object_by_name(name).await?;
+        self.open_object(principal, record).await
+    }
+
+    async fn open_object(
+        &self,
+        principal: &Principal,
+        record: ObjectRecord,
+    ) -> Result<ObjectWithValue, Error> {
+        let (record, context) = self.load_visible(principal, record).await?;
+        let sealed = SealedValue::decode(&record.sealed)?;
+        let kek = self.keyring.kek_for_read(&sealed.key.kek_id, &context)?;
+        let dek = self
+            .unwrap_dek(&kek, &sealed.key.wrapped, &context)
+            .await
+            .map_err(Error::from_kms)?;
+        let plaintext = open_value(&dek, &sealed, &context, &record.id)?;
+        let value = String::from_utf8(plaintext.to_vec())
+            .map_err(|_| Error::Internal("stored value is not UTF-8".into()))?;
+        let meta = meta_from_record(&record, context);
+        self.audit
+            .record(audit::event(
+                Some(principal),
+                "vault.data.read",
+                org(&meta.context),
+                json!({"kv_name": meta.name, "key_id": meta.key_id}),
+            ))
+            .await?;
+        Ok(ObjectWithValue {
+            meta,
+            value: Zeroizing::new(value),
+        })
+    }
+
+    pub async fn describe_object(
+        &self,
+        principal: &Principal,
+        id: &str,
+    ) -> Result<ObjectMeta, Error> {
+        let (record, context) = self
+            .load_visible(principal, self.store.get_object(id).await?)
+            .await?;
+        let meta = meta_from_record(&record, context);
+        self.audit
+            .record(audit::event(
+                Some(principal),
+                "vault.metadata.read",
+                org(&meta.context),
+                json!({"kv_name": meta.name}),
+            ))
+            .await?;
+        Ok(meta)
+    }
+
+    pub async fn update_object(
+        &self,
+        principal: &Principal,
+        id: &str,
+        value: &str,
+        version_check: Option<String>,
+    ) -> Result<ObjectMeta, Error> {
+        self.check_value(value)?;
+        let (record, context) = self
+            .load_visible(principal, self.store.get_object(id).await?)
+            .await?;
+        if let Some(expected) = &version_check
+            && expected != &record.current_version
+        {
+            // Fail before spending a KMS call; the store re-checks atomically below.
+            return Err(Error::VersionConflict);
+        }
+        let version = self
+            .seal_new_version(principal, &context, &record.id, value)
+            .await?;
+        let meta = ObjectMeta {
+            key_id: version.kek_id.clone(),
+            version_id: version.id.clone(),
+            updated_at: version.created_at.to_rfc3339(),
+            updated_by_id: principal.key_id.clone(),
+            updated_by_name: principal.name.clone(),
+            ..meta_from_record(&record, context)
+        };
+        let fields =
+            json!({"kv_name": meta.name, "key_id": meta.key_id, "key_context": meta.context});
+        let event = audit::event(
+            Some(principal),
+            "vault.data.updated",
+            org(&meta.context),
+            fields,
+        );
+        self.store
+            .append_version(
+                &record.id,
+                version_check,
+                version,
+                principal.key_id.clone(),
+                principal.name.clone(),
+                vec![event],
+            )
+            .await?;
+        Ok(meta)
+    }
+
+    pub async fn delete_object(
+        &self,
+        principal: &Principal,
+        id: &str,
+        version_check: Option<String>,
+    ) -> Result<String, Error> {
+        let (record, context) = self
+            .load_visible(principal, self.store.get_object(id).await?)
+            .await?;
+        let event = audit::event(
+            Some(principal),
+            "vault.data.deleted",
+            org(&context),
+            json!({"kv_name": record.name}),
+        );
+        self.store
+            .delete_object(&record.id, version_check, vec![event])
+            .await?;
+        Ok(record.name)
+    }
+
+    pub async fn list_objects(
+        &self,
+        principal: &Principal,
+        mut query: ListQuery,
+    ) -> Result<(Vec<ListedObject>, bool), Error> {
+        query.scope = principal
+            .scope
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let page = self.store.list_objects(query).await?;
+        self.audit
+            .record(audit::event(
+                Some(principal),
+                "vault.names.listed",
+                None,
+                json!({}),
+            ))
+            .await?;
+        Ok(page)
+    }
+
+    pub async fn list_versions(
+        &self,
+        principal: &Principal,
+        id: &str,
+    ) -> Result<Vec<VersionRecord>, Error> {
+        let (record, _) = self
+            .load_visible(principal, self.store.get_object(id).await?)
+            .await?;
+        Ok(self.store.list_versions(&record.id).await?)
+    }
+}
