@@ -8,6 +8,7 @@ mod errors;
 mod extract;
 mod rewrap;
 mod vault;
+mod wire;
 
 use std::sync::Arc;
 

@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::extract::{AppCaller, JsonBody, RawBody, parse_json};
+use super::wire::{Metadata, Object};
 use crate::broker::Broker;
 use crate::context::KeyContext;
 use crate::error::Error;
@@ -23,7 +24,6 @@ use crate::store::{ListQuery, Order, StoredResponse};
 use crate::timestamp::Timestamp;
 use crate::vault::{IssuedDataKey, ObjectMeta};
 
-const ENVIRONMENT_ID: &str = "environment_byok_broker";
 const MAX_LIST_LIMIT: usize = 100;
 
 pub fn routes() -> Router<Arc<Broker>> {
@@ -42,19 +42,12 @@ pub fn routes() -> Router<Arc<Broker>> {
 }
 
 fn metadata_json(meta: &ObjectMeta) -> Value {
-    json!({
-        "context": meta.context,
-        "environment_id": ENVIRONMENT_ID,
-        "id": meta.id,
-        "key_id": meta.key_id,
-        "updated_at": meta.updated_at,
-        "updated_by": {"id": meta.updated_by_id, "name": meta.updated_by_name},
-        "version_id": meta.version_id,
-    })
+    serde_json::to_value(Metadata::of(meta)).unwrap_or(Value::Null)
 }
 
-fn without_value(meta: &ObjectMeta) -> Value {
-    json!({"id": meta.id, "name": meta.name, "metadata": metadata_json(meta)})
+/// Serializes at once, so the response may borrow from the use case's result.
+fn object_response(status: StatusCode, meta: &ObjectMeta, value: Option<&str>) -> Response {
+    (status, Json(Object::of(meta, value))).into_response()
 }
 
 fn data_key_json(issued: &IssuedDataKey) -> Value {
@@ -124,10 +117,12 @@ async fn read_object(
     State(broker): State<Arc<Broker>>,
     AppCaller(caller): AppCaller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, Error> {
+) -> Result<Response, Error> {
     let object = broker.read_object(&caller, &id).await?;
-    Ok(Json(
-        json!({"id": object.meta.id, "name": object.meta.name, "value": object.value.as_str(), "metadata": metadata_json(&object.meta)}),
+    Ok(object_response(
+        StatusCode::OK,
+        &object.meta,
+        Some(&object.value),
     ))
 }
 
@@ -135,10 +130,12 @@ async fn read_object_by_name(
     State(broker): State<Arc<Broker>>,
     AppCaller(caller): AppCaller,
     Path(name): Path<String>,
-) -> Result<Json<Value>, Error> {
+) -> Result<Response, Error> {
     let object = broker.read_object_by_name(&caller, &name).await?;
-    Ok(Json(
-        json!({"id": object.meta.id, "name": object.meta.name, "value": object.value.as_str(), "metadata": metadata_json(&object.meta)}),
+    Ok(object_response(
+        StatusCode::OK,
+        &object.meta,
+        Some(&object.value),
     ))
 }
 
@@ -146,10 +143,9 @@ async fn describe_object(
     State(broker): State<Arc<Broker>>,
     AppCaller(caller): AppCaller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, Error> {
-    Ok(Json(without_value(
-        &broker.describe_object(&caller, &id).await?,
-    )))
+) -> Result<Response, Error> {
+    let meta = broker.describe_object(&caller, &id).await?;
+    Ok(object_response(StatusCode::OK, &meta, None))
 }
 
 #[derive(Deserialize)]
@@ -164,11 +160,11 @@ async fn update_object(
     AppCaller(caller): AppCaller,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<UpdateObjectBody>,
-) -> Result<(StatusCode, Json<Value>), Error> {
+) -> Result<Response, Error> {
     let meta = broker
         .update_object(&caller, &id, &body.value, body.version_check)
         .await?;
-    Ok((StatusCode::CREATED, Json(without_value(&meta))))
+    Ok(object_response(StatusCode::CREATED, &meta, None))
 }
 
 async fn delete_object(
