@@ -23,6 +23,8 @@ pub enum StartError {
     Keyring(#[from] crate::keyring::AliasPrefixError),
     #[error("database: {0}")]
     Store(#[from] crate::store::StoreError),
+    #[error("data directory {0}")]
+    DataDir(String),
     #[error("API keys: {0}")]
     ApiKeys(#[from] crate::error::Error),
 }
@@ -41,6 +43,7 @@ pub struct Broker {
 impl Broker {
     /// Starts with the key provider the configuration names.
     pub async fn start(config: Config) -> Result<Arc<Self>, StartError> {
+        create_private_dir(&config.data_dir)?;
         let provider: Arc<dyn KeyProvider> = match config.provider {
             ProviderKind::Local => {
                 Arc::new(LocalKms::open(&config.data_dir.join("local-kms")).await?)
@@ -55,6 +58,7 @@ impl Broker {
         config: Config,
         provider: Arc<dyn KeyProvider>,
     ) -> Result<Arc<Self>, StartError> {
+        create_private_dir(&config.data_dir)?;
         let metrics = Arc::new(Metrics::default());
         let provider: Arc<dyn KeyProvider> = Arc::new(MeteredProvider {
             inner: provider,
@@ -110,4 +114,15 @@ impl Broker {
             .map(|_| ())
             .map_err(|e| format!("key provider: {e}"))
     }
+}
+
+/// Creates the data directory readable by the broker's user only (it holds the local master key,
+/// the database and the bootstrap keys file). An existing directory is left as the operator set it.
+fn create_private_dir(path: &std::path::Path) -> Result<(), StartError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(|e| StartError::DataDir(format!("{}: {e}", path.display())))
 }

@@ -132,3 +132,35 @@ async fn concurrent_first_uses_across_two_local_instances_share_one_kek() {
     assert_eq!(orphans, a.stats().keks_created + b.stats().keks_created - 1);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[tokio::test]
+async fn the_embedded_default_keeps_its_data_directory_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = temp_dir();
+    let data_dir = parent.join("data");
+    let config = byok_broker::config::Config::load(None, |name| match name {
+        "BYOK_BROKER_DATA_DIR" => Some(data_dir.display().to_string()),
+        _ => None,
+    })
+    .unwrap();
+    let broker = byok_broker::broker::Broker::start(config).await.unwrap();
+    assert_eq!(
+        std::fs::metadata(&data_dir).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    let keys_file = data_dir.join("bootstrap-api-keys.txt");
+    assert_eq!(
+        std::fs::metadata(&keys_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(
+        std::fs::metadata(data_dir.join("local-kms/master.key"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    assert_eq!(broker.provider().name(), "local");
+    std::fs::remove_dir_all(parent).unwrap();
+}
