@@ -28,7 +28,9 @@ async fn hundred_concurrent_decrypts_make_one_kms_call() {
         keys.iter()
             .all(|k| k.as_ref().unwrap().expose_secret() == generated.key.expose_secret())
     );
+    cache.run_pending_tasks().await; // entry counts settle lazily
     let stats = cache.stats();
+    assert_eq!(stats.entries, 1);
     println!(
         "100 concurrent decrypts: KMS Decrypt calls seen by provider = {}, cache stats = {stats:?}",
         kms.decrypt_calls()
