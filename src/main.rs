@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use byok_broker::broker::Broker;
-use byok_broker::cli::admin_client::AdminClient;
+use byok_broker::cli::http_client::HttpClient;
 use byok_broker::cli::rewrap;
 use byok_broker::config::{Config, ProviderKind};
 
@@ -85,7 +85,7 @@ fn main() -> ExitCode {
                 ),
             };
             target.and_then(|target| {
-                let client = AdminClient::new(&url, admin_key)?;
+                let client = HttpClient::new(&url, Some(admin_key))?;
                 runtime.block_on(rewrap::run(&client, target))
             })
         }

@@ -4,7 +4,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use byok_broker::cli::admin_client::AdminClient;
+use byok_broker::cli::http_client::HttpClient;
 use futures_util::StreamExt;
 use serde_json::json;
 
@@ -19,8 +19,8 @@ pub struct Broker {
     pub port: u16,
     data_dir: std::path::PathBuf,
     localstack: String,
-    app: AdminClient,
-    admin: AdminClient,
+    app: HttpClient,
+    admin: HttpClient,
 }
 
 impl Broker {
@@ -57,8 +57,8 @@ impl Broker {
             port,
             data_dir,
             localstack: options.localstack.clone(),
-            app: AdminClient::new(&url, APP_KEY.into()).unwrap(),
-            admin: AdminClient::new(&url, ADMIN_KEY.into()).unwrap(),
+            app: HttpClient::new(&url, Some(APP_KEY.into())).unwrap(),
+            admin: HttpClient::new(&url, Some(ADMIN_KEY.into())).unwrap(),
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while broker.app.call("GET", "/healthz", None).await.is_err() {

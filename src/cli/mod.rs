@@ -1,4 +1,4 @@
-//! Command-line clients of a running broker (admin API over plain HTTP/1.1).
+//! Command-line clients of a running broker (its API over plain HTTP/1.1).
 
-pub mod admin_client;
+pub mod http_client;
 pub mod rewrap;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::admin_client::AdminClient;
+use super::http_client::HttpClient;
 
 pub enum Target {
     ByokKey(String),
@@ -15,7 +15,7 @@ pub enum Target {
     Job(String),
 }
 
-pub async fn run(client: &AdminClient, target: Target) -> Result<(), String> {
+pub async fn run(client: &HttpClient, target: Target) -> Result<(), String> {
     let job_id = match target {
         Target::Job(id) => id,
         Target::ByokKey(id) => start(client, json!({"byok_key_id": id})).await?,
@@ -60,7 +60,7 @@ pub async fn run(client: &AdminClient, target: Target) -> Result<(), String> {
     }
 }
 
-async fn start(client: &AdminClient, source: Value) -> Result<String, String> {
+async fn start(client: &HttpClient, source: Value) -> Result<String, String> {
     let (status, job) = client
         .call(
             "POST",

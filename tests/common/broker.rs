@@ -1,5 +1,5 @@
 //! A broker per test: in-process, on port 0, backed by LocalStack, with a temporary data directory
-//! and known bootstrap API keys; plus a minimal HTTP/1.1 client so tests see the real wire.
+//! and known bootstrap API keys; requests go over real HTTP through the library's client.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use byok_broker::broker::Broker;
+use byok_broker::cli::http_client::HttpClient;
 use byok_broker::config::Config;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use byok_broker::kms::aws::AwsKms;
 
@@ -101,78 +101,23 @@ impl TestBroker {
         key: Option<&str>,
         extra: &[(&str, &str)],
     ) -> HttpResponse {
-        let mut request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
-            self.address,
-            payload.len()
-        );
-        if let Some(key) = key {
-            request.push_str(&format!("Authorization: Bearer {key}\r\n"));
-        }
-        for (name, value) in extra {
-            request.push_str(&format!("{name}: {value}\r\n"));
-        }
-        request.push_str("\r\n");
-        let mut stream = tokio::net::TcpStream::connect(self.address)
+        let client = HttpClient::new(&format!("http://{}", self.address), key.map(str::to_owned))
+            .expect("url");
+        let response = client
+            .send(method, path, payload, extra)
             .await
-            .expect("connect");
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .expect("write head");
-        stream.write_all(payload).await.expect("write body");
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await.expect("read");
-        parse_response(&raw)
-    }
-}
-
-fn parse_response(raw: &[u8]) -> HttpResponse {
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("header end");
-    let head = String::from_utf8_lossy(&raw[..split]);
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .expect("status");
-    let headers: HashMap<String, String> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let mut body = raw[split + 4..].to_vec();
-    if headers
-        .get("transfer-encoding")
-        .is_some_and(|v| v.contains("chunked"))
-    {
-        body = dechunk(&body);
-    }
-    let body = if body.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&body)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()))
-    };
-    HttpResponse {
-        status,
-        headers,
-        body,
-    }
-}
-
-fn dechunk(mut data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(end) = data.windows(2).position(|w| w == b"\r\n") {
-        let size =
-            usize::from_str_radix(String::from_utf8_lossy(&data[..end]).trim(), 16).unwrap_or(0);
-        if size == 0 {
-            break;
+            .expect("the broker answers");
+        let body = if response.body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&response.body).unwrap_or_else(|_| {
+                Value::String(String::from_utf8_lossy(&response.body).into_owned())
+            })
+        };
+        HttpResponse {
+            status: response.status,
+            headers: response.headers,
+            body,
         }
-        out.extend_from_slice(&data[end + 2..end + 2 + size]);
-        data = &data[end + 2 + size + 2..];
     }
-    out
 }

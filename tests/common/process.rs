@@ -1,11 +1,11 @@
-//! The broker binary as a child process against LocalStack, for crash and signal tests, plus a
-//! one-shot HTTP client that reports a cut connection as `None`.
+//! The broker binary as a child process against LocalStack, for crash and signal tests, and a
+//! one-shot request that reports a cut connection as `None`.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use byok_broker::cli::http_client::HttpClient;
 
 pub const APP_KEY: &str = "process-test-app-key-0123456789";
 pub const ADMIN_KEY: &str = "process-test-admin-key-0123456789";
@@ -65,21 +65,10 @@ pub async fn request(
     path: &str,
     body: &str,
 ) -> Option<(u16, serde_json::Value)> {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .ok()?;
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await.ok()?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.ok()?;
-    let text = String::from_utf8_lossy(&raw);
-    let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body_start = text.find("\r\n\r\n")? + 4;
-    let json = serde_json::from_str(&text[body_start..]).ok()?;
-    Some((status, json))
+    let client = HttpClient::new(&format!("http://127.0.0.1:{port}"), Some(key.to_owned())).ok()?;
+    let response = client.send(method, path, body.as_bytes(), &[]).await.ok()?;
+    let json = serde_json::from_slice(&response.body).ok()?;
+    Some((response.status, json))
 }
 
 pub fn temp_dir(name: &str) -> std::path::PathBuf {
