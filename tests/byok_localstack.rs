@@ -504,3 +504,53 @@ async fn rotation_onboarding_counts_and_deletion() {
         "with BYOK off the context is back on its platform KEK"
     );
 }
+
+#[tokio::test]
+async fn a_revoked_answer_met_by_a_request_locks_the_key_at_once() {
+    // The watcher is slow here (60 s): only the request path can notice the revocation.
+    let broker = TestBroker::start_with(
+        "byok-request",
+        &[("BYOK_BROKER_BYOK_WATCH_INTERVAL_MS", "60000")],
+    )
+    .await;
+    let (id, key_arn) = register(&broker, "org_fast", TENANT_ACCOUNT).await;
+    let hot = create_object(&broker, "hot", json!({"organization_id": "org_fast"})).await;
+    let cold = create_object(&broker, "cold", json!({"organization_id": "org_fast"})).await;
+    let hot_path = format!("/vault/v1/kv/{}", hot["id"].as_str().unwrap());
+    let cold_path = format!("/vault/v1/kv/{}", cold["id"].as_str().unwrap());
+    assert_eq!(
+        broker.call("GET", &hot_path, None).await.status,
+        200,
+        "the hot object's DEK is now cached"
+    );
+
+    raw_kms(TENANT_ACCOUNT)
+        .await
+        .disable_key()
+        .key_id(&key_arn)
+        .send()
+        .await
+        .unwrap();
+    let cold_read = broker.call("GET", &cold_path, None).await;
+    assert_eq!(
+        (cold_read.status, cold_read.body["code"].as_str()),
+        (403, Some("key_unavailable")),
+        "KMS refused the uncached DEK"
+    );
+    let decrypts = broker.kms.decrypts.load(Ordering::SeqCst);
+    let hot_read = broker.call("GET", &hot_path, None).await;
+    assert_eq!(
+        hot_read.status, 403,
+        "the cached DEK is refused too, without waiting for the watcher"
+    );
+    assert_eq!(
+        broker.kms.decrypts.load(Ordering::SeqCst),
+        decrypts,
+        "and without a KMS call"
+    );
+    let shown = admin(&broker, "GET", &format!("/admin/v1/byok-keys/{id}"), None).await;
+    assert_eq!(
+        (shown.body["state"].as_str(), shown.body["reason"].as_str()),
+        (Some("unavailable"), Some("key_disabled"))
+    );
+}
