@@ -83,13 +83,13 @@ async fn sigterm_lets_in_flight_requests_finish() {
     let port = broker.port;
     let pid = broker.child.id().to_string();
 
-    let requests = (0..20).map(|i| async move {
+    let requests = (0..40).map(|i| async move {
         let body = json!({"name": format!("t{i}"), "value": "v", "key_context": {"organization_id": "org_term"}}).to_string();
         let result = request(port, "POST", "/vault/v1/kv", &body).await;
         (result, Instant::now())
     });
     let terminate = async {
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(
             Command::new("kill")
                 .args(["-TERM", &pid])
@@ -110,7 +110,7 @@ async fn sigterm_lets_in_flight_requests_finish() {
         .filter(|r| matches!(r, Some((201, _))))
         .count();
     println!(
-        "requests completed across SIGTERM: {completed} of 20, {after_signal} of them after the signal"
+        "requests completed across SIGTERM: {completed} of 40, {after_signal} of them after the signal"
     );
     assert!(
         after_signal > 0,
