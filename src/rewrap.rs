@@ -103,7 +103,7 @@ impl Broker {
         destination: &KekRef,
         destination_context: &KeyContext,
     ) -> Result<Vec<u8>, KmsError> {
-        if source.access == destination.access {
+        if source.shares_identity_with(destination) {
             // One identity reaches both keys: the plaintext DEK never enters the broker.
             return self
                 .provider()
@@ -222,7 +222,7 @@ impl Broker {
             return Ok(());
         }
         pacer
-            .wait(if source.access == destination.access {
+            .wait(if source.shares_identity_with(&destination) {
                 1
             } else {
                 2

@@ -30,6 +30,21 @@ pub struct KekRef {
 }
 
 impl KekRef {
+    /// The region named explicitly or in the key ARN; `None` means the provider's default region.
+    pub fn region_hint(&self) -> Option<&str> {
+        self.region.as_deref().or_else(|| {
+            let mut parts = self.key_id.strip_prefix("arn:")?.split(':');
+            let (_partition, service, region) = (parts.next()?, parts.next()?, parts.next()?);
+            (service == "kms" && !region.is_empty()).then_some(region)
+        })
+    }
+
+    /// True when one identity in one region reaches both keys, so KMS `ReEncrypt` can move a DEK
+    /// between them without the plaintext leaving KMS.
+    pub fn shares_identity_with(&self, other: &KekRef) -> bool {
+        self.access == other.access && self.region_hint() == other.region_hint()
+    }
+
     /// A platform KEK: reached with the broker's own credentials in the default region.
     pub fn platform(key_id: impl Into<String>) -> Self {
         Self {
@@ -143,6 +158,38 @@ fn arn_prefix(arn: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::same_key;
+
+    #[test]
+    fn reencrypt_needs_one_identity_in_one_region() {
+        use super::{KekRef, TenantAccess};
+        let role = |r: &str| {
+            Some(TenantAccess {
+                role_arn: r.into(),
+                external_id: None,
+            })
+        };
+        let a = KekRef {
+            key_id: "arn:aws:kms:us-east-1:111111111111:key/a".into(),
+            region: None,
+            access: role("r1"),
+        };
+        let b = KekRef {
+            key_id: "arn:aws:kms:us-east-1:111111111111:key/b".into(),
+            ..a.clone()
+        };
+        assert!(a.shares_identity_with(&b));
+        let other_region = KekRef {
+            key_id: "arn:aws:kms:eu-west-1:111111111111:key/c".into(),
+            ..a.clone()
+        };
+        assert!(!a.shares_identity_with(&other_region));
+        let other_role = KekRef {
+            access: role("r2"),
+            ..b.clone()
+        };
+        assert!(!a.shares_identity_with(&other_role));
+        assert!(KekRef::platform("local/x").shares_identity_with(&KekRef::platform("local/y")));
+    }
 
     #[test]
     fn same_key_compares_arns_and_bare_ids() {

@@ -96,18 +96,7 @@ pub async fn load_sdk_config(options: &AwsOptions) -> SdkConfig {
 
 /// The region a KEK lives in: explicit, else the one in its ARN, else the broker's default.
 pub(super) fn region_of<'a>(kek: &'a KekRef, default: &'a str) -> &'a str {
-    kek.region
-        .as_deref()
-        .or_else(|| arn_region(&kek.key_id))
-        .unwrap_or(default)
-}
-
-fn arn_region(key_id: &str) -> Option<&str> {
-    let mut parts = key_id.strip_prefix("arn:")?.split(':');
-    let _partition = parts.next()?;
-    let service = parts.next()?;
-    let region = parts.next()?;
-    (service == "kms" && !region.is_empty()).then_some(region)
+    kek.region_hint().unwrap_or(default)
 }
 
 /// Builds a KMS client that acts as the tenant role. The STS client inside reuses the base
