@@ -1,6 +1,7 @@
 //! `/admin/v1/byok-keys`: what an admin portal's BYOK page calls. Register (verified), read with
 //! state and object counts, enable/disable, rotate, delete; plus `/admin/v1/metrics`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
@@ -62,6 +63,15 @@ struct RotateBody {
 /// and how many covered objects still sit under another (platform) KEK.
 async fn binding_json(broker: &Broker, binding: &Binding) -> Result<Value, Error> {
     let counts = broker.store.count_objects_by_kek().await?;
+    binding_json_with(broker, binding, &counts).await
+}
+
+/// As [`binding_json`], with the per-KEK object counts computed once by the caller (a list).
+async fn binding_json_with(
+    broker: &Broker,
+    binding: &Binding,
+    counts: &HashMap<String, u64>,
+) -> Result<Value, Error> {
     let record = &binding.record;
     let kek_ids: Vec<String> = record.keks.iter().map(|k| k.key_arn.clone()).collect();
     let selector: Vec<(String, String)> = binding
@@ -148,9 +158,10 @@ async fn list(
     AdminCaller(_admin): AdminCaller,
 ) -> Result<Json<Value>, Error> {
     let bindings = broker.keyring.bindings();
+    let counts = broker.store.count_objects_by_kek().await?;
     let mut data = Vec::new();
     for binding in bindings.all() {
-        data.push(binding_json(&broker, binding).await?);
+        data.push(binding_json_with(&broker, binding, &counts).await?);
     }
     Ok(Json(json!({"object": "list", "data": data})))
 }
