@@ -31,16 +31,19 @@ impl Default for WatcherConfig {
 
 /// Runs until the broker is dropped.
 pub async fn run(broker: Weak<Broker>, config: WatcherConfig) {
+    let mut last_pass = Duration::ZERO;
     loop {
-        tokio::time::sleep(jittered(config.interval)).await;
+        // Passes *start* at most one interval apart, however long a pass over many keys takes.
+        tokio::time::sleep(jittered(config.interval).saturating_sub(last_pass)).await;
         let Some(broker) = broker.upgrade() else {
             return;
         };
         let started = Instant::now();
         let checked = check_all(&broker, config.concurrency).await;
+        last_pass = started.elapsed();
         tracing::debug!(
             checked,
-            elapsed_ms = started.elapsed().as_millis() as u64,
+            elapsed_ms = last_pass.as_millis() as u64,
             "key-state watcher pass"
         );
     }
