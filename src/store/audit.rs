@@ -26,7 +26,7 @@ pub struct EventQuery {
 
 /// Inserts events inside a caller's transaction (a data write and its event commit together).
 pub(super) fn insert_events_in(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &rusqlite::Connection,
     events: &[AuditEvent],
 ) -> Result<(), StoreError> {
     // One prepared statement per batch: parsing the SQL per event cost more than the insert.
@@ -46,7 +46,7 @@ pub(super) fn insert_events_in(
 impl Store {
     pub async fn insert_events(&self, events: Vec<AuditEvent>) -> Result<(), StoreError> {
         self.run(move |c| {
-            let tx = c.transaction()?;
+            let tx = c.savepoint()?;
             insert_events_in(&tx, &events)?;
             tx.commit()?;
             Ok(())

@@ -114,7 +114,7 @@ impl Store {
         kek: TenantKekRecord,
     ) -> Result<(), StoreError> {
         self.run(move |c| {
-            let tx = c.transaction()?;
+            let tx = c.savepoint()?;
             let now = Timestamp::now().to_rfc3339();
             let inserted = tx.execute(
                 "INSERT INTO byok_keys (id, match_context_json, match_context_hash, provider, current_kek, admin_disabled, created_at, updated_at) \
@@ -135,7 +135,7 @@ impl Store {
     pub async fn rotate_byok_key(&self, id: &str, kek: TenantKekRecord) -> Result<(), StoreError> {
         let id = id.to_owned();
         self.run(move |c| {
-            let tx = c.transaction()?;
+            let tx = c.savepoint()?;
             let changed = tx.execute(
                 "UPDATE byok_keys SET current_kek = ?1, updated_at = ?2 WHERE id = ?3",
                 params![kek.key_arn, Timestamp::now().to_rfc3339(), id],
@@ -195,7 +195,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let key_arn = key_arn.to_owned();
         self.run(move |c| {
-            let tx = c.transaction()?;
+            let tx = c.savepoint()?;
             let before: Option<i64> = tx.query_row("SELECT available FROM tenant_keks WHERE key_arn = ?1", [&key_arn], |r| r.get(0)).optional()?;
             let Some(before) = before else { return Err(StoreError::NotFound) };
             tx.execute(
@@ -212,7 +212,7 @@ impl Store {
     pub async fn delete_byok_key(&self, id: &str) -> Result<(), StoreError> {
         let id = id.to_owned();
         self.run(move |c| {
-            let tx = c.transaction()?;
+            let tx = c.savepoint()?;
             let dependent: i64 = tx.query_row(
                 "SELECT COUNT(*) FROM objects o JOIN versions v ON v.id = o.current_version \
                  WHERE v.kek_id IN (SELECT key_arn FROM tenant_keks WHERE byok_key_id = ?1)",

@@ -10,6 +10,7 @@ mod migrations;
 mod objects;
 mod record_cache;
 mod rewrap;
+mod writer;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -57,7 +58,7 @@ const READERS: usize = 4;
 
 #[derive(Clone)]
 pub struct Store {
-    writer: Arc<Mutex<Connection>>,
+    writer: writer::Writer,
     readers: Arc<[Mutex<Connection>]>,
     next_reader: Arc<AtomicUsize>,
     records: Arc<record_cache::RecordCache>,
@@ -97,29 +98,21 @@ impl Store {
         .await
         .map_err(|e| StoreError::Internal(e.to_string()))??;
         Ok(Self {
-            writer: Arc::new(Mutex::new(writer)),
+            writer: writer::Writer::start(writer)?,
             readers: readers.into(),
             next_reader: Arc::new(AtomicUsize::new(0)),
             records: Arc::new(record_cache::RecordCache::new()),
         })
     }
 
-    /// Runs a write (or a read that must see the latest commit) on the single writer connection,
-    /// on the blocking pool.
+    /// Runs a write through the group-committing writer: in its own savepoint, acknowledged only
+    /// once its group's transaction is committed.
     async fn run<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&mut rusqlite::Savepoint<'_>) -> Result<T, StoreError> + Send + 'static,
     {
-        let connection = Arc::clone(&self.writer);
-        tokio::task::spawn_blocking(move || {
-            let mut guard = connection
-                .lock()
-                .map_err(|_| StoreError::Internal("database lock poisoned".into()))?;
-            work(&mut guard)
-        })
-        .await
-        .map_err(|e| StoreError::Internal(e.to_string()))?
+        self.writer.run(work).await
     }
 
     /// Runs a read on one of the read-only connections (round robin).

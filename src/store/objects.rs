@@ -2,7 +2,7 @@
 //! version land together, an update appends a version and moves `current_version` only if the
 //! caller's version check still holds (checked and written under the same transaction).
 
-use rusqlite::{OptionalExtension, Row, Transaction, params};
+use rusqlite::{OptionalExtension, Row, params};
 
 use super::audit::insert_events_in;
 use super::{AuditEvent, Store, StoreError};
@@ -96,7 +96,7 @@ fn object_from_row(row: &Row<'_>) -> rusqlite::Result<ObjectRecord> {
 }
 
 fn insert_version(
-    tx: &Transaction<'_>,
+    tx: &rusqlite::Connection,
     object_id: &str,
     seq: i64,
     v: &NewVersion,
@@ -108,7 +108,7 @@ fn insert_version(
     Ok(())
 }
 
-fn current_version(tx: &Transaction<'_>, object_id: &str) -> Result<String, StoreError> {
+fn current_version(tx: &rusqlite::Connection, object_id: &str) -> Result<String, StoreError> {
     tx.query_row(
         "SELECT current_version FROM objects WHERE id = ?1",
         [object_id],
@@ -140,7 +140,7 @@ impl Store {
         events: Vec<AuditEvent>,
     ) -> Result<(), StoreError> {
         self.run(move |c| {
-            let tx = c.transaction()?;
+            let tx = c.savepoint()?;
             let at = object.version.created_at.to_rfc3339();
             let inserted = tx.execute(
                 "INSERT INTO objects (id, name, context_json, context_hash, current_version, created_at, updated_at, updated_by_id, updated_by_name) \
@@ -208,7 +208,7 @@ impl Store {
         let object_id = object_id.to_owned();
         let invalidate_id = object_id.clone();
         self.run(move |c| {
-            let tx = c.transaction()?;
+            let tx = c.savepoint()?;
             check_version(&current_version(&tx, &object_id)?, expected_version.as_deref())?;
             let seq: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM versions WHERE object_id = ?1", [&object_id], |r| r.get(0))?;
             insert_version(&tx, &object_id, seq, &version)?;
@@ -235,7 +235,7 @@ impl Store {
         let object_id = object_id.to_owned();
         let invalidate_id = object_id.clone();
         self.run(move |c| {
-            let tx = c.transaction()?;
+            let tx = c.savepoint()?;
             check_version(
                 &current_version(&tx, &object_id)?,
                 expected_version.as_deref(),

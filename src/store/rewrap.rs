@@ -86,7 +86,7 @@ impl Store {
         source_keks: Vec<String>,
     ) -> Result<RewrapJobRecord, StoreError> {
         self.run(move |c| {
-            let tx = c.transaction()?;
+            let tx = c.savepoint()?;
             let running: i64 = tx.query_row("SELECT COUNT(*) FROM rewrap_jobs WHERE source_id = ?1 AND state = 'running'", [&source_id], |r| r.get(0))?;
             if running > 0 {
                 return Err(StoreError::AlreadyExists);
@@ -174,7 +174,7 @@ impl Store {
             candidate.kek_id.clone(),
         );
         self.run(move |c| {
-            let tx = c.transaction()?;
+            let tx = c.savepoint()?;
             let swapped = new_kek_id != old_kek
                 && tx.execute(
                     "UPDATE versions SET kek_id = ?1, sealed = ?2 WHERE id = ?3 AND kek_id = ?4 \
@@ -202,7 +202,7 @@ impl Store {
         let (job_id, object_id, reason) =
             (job_id.to_owned(), object_id.to_owned(), reason.to_owned());
         self.run(move |c| {
-            let tx = c.transaction()?;
+            let tx = c.savepoint()?;
             let inserted = tx.execute("INSERT OR IGNORE INTO rewrap_failures (job_id, object_id, reason) VALUES (?1, ?2, ?3)", params![job_id, object_id, reason])?;
             tx.execute("UPDATE rewrap_jobs SET failed = failed + ?1 WHERE id = ?2", params![inserted as i64, job_id])?;
             tx.commit()?;
