@@ -1,6 +1,7 @@
 //! Persistence: the only code that imports the database driver. Embedded SQLite by default (WAL,
-//! `synchronous=FULL`, so an acknowledged write survives `kill -9` and power loss), migrations in
-//! order, one file per aggregate. SQL stays portable so a PostgreSQL backend is an addition.
+//! `synchronous=FULL`, so an acknowledged write survives `kill -9` and power loss): one
+//! group-committing writer thread, four read-only connections, migrations in order, one file per
+//! aggregate. SQL stays portable so a PostgreSQL backend is an addition.
 
 mod api_keys;
 mod audit;
@@ -13,9 +14,8 @@ mod rewrap;
 mod writer;
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
-
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OpenFlags};
 
