@@ -185,74 +185,62 @@ async fn main() {
     let hot_decrypts = hot.kms_calls("decrypt").await - decrypts_before;
     for c in concurrencies {
         let prefix = format!("create-{c}-{run_id}");
-        let before = hot.kms_calls_total().await;
-        let result = load::run(hot.port, c, duration, plan("POST", |_| "/vault/v1/kv".into(), move |i| json!({"name": format!("{prefix}-{i}"), "value": value_1k(i), "key_context": {"organization_id": format!("org_bench_{}", i % 20)}}).to_string(), APP_KEY, 201)).await;
-        let kms =
-            (hot.kms_calls_total().await - before) as f64 * 1000.0 / result.requests.max(1) as f64;
+        let (result, kms) = hot.measure(c, duration, plan("POST", |_| "/vault/v1/kv".into(), move |i| json!({"name": format!("{prefix}-{i}"), "value": value_1k(i), "key_context": {"organization_id": format!("org_bench_{}", i % 20)}}).to_string(), APP_KEY, 201)).await;
         figures.insert(format!("creates_c{c}"), result.rps());
         report.row("creates 1 KiB", c, &result, Some(kms));
     }
     for c in concurrencies {
         let ids = Arc::new(objects.clone());
-        let before = hot.kms_calls_total().await;
-        let result = load::run(
-            hot.port,
-            c,
-            duration,
-            plan(
-                "PUT",
-                move |i| format!("/vault/v1/kv/{}", ids[i as usize % ids.len()]),
-                |i| json!({"value": value_1k(i)}).to_string(),
-                APP_KEY,
-                201,
-            ),
-        )
-        .await;
-        let kms =
-            (hot.kms_calls_total().await - before) as f64 * 1000.0 / result.requests.max(1) as f64;
+        let (result, kms) = hot
+            .measure(
+                c,
+                duration,
+                plan(
+                    "PUT",
+                    move |i| format!("/vault/v1/kv/{}", ids[i as usize % ids.len()]),
+                    |i| json!({"value": value_1k(i)}).to_string(),
+                    APP_KEY,
+                    201,
+                ),
+            )
+            .await;
         report.row("updates 1 KiB", c, &result, Some(kms));
     }
     for c in concurrencies {
-        let before = hot.kms_calls_total().await;
-        let result = load::run(
-            hot.port,
-            c,
-            duration,
-            plan(
-                "POST",
-                |_| "/vault/v1/keys/data-key".into(),
-                |i| {
-                    json!({"context": {"organization_id": format!("org_bench_{}", i % 20)}})
-                        .to_string()
-                },
-                APP_KEY,
-                200,
-            ),
-        )
-        .await;
-        let kms =
-            (hot.kms_calls_total().await - before) as f64 * 1000.0 / result.requests.max(1) as f64;
+        let (result, kms) = hot
+            .measure(
+                c,
+                duration,
+                plan(
+                    "POST",
+                    |_| "/vault/v1/keys/data-key".into(),
+                    |i| {
+                        json!({"context": {"organization_id": format!("org_bench_{}", i % 20)}})
+                            .to_string()
+                    },
+                    APP_KEY,
+                    200,
+                ),
+            )
+            .await;
         report.row("create data key", c, &result, Some(kms));
     }
     let blobs = Arc::new(hot.data_key_blobs(200).await);
     for c in concurrencies {
         let blobs = Arc::clone(&blobs);
-        let before = hot.kms_calls_total().await;
-        let result = load::run(
-            hot.port,
-            c,
-            duration,
-            plan(
-                "POST",
-                |_| "/vault/v1/keys/decrypt".into(),
-                move |i| json!({"keys": blobs[i as usize % blobs.len()]}).to_string(),
-                APP_KEY,
-                200,
-            ),
-        )
-        .await;
-        let kms =
-            (hot.kms_calls_total().await - before) as f64 * 1000.0 / result.requests.max(1) as f64;
+        let (result, kms) = hot
+            .measure(
+                c,
+                duration,
+                plan(
+                    "POST",
+                    |_| "/vault/v1/keys/decrypt".into(),
+                    move |i| json!({"keys": blobs[i as usize % blobs.len()]}).to_string(),
+                    APP_KEY,
+                    200,
+                ),
+            )
+            .await;
         report.row("decrypt data key", c, &result, Some(kms));
     }
     let hot_rss = hot.peak_rss_mib();
@@ -268,22 +256,19 @@ async fn main() {
     let cold_objects = cold.create_objects("cold", 200, value_1k).await;
     for c in concurrencies {
         let ids = Arc::new(cold_objects.clone());
-        let before = cold.kms_calls_total().await;
-        let result = load::run(
-            cold.port,
-            c,
-            duration,
-            plan(
-                "GET",
-                move |i| format!("/vault/v1/kv/{}", ids[i as usize % ids.len()]),
-                |_| String::new(),
-                APP_KEY,
-                200,
-            ),
-        )
-        .await;
-        let kms =
-            (cold.kms_calls_total().await - before) as f64 * 1000.0 / result.requests.max(1) as f64;
+        let (result, kms) = cold
+            .measure(
+                c,
+                duration,
+                plan(
+                    "GET",
+                    move |i| format!("/vault/v1/kv/{}", ids[i as usize % ids.len()]),
+                    |_| String::new(),
+                    APP_KEY,
+                    200,
+                ),
+            )
+            .await;
         figures.insert(format!("cold_reads_c{c}"), result.rps());
         report.row("cold reads (no cache)", c, &result, Some(kms));
     }

@@ -9,6 +9,7 @@ use futures_util::StreamExt;
 use serde_json::json;
 
 use crate::Options;
+use crate::load::{LoadResult, RequestPlan};
 use crate::raw::{TENANT_ACCOUNT, client, create_key};
 
 pub const APP_KEY: &str = "bench-app-key-0123456789abcdef";
@@ -126,6 +127,20 @@ impl Broker {
         sum_series(&self.metrics().await, |line| {
             line.starts_with("byok_broker_kms_calls_total")
         })
+    }
+
+    /// Runs one load point and returns it with the KMS calls it caused per 1,000 requests.
+    pub async fn measure(
+        &self,
+        concurrency: usize,
+        duration: Duration,
+        plan: std::sync::Arc<RequestPlan>,
+    ) -> (LoadResult, f64) {
+        let before = self.kms_calls_total().await;
+        let result = crate::load::run(self.port, concurrency, duration, plan).await;
+        let calls = self.kms_calls_total().await - before;
+        let per_1000 = calls as f64 * 1000.0 / result.requests.max(1) as f64;
+        (result, per_1000)
     }
 
     /// Peak resident memory of the broker process (VmHWM), MiB.
