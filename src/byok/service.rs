@@ -11,7 +11,7 @@ use crate::broker::Broker;
 use crate::context::KeyContext;
 use crate::error::Error;
 use crate::kms::KmsError;
-use crate::store::{ByokKeyRecord, StoreError, TenantKekRecord};
+use crate::store::{ByokFlag, ByokKeyRecord, StoreError, TenantKekRecord};
 use crate::timestamp::Timestamp;
 
 pub const PROVIDER_AWS_KMS: &str = "aws_kms";
@@ -182,7 +182,9 @@ impl Broker {
     /// call, and every cached DEK of the binding's CMKs is purged.
     pub async fn disable_byok_key(&self, id: &str) -> Result<Binding, Error> {
         let binding = self.binding(id)?;
-        self.store.set_byok_admin_disabled(id, true).await?;
+        self.store
+            .set_byok_flag(id, ByokFlag::AdminDisabled, true)
+            .await?;
         self.reload_bindings().await?;
         self.metrics.record_revocation("admin");
         for kek in &binding.record.keks {
@@ -216,7 +218,9 @@ impl Broker {
         self.store
             .record_kek_check(&spec.key_arn, true, None)
             .await?;
-        self.store.set_byok_admin_disabled(id, false).await?;
+        self.store
+            .set_byok_flag(id, ByokFlag::AdminDisabled, false)
+            .await?;
         self.reload_bindings().await?;
         let fields = json!({"byok_key_id": id, "state": "active"});
         self.audit
@@ -263,7 +267,9 @@ impl Broker {
     /// deleted.
     pub async fn retire_byok_key(&self, id: &str) -> Result<Binding, Error> {
         let binding = self.binding(id)?;
-        self.store.set_byok_retired(id, true).await?;
+        self.store
+            .set_byok_flag(id, ByokFlag::Retired, true)
+            .await?;
         self.reload_bindings().await?;
         let fields = json!({"byok_key_id": id, "state": "retired"});
         self.audit

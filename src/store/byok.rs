@@ -8,6 +8,13 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::{Store, StoreError};
 use crate::timestamp::Timestamp;
 
+/// A binding's flags an admin sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ByokFlag {
+    AdminDisabled,
+    Retired,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TenantKekRecord {
     pub key_arn: String,
@@ -150,32 +157,23 @@ impl Store {
         .await
     }
 
-    pub async fn set_byok_admin_disabled(
+    /// Sets one of a binding's admin flags (disabled, retired).
+    pub async fn set_byok_flag(
         &self,
         id: &str,
-        disabled: bool,
+        flag: ByokFlag,
+        value: bool,
     ) -> Result<(), StoreError> {
         let id = id.to_owned();
+        // The column comes from a fixed match, never from input.
+        let column = match flag {
+            ByokFlag::AdminDisabled => "admin_disabled",
+            ByokFlag::Retired => "retired",
+        };
         self.run(move |c| {
             let changed = c.execute(
-                "UPDATE byok_keys SET admin_disabled = ?1, updated_at = ?2 WHERE id = ?3",
-                params![disabled as i64, Timestamp::now().to_rfc3339(), id],
-            )?;
-            if changed == 0 {
-                Err(StoreError::NotFound)
-            } else {
-                Ok(())
-            }
-        })
-        .await
-    }
-
-    pub async fn set_byok_retired(&self, id: &str, retired: bool) -> Result<(), StoreError> {
-        let id = id.to_owned();
-        self.run(move |c| {
-            let changed = c.execute(
-                "UPDATE byok_keys SET retired = ?1, updated_at = ?2 WHERE id = ?3",
-                params![retired as i64, Timestamp::now().to_rfc3339(), id],
+                &format!("UPDATE byok_keys SET {column} = ?1, updated_at = ?2 WHERE id = ?3"),
+                params![value as i64, Timestamp::now().to_rfc3339(), id],
             )?;
             if changed == 0 {
                 Err(StoreError::NotFound)

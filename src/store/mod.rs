@@ -21,7 +21,7 @@ use rusqlite::{Connection, OpenFlags};
 
 pub use api_keys::{ApiKeyRecord, NewApiKey};
 pub use audit::{AuditEvent, EventQuery};
-pub use byok::{ByokKeyRecord, TenantKekRecord};
+pub use byok::{ByokFlag, ByokKeyRecord, TenantKekRecord};
 pub use idempotency::StoredResponse;
 pub use objects::{
     ListQuery, ListedObject, NewObject, NewVersion, ObjectRecord, Order, VersionRecord,
