@@ -81,7 +81,11 @@ fn test_config(test: &str, provider: &str, settings: &[(&'static str, &str)]) ->
     (config, data_dir)
 }
 
-async fn serve<P: KeyProvider + 'static>(config: Config, data_dir: PathBuf, kms: P) -> TestBroker<P> {
+async fn serve<P: KeyProvider + 'static>(
+    config: Config,
+    data_dir: PathBuf,
+    kms: P,
+) -> TestBroker<P> {
     let kms = Arc::new(CountingProvider::new(kms));
     let broker = Broker::start_with_provider(config, kms.clone())
         .await
