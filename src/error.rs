@@ -23,6 +23,10 @@ pub enum Error {
     NameTaken,
     #[error("version check failed: the object has changed")]
     VersionConflict,
+    #[error(
+        "several objects this key can see have this name (in different key contexts); read by id"
+    )]
+    AmbiguousName,
     #[error("{0}")]
     InvalidContext(#[from] ContextError),
     #[error("{message}")]
@@ -75,6 +79,7 @@ impl Error {
             Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Error::NameTaken => (StatusCode::CONFLICT, "name_taken"),
             Error::VersionConflict => (StatusCode::CONFLICT, "version_conflict"),
+            Error::AmbiguousName => (StatusCode::CONFLICT, "ambiguous_name"),
             Error::InvalidContext(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_context"),
             Error::Invalid { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
             Error::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),

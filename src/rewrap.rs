@@ -85,6 +85,26 @@ impl Pacer {
     }
 }
 
+/// The longest key id KMS accepts (a key ARN or alias ARN; `KeyId` is 1-2048 characters).
+const MAX_KEK_ID_CHARS: usize = 2048;
+
+/// A KEK id as KMS could accept it: 1-2048 visible ASCII characters (ARNs, aliases, local ids).
+/// Refused up front so a job never records, or a log never echoes, an arbitrary blob.
+fn check_kek_id(kek_id: &str) -> Result<(), Error> {
+    if kek_id.is_empty()
+        || kek_id.len() > MAX_KEK_ID_CHARS
+        || !kek_id.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(Error::invalid(
+            "invalid_kek_id",
+            format!(
+                "kek_id must be 1-{MAX_KEK_ID_CHARS} visible ASCII characters (a KMS key ARN or id)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// The stable reason recorded for an object that could not be moved.
 fn failure_reason(e: &Error) -> String {
     match e {
@@ -142,7 +162,10 @@ impl Broker {
                     .collect();
                 ("byok_key_id", id.clone(), keks)
             }
-            RewrapSource::Kek(kek) => ("kek_id", kek.clone(), vec![kek.clone()]),
+            RewrapSource::Kek(kek) => {
+                check_kek_id(kek)?;
+                ("kek_id", kek.clone(), vec![kek.clone()])
+            }
         };
         let job_id = format!("rewrap_{}", uuid::Uuid::new_v4().simple());
         let job = self

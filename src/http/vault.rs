@@ -22,6 +22,7 @@ use crate::context::KeyContext;
 use crate::error::Error;
 use crate::store::{ListQuery, Order, StoredResponse};
 use crate::timestamp::Timestamp;
+use crate::vault::cursor::{self, Cursor};
 use crate::vault::{IssuedDataKey, ObjectMeta};
 
 const MAX_LIST_LIMIT: usize = 100;
@@ -221,39 +222,54 @@ async fn list_objects(
         None => None,
     };
     let non_empty = |name: &str| query.get(name).filter(|v| !v.is_empty()).cloned();
+    let after = list_cursor(&query, "after")?;
+    let before = list_cursor(&query, "before")?;
     let list = ListQuery {
         limit,
         order,
-        after: non_empty("after"),
-        before: non_empty("before"),
+        after: None,
+        before: None,
         search: non_empty("search"),
         updated_after,
         scope: Vec::new(),
     };
-    let paging_back = list.before.is_some() && list.after.is_none();
-    let had_cursor = list.after.is_some() || list.before.is_some();
-    let (page, more) = broker.list_objects(&caller, list).await?;
+    let paging_back = before.is_some() && after.is_none();
+    let had_cursor = after.is_some() || before.is_some();
+    let (page, more) = broker.list_objects(&caller, list, after, before).await?;
     let data: Vec<Value> = page
         .iter()
         .map(|o| json!({"id": o.id, "name": o.name, "updated_at": o.updated_at}))
         .collect();
+    // Cursors encode a position, not an id, so they survive their object's deletion.
+    let first = page.first().map(|o| cursor::encode(&o.position));
+    let last = page.last().map(|o| cursor::encode(&o.position));
     // `after` is the next cursor when more items follow; `before` is set when not on the first page.
     let (after, before) = if paging_back {
-        (
-            page.last().map(|o| o.id.clone()),
-            more.then(|| page.first().map(|o| o.id.clone())).flatten(),
-        )
+        (last, more.then_some(first).flatten())
     } else {
         (
-            more.then(|| page.last().map(|o| o.id.clone())).flatten(),
-            had_cursor
-                .then(|| page.first().map(|o| o.id.clone()))
-                .flatten(),
+            more.then_some(last).flatten(),
+            had_cursor.then_some(first).flatten(),
         )
     };
     Ok(Json(
         json!({"object": "list", "data": data, "list_metadata": {"before": before, "after": after}}),
     ))
+}
+
+/// A list cursor parameter: absent or empty is none; anything else must decode.
+fn list_cursor(query: &HashMap<String, String>, name: &str) -> Result<Option<Cursor>, Error> {
+    match query.get(name).filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(text) => cursor::decode(text).map(Some).map_err(|_| {
+            Error::invalid(
+                "invalid_cursor",
+                format!(
+                    "{name} must be a list_metadata cursor or the id of an object this key can see"
+                ),
+            )
+        }),
+    }
 }
 
 async fn list_versions(

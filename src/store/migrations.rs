@@ -1,5 +1,6 @@
 //! Schema migrations, applied in order inside one transaction each; `PRAGMA user_version` records
-//! how many have run. Never edit a released migration: append a new one.
+//! how many have run. Never edit a released migration: append a new one. Foreign keys are off
+//! while they run (a table rebuild must not cascade) and checked before each commit.
 
 use rusqlite::Connection;
 
@@ -109,15 +110,127 @@ CREATE TABLE rewrap_failures (
     PRIMARY KEY (job_id, object_id)
 );
 "#,
+    // Names are unique per key context, not globally: a global constraint told a scoped key which
+    // names other tenants use. SQLite cannot drop a column's UNIQUE, so the table is rebuilt with
+    // the same `seq` values and AUTOINCREMENT high-water mark (rewrap checkpoints are seqs).
+    // `objects_created` serves list cursors, which are (created_at, id) positions.
+    r#"
+CREATE TABLE objects_rebuilt (
+    seq              INTEGER PRIMARY KEY AUTOINCREMENT,
+    id               TEXT NOT NULL UNIQUE,
+    name             TEXT NOT NULL,
+    context_json     TEXT NOT NULL,
+    context_hash     TEXT NOT NULL,
+    current_version  TEXT NOT NULL,
+    created_at       TEXT NOT NULL,
+    updated_at       TEXT NOT NULL,
+    updated_by_id    TEXT NOT NULL,
+    updated_by_name  TEXT NOT NULL
+);
+INSERT INTO objects_rebuilt (seq, id, name, context_json, context_hash, current_version, created_at, updated_at, updated_by_id, updated_by_name)
+    SELECT seq, id, name, context_json, context_hash, current_version, created_at, updated_at, updated_by_id, updated_by_name FROM objects;
+DELETE FROM sqlite_sequence WHERE name = 'objects_rebuilt';
+INSERT INTO sqlite_sequence (name, seq) SELECT 'objects_rebuilt', seq FROM sqlite_sequence WHERE name = 'objects';
+DROP TABLE objects;
+ALTER TABLE objects_rebuilt RENAME TO objects;
+CREATE INDEX objects_updated_at ON objects(updated_at);
+CREATE UNIQUE INDEX objects_name_per_context ON objects(name, context_hash);
+CREATE INDEX objects_created ON objects(created_at, id);
+"#,
 ];
 
 pub(super) fn apply(connection: &mut Connection) -> Result<(), StoreError> {
+    // Outside a transaction, or SQLite ignores it. With foreign keys on, dropping a table being
+    // rebuilt would cascade into its children (every object's versions).
+    connection.pragma_update(None, "foreign_keys", "OFF")?;
+    let result = apply_pending(connection);
+    connection.pragma_update(None, "foreign_keys", "ON")?;
+    result
+}
+
+fn apply_pending(connection: &mut Connection) -> Result<(), StoreError> {
     let applied: i64 = connection.query_row("PRAGMA user_version", [], |row| row.get(0))?;
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied.max(0) as usize) {
         let tx = connection.transaction()?;
         tx.execute_batch(sql)?;
+        let dangling = tx
+            .prepare("PRAGMA foreign_key_check")?
+            .query([])?
+            .next()?
+            .is_some();
+        if dangling {
+            return Err(StoreError::Internal(format!(
+                "migration {} leaves dangling references",
+                index + 1
+            )));
+        }
         tx.pragma_update(None, "user_version", (index + 1) as i64)?;
         tx.commit()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database as the previous release left it: globally unique names, objects with versions.
+    fn database_before_per_context_names() -> Connection {
+        let connection = Connection::open_in_memory().unwrap();
+        connection
+            .pragma_update(None, "foreign_keys", "ON")
+            .unwrap();
+        for sql in &MIGRATIONS[..3] {
+            connection.execute_batch(sql).unwrap();
+        }
+        connection.pragma_update(None, "user_version", 3).unwrap();
+        for (seq, id, name) in [(1, "o1", "a"), (2, "o2", "b"), (3, "o3", "deleted")] {
+            connection
+                .execute(
+                    "INSERT INTO objects VALUES (?1, ?2, ?3, '{}', 'h1', ?2 || 'v', 't', 't', 'k', 'n')",
+                    rusqlite::params![seq, id, name],
+                )
+                .unwrap();
+            connection
+                .execute(
+                    "INSERT INTO versions VALUES (?1 || 'v', ?1, 1, 't', 1, 'e', 'kek', x'00')",
+                    [id],
+                )
+                .unwrap();
+        }
+        connection
+            .execute("DELETE FROM objects WHERE id = 'o3'", [])
+            .unwrap();
+        connection
+    }
+
+    #[test]
+    fn per_context_names_keep_existing_objects_versions_and_sequence() {
+        let mut connection = database_before_per_context_names();
+        apply(&mut connection).unwrap();
+        let count = |sql: &str| -> i64 { connection.query_row(sql, [], |r| r.get(0)).unwrap() };
+        assert_eq!(count("SELECT COUNT(*) FROM objects"), 2);
+        assert_eq!(
+            count("SELECT COUNT(*) FROM versions"),
+            2,
+            "the rebuild must not cascade into versions"
+        );
+        assert_eq!(count("SELECT seq FROM objects WHERE id = 'o2'"), 2);
+        assert_eq!(
+            count("SELECT seq FROM sqlite_sequence WHERE name = 'objects'"),
+            3,
+            "a deleted object's seq is never reused"
+        );
+        assert_eq!(count("PRAGMA foreign_keys"), 1);
+        let insert = |id: &str, hash: &str| {
+            connection.execute(
+                "INSERT INTO objects (id, name, context_json, context_hash, current_version, created_at, updated_at, updated_by_id, updated_by_name) \
+                 VALUES (?1, 'a', '{}', ?2, 'v', 't', 't', 'k', 'n')",
+                [id, hash],
+            )
+        };
+        insert("o4", "h2").expect("the same name in another context");
+        insert("o5", "h1").expect_err("the same name in the same context");
+        assert_eq!(count("SELECT seq FROM objects WHERE id = 'o4'"), 4);
+    }
 }

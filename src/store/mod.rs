@@ -8,6 +8,7 @@ mod audit;
 mod byok;
 mod idempotency;
 mod migrations;
+mod object_list;
 mod objects;
 mod record_cache;
 mod rewrap;
@@ -23,9 +24,8 @@ pub use api_keys::{ApiKeyRecord, NewApiKey};
 pub use audit::{AuditEvent, EventQuery};
 pub use byok::{ByokFlag, ByokKeyRecord, TenantKekRecord};
 pub use idempotency::StoredResponse;
-pub use objects::{
-    ListQuery, ListedObject, NewObject, NewVersion, ObjectRecord, Order, VersionRecord,
-};
+pub use object_list::{ListPosition, ListQuery, ListedObject, Order};
+pub use objects::{NewObject, NewVersion, ObjectRecord, VersionRecord};
 pub use rewrap::{RewrapCandidate, RewrapJobRecord};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -52,31 +52,6 @@ pub struct VersionRecord {
     pub current: bool,
 }
 
-#[derive(Debug, Clone)]
-pub struct ListedObject {
-    pub id: String,
-    pub name: String,
-    pub updated_at: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Order {
-    Asc,
-    Desc,
-}
-
-#[derive(Debug, Clone)]
-pub struct ListQuery {
-    pub limit: usize,
-    pub order: Order,
-    pub after: Option<String>,
-    pub before: Option<String>,
-    pub search: Option<String>,
-    pub updated_after: Option<Timestamp>,
-    /// Only objects whose context contains all of these pairs (an API key's scope).
-    pub scope: Vec<(String, String)>,
-}
-
 const SELECT_OBJECT: &str = "SELECT o.id, o.name, o.context_json, o.current_version, o.updated_at, \
      o.updated_by_id, o.updated_by_name, v.kek_id, v.sealed \
      FROM objects o JOIN versions v ON v.id = o.current_version";
@@ -132,6 +107,24 @@ pub(super) fn json_path(name: &str) -> String {
     format!("$.\"{}\"", name.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
+/// Appends "the context in `column` contains every `scope` pair" (an API key's scope) to `sql`.
+pub(super) fn push_scope_filter(
+    sql: &mut String,
+    args: &mut Vec<rusqlite::types::Value>,
+    column: &str,
+    scope: &[(String, String)],
+) {
+    for (name, value) in scope {
+        sql.push_str(&format!(
+            " AND json_extract({column}, ?{}) = ?{}",
+            args.len() + 1,
+            args.len() + 2
+        ));
+        args.push(json_path(name).into());
+        args.push(value.clone().into());
+    }
+}
+
 impl Store {
     /// Inserts an object, its first version and `events` in one transaction.
     pub async fn insert_object(
@@ -144,7 +137,7 @@ impl Store {
             let at = object.version.created_at.to_rfc3339();
             let inserted = tx.execute(
                 "INSERT INTO objects (id, name, context_json, context_hash, current_version, created_at, updated_at, updated_by_id, updated_by_name) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8) ON CONFLICT (name) DO NOTHING",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8) ON CONFLICT (name, context_hash) DO NOTHING",
                 params![object.id, object.name, object.context_json, object.context_hash, object.version.id, at, object.actor_id, object.actor_name],
             )?;
             if inserted == 0 {
@@ -180,16 +173,40 @@ impl Store {
         Ok(record)
     }
 
-    pub async fn get_object_by_name(&self, name: &str) -> Result<ObjectRecord, StoreError> {
+    /// Up to `limit` objects named `name` whose context contains every `scope` pair.
+    pub async fn find_objects_by_name(
+        &self,
+        name: &str,
+        scope: Vec<(String, String)>,
+        limit: usize,
+    ) -> Result<Vec<ObjectRecord>, StoreError> {
         let name = name.to_owned();
         self.read(move |c| {
-            c.query_row(
-                &format!("{SELECT_OBJECT} WHERE o.name = ?1"),
-                [name],
-                object_from_row,
-            )
-            .optional()?
-            .ok_or(StoreError::NotFound)
+            let mut sql = format!("{SELECT_OBJECT} WHERE o.name = ?1");
+            let mut args: Vec<rusqlite::types::Value> = vec![name.into()];
+            push_scope_filter(&mut sql, &mut args, "o.context_json", &scope);
+            sql.push_str(&format!(" LIMIT {limit}"));
+            let mut statement = c.prepare(&sql)?;
+            let rows = statement.query_map(rusqlite::params_from_iter(args), object_from_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// Whether the context (by canonical hash) already holds an object named `name`: the cheap
+    /// check before spending a KMS call; the unique index decides under races.
+    pub async fn name_taken_in_context(
+        &self,
+        name: &str,
+        context_hash: &str,
+    ) -> Result<bool, StoreError> {
+        let (name, context_hash) = (name.to_owned(), context_hash.to_owned());
+        self.read(move |c| {
+            Ok(c.query_row(
+                "SELECT EXISTS (SELECT 1 FROM objects WHERE name = ?1 AND context_hash = ?2)",
+                [name, context_hash],
+                |r| r.get(0),
+            )?)
         })
         .await
     }
@@ -265,70 +282,6 @@ impl Store {
                 Ok(VersionRecord { current: id == current, id, created_at: r.get(1)?, size: r.get::<_, i64>(2)? as u64, etag: r.get(3)? })
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
-        .await
-    }
-
-    /// One page of objects plus whether more follow in the requested direction.
-    pub async fn list_objects(
-        &self,
-        query: ListQuery,
-    ) -> Result<(Vec<ListedObject>, bool), StoreError> {
-        self.read(move |c| {
-            let mut sql = String::from("SELECT id, name, updated_at FROM objects WHERE 1 = 1");
-            let mut args: Vec<rusqlite::types::Value> = Vec::new();
-            // `before` pages backwards: walk in the opposite order, then flip the page.
-            let backwards = query.before.is_some() && query.after.is_none();
-            let ascending = (query.order == Order::Asc) != backwards;
-            if let Some(cursor) = query.after.as_ref().or(query.before.as_ref()) {
-                let op = if ascending { ">" } else { "<" };
-                sql.push_str(&format!(
-                    " AND seq {op} COALESCE((SELECT seq FROM objects WHERE id = ?{}), -1)",
-                    args.len() + 1
-                ));
-                args.push(cursor.clone().into());
-            }
-            if let Some(search) = &query.search {
-                sql.push_str(&format!(
-                    " AND instr(lower(name), lower(?{})) > 0",
-                    args.len() + 1
-                ));
-                args.push(search.clone().into());
-            }
-            if let Some(after) = query.updated_after {
-                sql.push_str(&format!(" AND updated_at > ?{}", args.len() + 1));
-                args.push(after.to_rfc3339().into());
-            }
-            for (name, value) in &query.scope {
-                sql.push_str(&format!(
-                    " AND json_extract(context_json, ?{}) = ?{}",
-                    args.len() + 1,
-                    args.len() + 2
-                ));
-                args.push(json_path(name).into());
-                args.push(value.clone().into());
-            }
-            sql.push_str(if ascending {
-                " ORDER BY seq ASC"
-            } else {
-                " ORDER BY seq DESC"
-            });
-            sql.push_str(&format!(" LIMIT {}", query.limit + 1));
-            let mut statement = c.prepare(&sql)?;
-            let rows = statement.query_map(rusqlite::params_from_iter(args), |r| {
-                Ok(ListedObject {
-                    id: r.get(0)?,
-                    name: r.get(1)?,
-                    updated_at: r.get(2)?,
-                })
-            })?;
-            let mut page = rows.collect::<Result<Vec<_>, _>>()?;
-            let more = page.len() > query.limit;
-            page.truncate(query.limit);
-            if backwards {
-                page.reverse();
-            }
-            Ok((page, more))
         })
         .await
     }

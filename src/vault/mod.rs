@@ -3,6 +3,7 @@
 //! context of an object never changes; scope checks happen before any KMS call. This file holds
 //! the shared pieces; `objects.rs` and `data_keys.rs` the use cases.
 
+pub mod cursor;
 mod data_keys;
 mod objects;
 

@@ -11,9 +11,37 @@ use crate::broker::Broker;
 use crate::context::KeyContext;
 use crate::envelope::{SealedValue, open_value};
 use crate::error::Error;
-use crate::store::{ListQuery, ListedObject, NewObject, ObjectRecord, VersionRecord};
+use crate::store::{ListPosition, ListQuery, ListedObject, NewObject, ObjectRecord, VersionRecord};
 
+use super::cursor::Cursor;
 use super::{MAX_NAME_CHARS, ObjectMeta, ObjectWithValue, meta_from_record, org};
+
+/// The stored form of a requested name: trimmed, 1-200 characters, no control characters (a NUL
+/// or CR/LF in a name ends up in logs, headers and other systems' string handling).
+fn valid_name(name: &str) -> Result<&str, Error> {
+    if name.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            "invalid_name",
+            "name must not contain control characters (NUL, CR, LF, tab, DEL, ...)",
+        ));
+    }
+    let name = name.trim();
+    let chars = name.chars().count();
+    if chars == 0 || chars > MAX_NAME_CHARS {
+        return Err(Error::invalid(
+            "invalid_name",
+            format!("name must be 1-{MAX_NAME_CHARS} characters"),
+        ));
+    }
+    Ok(name)
+}
+
+fn invalid_cursor() -> Error {
+    Error::invalid(
+        "invalid_cursor",
+        "after/before must be a list_metadata cursor or the id of an object this key can see",
+    )
+}
 
 impl Broker {
     pub async fn create_object(
@@ -23,17 +51,20 @@ impl Broker {
         value: &str,
         context: KeyContext,
     ) -> Result<ObjectMeta, Error> {
-        let name = name.trim();
-        let chars = name.chars().count();
-        if chars == 0 || chars > MAX_NAME_CHARS {
-            return Err(Error::invalid(
-                "invalid_name",
-                format!("name must be 1-{MAX_NAME_CHARS} characters"),
-            ));
-        }
+        let name = valid_name(name)?;
         self.check_value(value)?;
         if !principal.may_use(&context) {
             return Err(Error::OutOfScope);
+        }
+        // Names are unique per context, and a key that may write a context sees all of it, so
+        // `name_taken` reveals nothing outside the caller's scope. Checked before any KMS call.
+        let context_hash = context.hash().to_hex();
+        if self
+            .store
+            .name_taken_in_context(name, &context_hash)
+            .await?
+        {
+            return Err(Error::NameTaken);
         }
         let id = Uuid::new_v4().to_string();
         let version = self
@@ -57,7 +88,7 @@ impl Broker {
             name: meta.name.clone(),
             context_json: serde_json::to_string(&context)
                 .map_err(|e| Error::Internal(e.to_string()))?,
-            context_hash: context.hash().to_hex(),
+            context_hash,
             actor_id: principal.key_id.clone(),
             actor_name: principal.name.clone(),
             version,
@@ -80,7 +111,15 @@ impl Broker {
         principal: &Principal,
         name: &str,
     ) -> Result<ObjectWithValue, Error> {
-        let record = self.store.get_object_by_name(name).await?;
+        // Two visible objects can share a name (in different contexts): refuse to guess.
+        let mut visible = self
+            .store
+            .find_objects_by_name(name, scope_pairs(principal), 2)
+            .await?;
+        if visible.len() > 1 {
+            return Err(Error::AmbiguousName);
+        }
+        let record = visible.pop().ok_or(Error::NotFound("object"))?;
         self.open_object(principal, record).await
     }
 
@@ -204,17 +243,17 @@ impl Broker {
         Ok(record.name)
     }
 
+    /// One page of the objects the principal may see. `after` / `before` replace the query's.
     pub async fn list_objects(
         &self,
         principal: &Principal,
         mut query: ListQuery,
+        after: Option<Cursor>,
+        before: Option<Cursor>,
     ) -> Result<(Vec<ListedObject>, bool), Error> {
-        query.scope = principal
-            .scope
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
-            .collect();
+        query.scope = scope_pairs(principal);
+        query.after = self.resolve_cursor(principal, after).await?;
+        query.before = self.resolve_cursor(principal, before).await?;
         let page = self.store.list_objects(query).await?;
         self.audit
             .record(audit::event(
@@ -237,4 +276,39 @@ impl Broker {
             .await?;
         Ok(self.store.list_versions(&record.id).await?)
     }
+
+    /// A plain object id counts only when the caller may see that object; a foreign id and an
+    /// unknown one get the same answer.
+    async fn resolve_cursor(
+        &self,
+        principal: &Principal,
+        cursor: Option<Cursor>,
+    ) -> Result<Option<ListPosition>, Error> {
+        let id = match cursor {
+            None => return Ok(None),
+            Some(Cursor::Position(position)) => return Ok(Some(position)),
+            Some(Cursor::ObjectId(id)) => id,
+        };
+        let (position, context_json) = self
+            .store
+            .object_position(&id.to_string())
+            .await?
+            .ok_or_else(invalid_cursor)?;
+        let context: KeyContext = serde_json::from_str(&context_json)
+            .map_err(|e| Error::Internal(format!("stored context: {e}")))?;
+        if !principal.may_use(&context) {
+            return Err(invalid_cursor());
+        }
+        Ok(Some(position))
+    }
+}
+
+/// The principal's scope as pairs every visible context must contain (none when unscoped).
+fn scope_pairs(principal: &Principal) -> Vec<(String, String)> {
+    principal
+        .scope
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect()
 }

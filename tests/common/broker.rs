@@ -1,5 +1,6 @@
-//! A broker per test: in-process, on port 0, backed by LocalStack, with a temporary data directory
-//! and known bootstrap API keys; requests go over real HTTP through the library's client.
+//! A broker per test: in-process, on port 0, backed by LocalStack (or the local key provider where
+//! KMS semantics do not matter), with a temporary data directory and known bootstrap API keys;
+//! requests go over real HTTP through the library's client.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -11,19 +12,21 @@ use byok_broker::cli::http_client::HttpClient;
 use byok_broker::config::Config;
 use serde_json::Value;
 
+use byok_broker::kms::KeyProvider;
 use byok_broker::kms::aws::AwsKms;
+use byok_broker::kms::local::LocalKms;
 
 use super::{CountingProvider, PLATFORM_ACCOUNT, options_for, unique_prefix};
 
 pub const APP_KEY: &str = "test-app-key-0123456789abcdef";
 pub const ADMIN_KEY: &str = "test-admin-key-0123456789abcdef";
 
-pub struct TestBroker {
+pub struct TestBroker<P = AwsKms> {
     pub address: SocketAddr,
     pub broker: Arc<Broker>,
     pub data_dir: PathBuf,
     /// The broker's provider, counting the calls that reach KMS.
-    pub kms: Arc<CountingProvider<AwsKms>>,
+    pub kms: Arc<CountingProvider<P>>,
 }
 
 pub struct HttpResponse {
@@ -32,50 +35,76 @@ pub struct HttpResponse {
     pub body: Value,
 }
 
-impl TestBroker {
+impl TestBroker<AwsKms> {
     pub async fn start(test: &str) -> Self {
         Self::start_with(test, &[]).await
     }
 
     /// Starts with extra `BYOK_BROKER_*` settings.
     pub async fn start_with(test: &str, settings: &[(&'static str, &str)]) -> Self {
-        let data_dir = std::env::temp_dir().join(format!(
-            "byok-http-{test}-{}",
-            uuid::Uuid::new_v4().simple()
-        ));
-        let env: HashMap<&str, String> = HashMap::from([
-            ("BYOK_BROKER_KMS", "aws".to_string()),
-            ("BYOK_BROKER_LISTEN", "127.0.0.1:0".to_string()),
-            ("BYOK_BROKER_DATA_DIR", data_dir.display().to_string()),
-            ("BYOK_BROKER_KEK_ALIAS_PREFIX", unique_prefix(test)),
-            ("BYOK_BROKER_APP_KEY", APP_KEY.to_string()),
-            ("BYOK_BROKER_ADMIN_KEY", ADMIN_KEY.to_string()),
-            ("BYOK_BROKER_MAX_VALUE_BYTES", "65536".to_string()),
-        ]);
-        let mut env = env;
-        env.extend(settings.iter().map(|(k, v)| (*k, v.to_string())));
-        let mut config = Config::load(None, |name| env.get(name).cloned()).expect("config");
-        config.aws = options_for(PLATFORM_ACCOUNT);
-        let kms = Arc::new(CountingProvider::new(
-            AwsKms::connect(&config.aws).await.expect("provider"),
-        ));
-        let broker = Broker::start_with_provider(config, kms.clone())
-            .await
-            .expect("broker starts");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let address = listener.local_addr().expect("address");
-        let app = byok_broker::http::router(Arc::clone(&broker));
-        tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
-        Self {
-            address,
-            broker,
-            data_dir,
-            kms,
-        }
+        let (config, data_dir) = test_config(test, "aws", settings);
+        let kms = AwsKms::connect(&config.aws).await.expect("provider");
+        serve(config, data_dir, kms).await
     }
+}
 
+impl TestBroker<LocalKms> {
+    /// Starts on the embedded local key provider: no LocalStack, same HTTP surface.
+    pub async fn start_local(test: &str) -> Self {
+        let (config, data_dir) = test_config(test, "local", &[]);
+        let kms = LocalKms::open(&data_dir.join("local-kms"))
+            .await
+            .expect("local provider");
+        serve(config, data_dir, kms).await
+    }
+}
+
+fn test_config(test: &str, provider: &str, settings: &[(&'static str, &str)]) -> (Config, PathBuf) {
+    let data_dir = std::env::temp_dir().join(format!(
+        "byok-http-{test}-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let mut env: HashMap<&str, String> = HashMap::from([
+        ("BYOK_BROKER_KMS", provider.to_string()),
+        ("BYOK_BROKER_LISTEN", "127.0.0.1:0".to_string()),
+        ("BYOK_BROKER_DATA_DIR", data_dir.display().to_string()),
+        ("BYOK_BROKER_KEK_ALIAS_PREFIX", unique_prefix(test)),
+        ("BYOK_BROKER_APP_KEY", APP_KEY.to_string()),
+        ("BYOK_BROKER_ADMIN_KEY", ADMIN_KEY.to_string()),
+        ("BYOK_BROKER_MAX_VALUE_BYTES", "65536".to_string()),
+    ]);
+    env.extend(settings.iter().map(|(k, v)| (*k, v.to_string())));
+    let mut config = Config::load(None, |name| env.get(name).cloned()).expect("config");
+    if provider == "aws" {
+        config.aws = options_for(PLATFORM_ACCOUNT);
+    }
+    (config, data_dir)
+}
+
+async fn serve<P: KeyProvider + 'static>(
+    config: Config,
+    data_dir: PathBuf,
+    kms: P,
+) -> TestBroker<P> {
+    let kms = Arc::new(CountingProvider::new(kms));
+    let broker = Broker::start_with_provider(config, kms.clone())
+        .await
+        .expect("broker starts");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    let app = byok_broker::http::router(Arc::clone(&broker));
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    TestBroker {
+        address,
+        broker,
+        data_dir,
+        kms,
+    }
+}
+
+impl<P> TestBroker<P> {
     /// Sends one request with the app key (or `key`, or none) and parses the JSON response.
     pub async fn call(&self, method: &str, path: &str, body: Option<&Value>) -> HttpResponse {
         self.call_with(method, path, body, Some(APP_KEY), &[]).await
