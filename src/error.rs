@@ -111,7 +111,10 @@ impl Error {
     pub fn from_kms(e: KmsError) -> Self {
         if e.failure == KmsFailure::InvalidKeyId {
             // Only input names a malformed key id: the caller's error, with no KMS detail echoed.
-            return Error::invalid("invalid_key_id", "the key id is not a well-formed KMS key id");
+            return Error::invalid(
+                "invalid_key_id",
+                "the key id is not a well-formed KMS key id",
+            );
         }
         match e.class() {
             KmsErrorClass::Revoked => Error::KeyUnavailable {

@@ -44,7 +44,15 @@ const LEGACY_DEK_ID: &str = "6f1c2a3b-4d5e-4f60-8172-839405a6b7c8";
 #[test]
 fn sealed_value_round_trips_through_bytes() {
     let ctx = context("org_acme");
-    let sealed = seal_value(&dek(), Uuid::new_v4(), wrapped(), &ctx, bound("obj_1", "v_1"), b"secret").unwrap();
+    let sealed = seal_value(
+        &dek(),
+        Uuid::new_v4(),
+        wrapped(),
+        &ctx,
+        bound("obj_1", "v_1"),
+        b"secret",
+    )
+    .unwrap();
     let bytes = sealed.encode().unwrap();
     let decoded = SealedValue::decode(&bytes).unwrap();
     assert_eq!(decoded, sealed);
@@ -57,7 +65,15 @@ fn sealed_value_round_trips_through_bytes() {
 #[test]
 fn every_binding_is_enforced() {
     let ctx = context("org_acme");
-    let sealed = seal_value(&dek(), Uuid::new_v4(), wrapped(), &ctx, bound("obj_1", "v_1"), b"secret").unwrap();
+    let sealed = seal_value(
+        &dek(),
+        Uuid::new_v4(),
+        wrapped(),
+        &ctx,
+        bound("obj_1", "v_1"),
+        b"secret",
+    )
+    .unwrap();
     assert_eq!(
         open_value(&dek(), &sealed, &ctx, bound("obj_2", "v_1")),
         Err(EnvelopeError::Integrity)
@@ -75,7 +91,12 @@ fn every_binding_is_enforced() {
         "relabelling a format-2 value as format 1 drops no binding"
     );
     assert_eq!(
-        open_value(&dek(), &sealed, &context("org_other"), bound("obj_1", "v_1")),
+        open_value(
+            &dek(),
+            &sealed,
+            &context("org_other"),
+            bound("obj_1", "v_1")
+        ),
         Err(EnvelopeError::ContextMismatch)
     );
     let other_key = DataKey::from_slice(&[0x43; 32]).unwrap();
@@ -137,7 +158,11 @@ fn every_field_of_a_v2_blob_is_authenticated_by_its_dek() {
         let mut tampered = bytes.clone();
         tampered[i] ^= 0x01;
         if let Ok(parsed) = DataKeyBlob::decode(&tampered) {
-            assert_eq!(parsed.verify(&dek()), Err(EnvelopeError::Integrity), "byte {i}");
+            assert_eq!(
+                parsed.verify(&dek()),
+                Err(EnvelopeError::Integrity),
+                "byte {i}"
+            );
         }
     }
     // Truncating the tag away is not a downgrade to an untagged blob.

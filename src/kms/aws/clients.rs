@@ -168,7 +168,13 @@ mod tests {
 
     #[test]
     fn a_region_that_is_not_a_host_label_is_an_invalid_key_id() {
-        for region in ["us east 1", "us,east-1", "us-east-1/x", "-us-east-1", "us-east-1-"] {
+        for region in [
+            "us east 1",
+            "us,east-1",
+            "us-east-1/x",
+            "-us-east-1",
+            "us-east-1-",
+        ] {
             let kek = KekRef::platform(format!("arn:aws:kms:{region}:111111111111:key/abc"));
             assert_eq!(
                 region_of(&kek, "us-east-1").map_err(|e| e.failure),
