@@ -146,20 +146,20 @@ impl Keyring {
     ) -> Result<KekRef, KeyAccessError> {
         let bindings = self.bindings();
         let owner = bindings.owner_of(stored_kek_id);
-        match owner {
-            Some(owner) if !owner.selects(context) => {
-                return Err(KeyAccessError::NotHeldForContext);
-            }
-            Some(_) => {}
-            None => {
+        let held = match owner {
+            Some(owner) if owner.selects(context) => true,
+            // Another registration's CMK takes the same path as an unknown id (the platform
+            // lookup), so neither the answer nor its timing tells the two apart.
+            _ => {
                 let platform = self
                     .find_platform_kek(context)
                     .await
                     .map_err(KeyAccessError::Kms)?;
-                if platform.as_deref() != Some(stored_kek_id) {
-                    return Err(KeyAccessError::NotHeldForContext);
-                }
+                owner.is_none() && platform.as_deref() == Some(stored_kek_id)
             }
+        };
+        if !held {
+            return Err(KeyAccessError::NotHeldForContext);
         }
         if let Some(binding) = bindings.covering(context) {
             check_state(binding)?;
