@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use crate::context::ContextError;
 use crate::envelope::{EnvelopeError, FormatError};
 use crate::keyring::KeyAccessError;
-use crate::kms::{KmsError, KmsErrorClass};
+use crate::kms::{KmsError, KmsErrorClass, KmsFailure};
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +114,13 @@ impl Error {
     /// Maps a KMS failure met while serving data: revoked keys fail closed with 403, transient
     /// failures are 503, and anything else is an internal error.
     pub fn from_kms(e: KmsError) -> Self {
+        if e.failure == KmsFailure::InvalidKeyId {
+            // Only input names a malformed key id: the caller's error, with no KMS detail echoed.
+            return Error::invalid(
+                "invalid_key_id",
+                "the key id is not a well-formed KMS key id",
+            );
+        }
         match e.class() {
             KmsErrorClass::Revoked => Error::KeyUnavailable {
                 reason: e.failure.as_str().to_owned(),
@@ -143,6 +150,11 @@ impl From<KeyAccessError> for Error {
             KeyAccessError::Revoked { .. } => Error::KeyRevoked,
             KeyAccessError::Unavailable { reason } => Error::KeyUnavailable { reason },
             KeyAccessError::Kms(e) => Error::from_kms(e),
+            // Reached from stored rows only (blobs map it to 422 themselves): the database names
+            // a key that does not protect the object, which is corruption or tampering.
+            KeyAccessError::NotHeldForContext => Error::Internal(
+                "integrity failure: a stored row names a KEK not held for its context".into(),
+            ),
         }
     }
 }

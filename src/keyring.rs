@@ -27,6 +27,10 @@ pub enum KeyAccessError {
     Unavailable { reason: String },
     /// Resolving a platform KEK failed in KMS.
     Kms(KmsError),
+    /// The named KEK is not one the broker holds for this context (another context's or tenant's
+    /// key, a deleted registration's, a key the broker never made, or garbage). Deliberately
+    /// carries nothing, so every such refusal looks the same whatever the named key is.
+    NotHeldForContext,
 }
 
 /// The KEK for a write, and whether resolving it created a platform KEK just now.
@@ -129,41 +133,75 @@ impl Keyring {
         })
     }
 
-    /// How to reach the KEK a stored DEK was wrapped under, after the revocation checks: a context
-    /// covered by a disabled or unavailable binding is refused whatever key wrapped it.
-    pub fn kek_for_read(
+    /// How to reach the KEK a stored DEK was wrapped under. The id is checked first: it must be a
+    /// KEK the broker holds for `context` (a CMK of a registration whose selector the context
+    /// contains, current or earlier, retired or not; or the platform KEK of this very context,
+    /// looked up, never created), else `NotHeldForContext` before any data-plane KMS call. Then the
+    /// revocation checks: a context covered by a disabled or unavailable binding is refused
+    /// whatever key wrapped it.
+    pub async fn kek_for_read(
         &self,
         stored_kek_id: &str,
         context: &KeyContext,
     ) -> Result<KekRef, KeyAccessError> {
         let bindings = self.bindings();
+        let owner = bindings.owner_of(stored_kek_id);
+        let held = match owner {
+            Some(owner) if owner.selects(context) => true,
+            // Another registration's CMK takes the same path as an unknown id (the platform
+            // lookup), so neither the answer nor its timing tells the two apart.
+            _ => {
+                let platform = self
+                    .find_platform_kek(context)
+                    .await
+                    .map_err(KeyAccessError::Kms)?;
+                owner.is_none() && platform.as_deref() == Some(stored_kek_id)
+            }
+        };
+        if !held {
+            return Err(KeyAccessError::NotHeldForContext);
+        }
         if let Some(binding) = bindings.covering(context) {
             check_state(binding)?;
         }
-        match bindings.owner_of(stored_kek_id) {
-            Some(owner) => {
-                if owner.record.admin_disabled {
-                    return Err(KeyAccessError::Revoked {
-                        byok_key_id: owner.id().to_owned(),
-                    });
-                }
-                let kek = owner
-                    .kek(stored_kek_id)
-                    .ok_or_else(|| KeyAccessError::Unavailable {
-                        reason: "key_missing".into(),
-                    })?;
-                if !kek.available {
-                    return Err(KeyAccessError::Unavailable {
-                        reason: kek
-                            .reason
-                            .clone()
-                            .unwrap_or_else(|| "key_unavailable".into()),
-                    });
-                }
-                Ok(kek_ref(kek))
-            }
-            None => Ok(KekRef::platform(stored_kek_id)),
+        let Some(owner) = owner else {
+            return Ok(KekRef::platform(stored_kek_id));
+        };
+        if owner.record.admin_disabled {
+            return Err(KeyAccessError::Revoked {
+                byok_key_id: owner.id().to_owned(),
+            });
         }
+        let kek = owner
+            .kek(stored_kek_id)
+            .ok_or_else(|| KeyAccessError::Unavailable {
+                reason: "key_missing".into(),
+            })?;
+        if !kek.available {
+            return Err(KeyAccessError::Unavailable {
+                reason: kek
+                    .reason
+                    .clone()
+                    .unwrap_or_else(|| "key_unavailable".into()),
+            });
+        }
+        Ok(kek_ref(kek))
+    }
+
+    /// The platform KEK of `context` if it exists: the resolved cache, else its alias (a
+    /// DescribeKey, never a create: a read must not mint keys). Absence is not cached, because a
+    /// write may create the KEK at any moment.
+    async fn find_platform_kek(&self, context: &KeyContext) -> Result<Option<Arc<str>>, KmsError> {
+        let hash = context.hash();
+        if let Some(id) = self.resolved.get(&hash).await {
+            return Ok(Some(id));
+        }
+        let Some(id) = self.provider.find_alias(&self.alias_for(context)).await? else {
+            return Ok(None);
+        };
+        let id: Arc<str> = id.into();
+        self.resolved.insert(hash, Arc::clone(&id)).await;
+        Ok(Some(id))
     }
 
     pub fn provider(&self) -> &Arc<dyn KeyProvider> {

@@ -224,7 +224,10 @@ impl Broker {
         let context: KeyContext = serde_json::from_str(&candidate.context_json)
             .map_err(|e| Error::Internal(format!("stored context: {e}")))?;
         let sealed = SealedValue::decode(&candidate.sealed)?;
-        let source = self.keyring.kek_for_read(&sealed.key.kek_id, &context)?;
+        let source = self
+            .keyring
+            .kek_for_read(&sealed.key.kek_id, &context)
+            .await?;
         let destination = self
             .keyring
             .kek_for_write(&context)

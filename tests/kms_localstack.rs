@@ -4,7 +4,7 @@
 
 mod common;
 
-use byok_broker::envelope::{SealedValue, WrappedKey, open_value, seal_value};
+use byok_broker::envelope::{SealedValue, ValueBinding, WrappedKey, open_value, seal_value};
 use byok_broker::kms::{KekRef, KeyProvider, KmsErrorClass, KmsFailure, TenantAccess};
 use common::*;
 use uuid::Uuid;
@@ -31,7 +31,10 @@ async fn envelope_round_trip_through_kms() {
         Uuid::new_v4(),
         wrapped,
         &ctx,
-        "obj_1",
+        ValueBinding {
+            object_id: "obj_1",
+            version_id: "ver_1",
+        },
         b"4111 1111 1111 1111",
     )
     .unwrap();
@@ -49,7 +52,16 @@ async fn envelope_round_trip_through_kms() {
         .unwrap();
     assert_eq!(dek.expose_secret(), generated.key.expose_secret());
     assert_eq!(
-        &*open_value(&dek, &loaded, &ctx, "obj_1").unwrap(),
+        &*open_value(
+            &dek,
+            &loaded,
+            &ctx,
+            ValueBinding {
+                object_id: "obj_1",
+                version_id: "ver_1"
+            }
+        )
+        .unwrap(),
         b"4111 1111 1111 1111"
     );
 }

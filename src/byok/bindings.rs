@@ -46,6 +46,12 @@ impl Binding {
         self.record.keks.iter().find(|k| k.key_arn == key_arn)
     }
 
+    /// True when `context` contains this binding's selector: the contexts it covers or (retired,
+    /// or outranked by a more specific binding) covered, whose objects its CMKs may still hold.
+    pub fn selects(&self, context: &KeyContext) -> bool {
+        context.contains(&self.match_context)
+    }
+
     pub fn current_kek(&self) -> Option<&TenantKekRecord> {
         self.kek(&self.record.current_kek)
     }
@@ -120,7 +126,7 @@ impl BindingSet {
     pub fn covering(&self, context: &KeyContext) -> Option<&Binding> {
         self.bindings
             .iter()
-            .filter(|b| !b.record.retired && context.contains(&b.match_context))
+            .filter(|b| !b.record.retired && b.selects(context))
             .max_by_key(|b| b.match_context.pairs().len())
     }
 

@@ -75,6 +75,10 @@ impl<'a> Reader<'a> {
         self.take(len as usize)
     }
 
+    pub fn remaining(&self) -> usize {
+        self.rest.len()
+    }
+
     pub fn take_rest(&mut self) -> &'a [u8] {
         std::mem::take(&mut self.rest)
     }

@@ -33,6 +33,9 @@ pub enum KmsFailure {
     InvalidCiphertext,
     IncorrectKey,
     InvalidRequest,
+    /// The key id is malformed (e.g. its ARN's region is not a host label): the caller's input,
+    /// refused before any request is built.
+    InvalidKeyId,
 }
 
 impl KmsFailure {
@@ -48,7 +51,7 @@ impl KmsFailure {
                 KmsErrorClass::Retryable
             }
             InvalidCiphertext | IncorrectKey => KmsErrorClass::Integrity,
-            InvalidRequest => KmsErrorClass::Invalid,
+            InvalidRequest | InvalidKeyId => KmsErrorClass::Invalid,
         }
     }
 
@@ -69,6 +72,7 @@ impl KmsFailure {
             InvalidCiphertext => "invalid_ciphertext",
             IncorrectKey => "incorrect_key",
             InvalidRequest => "invalid_request",
+            InvalidKeyId => "invalid_key_id",
         }
     }
 }
@@ -139,6 +143,7 @@ mod tests {
             assert_eq!(f.class(), KmsErrorClass::Integrity, "{f:?}");
         }
         assert_eq!(InvalidRequest.class(), KmsErrorClass::Invalid);
+        assert_eq!(InvalidKeyId.class(), KmsErrorClass::Invalid);
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Data-key use cases for client-side encryption: create, decrypt (`encrypted_keys` blobs) and
-//! rekey (the same DEK re-wrapped under a new context, through the rewrap mechanism).
+//! rekey (the same DEK re-wrapped under a new context, through the rewrap mechanism). A blob is
+//! caller input: an entry is unwrapped only under a KEK the broker holds for the blob's context,
+//! and a v2 blob's tag is checked with the unwrapped DEK before any of its fields is used.
 
 use std::sync::Arc;
 
@@ -15,6 +17,7 @@ use crate::context::KeyContext;
 use crate::data_key::DataKey;
 use crate::envelope::{DataKeyBlob, WrappedKey};
 use crate::error::Error;
+use crate::keyring::KeyAccessError;
 use crate::kms::{KekRef, KmsErrorClass};
 
 use super::{IssuedDataKey, org};
@@ -43,6 +46,7 @@ impl Broker {
                 wrapped: generated.wrapped,
             }],
         };
+        let encrypted_keys = blob.encode(&generated.key)?;
         let fields = json!({"key_ids": [generated.kek_id], "key_context": context});
         self.audit
             .record(audit::event(
@@ -56,7 +60,7 @@ impl Broker {
             dek_id,
             context,
             key: Arc::new(generated.key),
-            encrypted_keys: blob.encode()?,
+            encrypted_keys,
         })
     }
 
@@ -66,26 +70,23 @@ impl Broker {
         principal: &Principal,
         encrypted_keys_b64: &str,
     ) -> Result<IssuedDataKey, Error> {
-        let (blob, key, _) = self.open_blob(principal, encrypted_keys_b64).await?;
-        let kek_id = blob
-            .entries
-            .first()
-            .map(|e| e.kek_id.clone())
-            .unwrap_or_default();
+        let opened = self.open_blob(principal, encrypted_keys_b64).await?;
+        // The audit names the KEK that opened the DEK, never an id the caller merely wrote in.
         self.audit
             .record(audit::event(
                 Some(principal),
                 "vault.dek.decrypted",
-                org(&blob.context),
-                json!({"key_id": kek_id}),
+                org(&opened.blob.context),
+                json!({"key_id": opened.kek.key_id}),
             ))
             .await?;
-        let encrypted_keys = blob.encode()?;
         Ok(IssuedDataKey {
-            dek_id: blob.dek_id,
-            context: blob.context,
-            key,
-            encrypted_keys,
+            dek_id: opened.blob.dek_id,
+            context: opened.blob.context,
+            key: opened.key,
+            // Exactly the blob that was verified (a v1 blob stays v1: re-issuing it as v2 would
+            // vouch for its unauthenticated DEK id).
+            encrypted_keys: opened.bytes,
         })
     }
 
@@ -99,12 +100,17 @@ impl Broker {
         if !principal.may_use(&new_context) {
             return Err(Error::OutOfScope);
         }
-        let (blob, key, opened_with) = self.open_blob(principal, encrypted_keys_b64).await?;
+        let OpenedBlob {
+            blob,
+            key,
+            kek: source,
+            wrapped,
+            ..
+        } = self.open_blob(principal, encrypted_keys_b64).await?;
         let kek = self.kek_for(principal, &new_context).await?;
         // The rewrap mechanism: ReEncrypt inside KMS when one identity reaches both keys.
-        let (source, wrapped) = &opened_with;
         let wrapped = self
-            .rewrap_dek(source, wrapped, &blob.context, &kek, &new_context)
+            .rewrap_dek(&source, &wrapped, &blob.context, &kek, &new_context)
             .await
             .map_err(Error::from_kms)?;
         let rekeyed = DataKeyBlob {
@@ -115,6 +121,7 @@ impl Broker {
                 wrapped,
             }],
         };
+        let encrypted_keys = rekeyed.encode(&key)?;
         let fields = json!({"key_ids": [kek.key_id], "key_context": new_context});
         self.audit
             .record(audit::event(
@@ -128,7 +135,7 @@ impl Broker {
             dek_id: rekeyed.dek_id,
             context: new_context,
             key,
-            encrypted_keys: rekeyed.encode()?,
+            encrypted_keys,
         })
     }
 
@@ -136,7 +143,7 @@ impl Broker {
         &self,
         principal: &Principal,
         encrypted_keys_b64: &str,
-    ) -> Result<(DataKeyBlob, Arc<DataKey>, (KekRef, Vec<u8>)), Error> {
+    ) -> Result<OpenedBlob, Error> {
         let malformed = || {
             Error::invalid(
                 "invalid_encrypted_keys",
@@ -146,26 +153,43 @@ impl Broker {
         let bytes = STANDARD
             .decode(encrypted_keys_b64.trim())
             .map_err(|_| malformed())?;
-        let blob = DataKeyBlob::decode(&bytes).map_err(|_| malformed())?;
-        if !principal.may_use(&blob.context) {
+        let parsed = DataKeyBlob::decode(&bytes).map_err(|_| malformed())?;
+        let context = &parsed.blob.context;
+        if !principal.may_use(context) {
             return Err(Error::OutOfScope);
         }
         // The first entry that unwraps wins; a refused key (revoked, unavailable) is reported
-        // over an integrity failure, so a locked-out tenant sees why.
+        // over an integrity failure, so a locked-out tenant sees why. An entry naming a key the
+        // broker does not hold for this context is skipped without any KMS call.
         let mut refused = None;
         let mut last_error = None;
-        for entry in &blob.entries {
-            let kek = match self.keyring.kek_for_read(&entry.kek_id, &blob.context) {
+        let mut not_held = false;
+        for entry in &parsed.blob.entries {
+            let kek = match self.keyring.kek_for_read(&entry.kek_id, context).await {
                 Ok(kek) => kek,
+                Err(KeyAccessError::NotHeldForContext) => {
+                    not_held = true;
+                    continue;
+                }
                 Err(e) => {
                     refused = Some(e);
                     continue;
                 }
             };
-            match self.unwrap_dek(&kek, &entry.wrapped, &blob.context).await {
+            match self.unwrap_dek(&kek, &entry.wrapped, context).await {
                 Ok(key) => {
-                    let opened_with = (kek, entry.wrapped.clone());
-                    return Ok((blob, key, opened_with));
+                    // Only the DEK can vouch for the other fields (DEK id, entries) of a v2 blob.
+                    parsed
+                        .verify(&key)
+                        .map_err(|_| Error::EncryptedKeysIntegrity)?;
+                    let wrapped = entry.wrapped.clone();
+                    return Ok(OpenedBlob {
+                        blob: parsed.blob,
+                        key,
+                        kek,
+                        wrapped,
+                        bytes,
+                    });
                 }
                 Err(e) if e.class() == KmsErrorClass::Integrity => {
                     last_error = Some(Error::EncryptedKeysIntegrity)
@@ -176,7 +200,27 @@ impl Broker {
         Err(match (refused, last_error) {
             (Some(e), _) => e.into(),
             (None, Some(e)) => e,
+            (None, None) if not_held => not_held_for_context(),
             (None, None) => malformed(),
         })
     }
+}
+
+/// An opened blob: its fields (authenticated for v2), the DEK, and the entry that opened it.
+struct OpenedBlob {
+    blob: DataKeyBlob,
+    key: Arc<DataKey>,
+    kek: KekRef,
+    wrapped: Vec<u8>,
+    /// The blob's bytes exactly as given.
+    bytes: Vec<u8>,
+}
+
+/// One answer for every key the broker does not hold for the blob's context, so a caller learns
+/// nothing about another tenant's key (whether it exists, is disabled or is someone else's).
+fn not_held_for_context() -> Error {
+    Error::invalid(
+        "invalid_encrypted_keys",
+        "encrypted_keys names a key that does not protect its key context",
+    )
 }

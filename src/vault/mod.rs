@@ -19,7 +19,7 @@ use crate::auth::Principal;
 use crate::broker::Broker;
 use crate::context::{KeyContext, hex};
 use crate::data_key::DataKey;
-use crate::envelope::{WrappedKey, seal_value};
+use crate::envelope::{ValueBinding, WrappedKey, seal_value};
 use crate::error::Error;
 use crate::keyring::WriteKek;
 use crate::kms::{KekRef, KmsError};
@@ -124,17 +124,24 @@ impl Broker {
             kek_id: generated.kek_id.clone(),
             wrapped: generated.wrapped,
         };
+        // The version id goes into the value's associated data: a row copied over another
+        // version (a rollback by a database writer) no longer opens.
+        let version_id = Uuid::new_v4().to_string();
+        let binding = ValueBinding {
+            object_id,
+            version_id: &version_id,
+        };
         let sealed = seal_value(
             &generated.key,
             Uuid::new_v4(),
             wrapped,
             context,
-            object_id,
+            binding,
             value.as_bytes(),
         )?
         .encode()?;
         Ok(NewVersion {
-            id: Uuid::new_v4().to_string(),
+            id: version_id,
             created_at: Timestamp::now(),
             size: value.len() as u64,
             // The etag hashes the stored ciphertext, never the plaintext (a plaintext hash would

@@ -9,7 +9,7 @@ use crate::audit;
 use crate::auth::Principal;
 use crate::broker::Broker;
 use crate::context::KeyContext;
-use crate::envelope::{SealedValue, open_value};
+use crate::envelope::{SealedValue, ValueBinding, open_value};
 use crate::error::Error;
 use crate::store::{ListPosition, ListQuery, ListedObject, NewObject, ObjectRecord, VersionRecord};
 
@@ -130,12 +130,19 @@ impl Broker {
     ) -> Result<ObjectWithValue, Error> {
         let (record, context) = self.load_visible(principal, record).await?;
         let sealed = SealedValue::decode(&record.sealed)?;
-        let kek = self.keyring.kek_for_read(&sealed.key.kek_id, &context)?;
+        let kek = self
+            .keyring
+            .kek_for_read(&sealed.key.kek_id, &context)
+            .await?;
         let dek = self
             .unwrap_dek(&kek, &sealed.key.wrapped, &context)
             .await
             .map_err(Error::from_kms)?;
-        let plaintext = open_value(&dek, &sealed, &context, &record.id)?;
+        let binding = ValueBinding {
+            object_id: &record.id,
+            version_id: &record.current_version,
+        };
+        let plaintext = open_value(&dek, &sealed, &context, binding)?;
         let value = String::from_utf8(plaintext.to_vec())
             .map_err(|_| Error::Internal("stored value is not UTF-8".into()))?;
         let meta = meta_from_record(&record, context);

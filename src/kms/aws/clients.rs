@@ -11,7 +11,7 @@ use aws_config::{BehaviorVersion, Region, SdkConfig, retry::RetryConfig};
 use aws_sdk_kms::config::{Credentials, SharedCredentialsProvider};
 use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
 
-use crate::kms::{KekRef, TenantAccess};
+use crate::kms::{KekRef, KmsError, KmsFailure, TenantAccess};
 
 /// Settings for the AWS provider. Everything left `None` comes from the standard AWS configuration
 /// (environment, profile, IMDS/ECS/IRSA), so `AWS_ENDPOINT_URL` points the broker at LocalStack.
@@ -94,9 +94,29 @@ pub async fn load_sdk_config(options: &AwsOptions) -> SdkConfig {
     loader.load().await
 }
 
-/// The region a KEK lives in: explicit, else the one in its ARN, else the broker's default.
-pub(super) fn region_of<'a>(kek: &'a KekRef, default: &'a str) -> &'a str {
-    kek.region_hint().unwrap_or(default)
+/// The region a KEK lives in: explicit, else the one in its ARN, else the broker's default. A
+/// region that is not a DNS host label (`us east 1`, `us,east-1`, a slash) is refused here: the
+/// SDK would fail to build the request and the failure would read as the broker's own.
+pub(super) fn region_of<'a>(kek: &'a KekRef, default: &'a str) -> Result<&'a str, KmsError> {
+    let region = kek.region_hint().unwrap_or(default);
+    if is_host_label(region) {
+        Ok(region)
+    } else {
+        Err(KmsError::new(
+            KmsFailure::InvalidKeyId,
+            "the KEK's region is not a valid host label",
+        ))
+    }
+}
+
+/// 1-63 ASCII letters, digits and hyphens, not starting or ending with a hyphen (RFC 1123).
+fn is_host_label(label: &str) -> bool {
+    (1..=63).contains(&label.len())
+        && label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !label.starts_with('-')
+        && !label.ends_with('-')
 }
 
 /// Builds a KMS client that acts as the tenant role. The STS client inside reuses the base
@@ -137,13 +157,31 @@ mod tests {
     #[test]
     fn region_comes_from_the_arn_unless_given() {
         let mut kek = KekRef::platform("arn:aws:kms:eu-west-1:111111111111:key/abc");
-        assert_eq!(region_of(&kek, "us-east-1"), "eu-west-1");
+        assert_eq!(region_of(&kek, "us-east-1"), Ok("eu-west-1"));
         kek.region = Some("eu-central-1".into());
-        assert_eq!(region_of(&kek, "us-east-1"), "eu-central-1");
+        assert_eq!(region_of(&kek, "us-east-1"), Ok("eu-central-1"));
         assert_eq!(
             region_of(&KekRef::platform("abc"), "us-east-1"),
-            "us-east-1"
+            Ok("us-east-1")
         );
+    }
+
+    #[test]
+    fn a_region_that_is_not_a_host_label_is_an_invalid_key_id() {
+        for region in [
+            "us east 1",
+            "us,east-1",
+            "us-east-1/x",
+            "-us-east-1",
+            "us-east-1-",
+        ] {
+            let kek = KekRef::platform(format!("arn:aws:kms:{region}:111111111111:key/abc"));
+            assert_eq!(
+                region_of(&kek, "us-east-1").map_err(|e| e.failure),
+                Err(KmsFailure::InvalidKeyId),
+                "{region:?}"
+            );
+        }
     }
 
     #[test]

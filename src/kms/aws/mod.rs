@@ -68,13 +68,14 @@ impl AwsKms {
         Self::new(base, options)
     }
 
-    async fn client_for(&self, kek: &KekRef) -> aws_sdk_kms::Client {
-        let region = clients::region_of(kek, &self.default_region);
+    async fn client_for(&self, kek: &KekRef) -> Result<aws_sdk_kms::Client, KmsError> {
+        let region = clients::region_of(kek, &self.default_region)?;
         if kek.access.is_none() && region == self.default_region {
-            return self.own.clone();
+            return Ok(self.own.clone());
         }
         let key: ClientKey = (kek.access.clone(), region.to_owned());
-        self.derived
+        let client = self
+            .derived
             .get_with_by_ref(&key, async {
                 match &kek.access {
                     Some(access) => {
@@ -84,7 +85,8 @@ impl AwsKms {
                     None => clients::regional_client(&self.base, region),
                 }
             })
-            .await
+            .await;
+        Ok(client)
     }
 }
 
@@ -119,7 +121,7 @@ impl KeyProvider for AwsKms {
         kek: &KekRef,
         context: &KeyContext,
     ) -> Result<GeneratedDataKey, KmsError> {
-        let client = self.client_for(kek).await;
+        let client = self.client_for(kek).await?;
         let mut out = client
             .generate_data_key()
             .key_id(&kek.key_id)
@@ -148,7 +150,7 @@ impl KeyProvider for AwsKms {
         wrapped: &[u8],
         context: &KeyContext,
     ) -> Result<DataKey, KmsError> {
-        let client = self.client_for(kek).await;
+        let client = self.client_for(kek).await?;
         let mut out = client
             .decrypt()
             .key_id(&kek.key_id)
@@ -174,7 +176,7 @@ impl KeyProvider for AwsKms {
         key: &DataKey,
         context: &KeyContext,
     ) -> Result<Vec<u8>, KmsError> {
-        let client = self.client_for(kek).await;
+        let client = self.client_for(kek).await?;
         // The SDK copies the plaintext into its request body; those buffers are not ours to zeroize.
         let out = client
             .encrypt()
@@ -198,7 +200,9 @@ impl KeyProvider for AwsKms {
         destination: &KekRef,
         destination_context: &KeyContext,
     ) -> Result<Vec<u8>, KmsError> {
-        let client = self.client_for(destination).await;
+        // The source is named inside the request: its id must be well formed too.
+        clients::region_of(source, &self.default_region)?;
+        let client = self.client_for(destination).await?;
         let out = client
             .re_encrypt()
             .ciphertext_blob(Blob::new(wrapped))
@@ -216,7 +220,7 @@ impl KeyProvider for AwsKms {
     }
 
     async fn describe(&self, kek: &KekRef) -> Result<KeyDescription, KmsError> {
-        let client = self.client_for(kek).await;
+        let client = self.client_for(kek).await?;
         let out = client
             .describe_key()
             .key_id(&kek.key_id)
