@@ -105,7 +105,11 @@ async fn silent_slow_half_sent_and_idle_connections_are_closed_on_time() {
         .await
         .expect("a half-sent body is answered and closed after the body timeout");
     let (status, json) = parse_response(&answer);
-    assert_eq!((status, json["code"].as_str()), (408, Some("request_timeout")), "{json}");
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (408, Some("request_timeout")),
+        "{json}"
+    );
 
     // The keep-alive connection got its answer, then idles: the idle timeout (not the
     // header-read timeout) closes it.
@@ -127,16 +131,55 @@ async fn refusals_before_routing_are_json_with_a_code() {
     let broker = spawn_local_broker(&dir, &[], None).await;
 
     let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
-        ("undecodable path segment", get("/vault/v1/kv/%FF", ""), 400, "invalid_path"),
-        ("target over the broker's bound", get(&format!("/vault/v1/kv/{}", "a".repeat(10_000)), ""), 414, "uri_too_long"),
-        ("target over hyper's own bound", get(&format!("/vault/v1/kv/{}", "a".repeat(70_000)), ""), 414, "uri_too_long"),
-        ("header section over the broker's bound", get("/healthz", &format!("X-Big: {}\r\n", "b".repeat(20_000))), 431, "headers_too_large"),
-        ("more header fields than hyper parses", get("/healthz", &(0..120).map(|i| format!("X-H{i}: v\r\n")).collect::<String>()), 431, "headers_too_large"),
-        ("not HTTP at all", b"NOT HTTP\r\n\r\n".to_vec(), 400, "malformed_request"),
+        (
+            "undecodable path segment",
+            get("/vault/v1/kv/%FF", ""),
+            400,
+            "invalid_path",
+        ),
+        (
+            "target over the broker's bound",
+            get(&format!("/vault/v1/kv/{}", "a".repeat(10_000)), ""),
+            414,
+            "uri_too_long",
+        ),
+        (
+            "target over hyper's own bound",
+            get(&format!("/vault/v1/kv/{}", "a".repeat(70_000)), ""),
+            414,
+            "uri_too_long",
+        ),
+        (
+            "header section over the broker's bound",
+            get("/healthz", &format!("X-Big: {}\r\n", "b".repeat(20_000))),
+            431,
+            "headers_too_large",
+        ),
+        (
+            "more header fields than hyper parses",
+            get(
+                "/healthz",
+                &(0..120)
+                    .map(|i| format!("X-H{i}: v\r\n"))
+                    .collect::<String>(),
+            ),
+            431,
+            "headers_too_large",
+        ),
+        (
+            "not HTTP at all",
+            b"NOT HTTP\r\n\r\n".to_vec(),
+            400,
+            "malformed_request",
+        ),
     ];
     for (case, request, status, code) in cases {
         let (got, json) = exchange(&broker, &request).await;
-        assert_eq!((got, json["code"].as_str()), (status, Some(code)), "{case}: {json}");
+        assert_eq!(
+            (got, json["code"].as_str()),
+            (status, Some(code)),
+            "{case}: {json}"
+        );
         assert!(json["message"].is_string(), "{case}: {json}");
     }
     let _ = std::fs::remove_dir_all(dir);
@@ -157,7 +200,11 @@ async fn expect_continue_with_an_oversize_length_gets_413_at_once() {
         .expect("an answer without sending the body")
         .unwrap();
     let (status, json) = parse_response(&first[..n]);
-    assert_eq!((status, json["code"].as_str()), (413, Some("payload_too_large")), "{json}");
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (413, Some("payload_too_large")),
+        "{json}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -166,7 +213,12 @@ async fn expect_continue_with_an_oversize_length_gets_413_at_once() {
 #[tokio::test]
 async fn silent_connections_beyond_the_descriptor_limit_do_not_lock_clients_out() {
     let dir = temp_dir("fd-limit");
-    let broker = spawn_local_broker(&dir, &[("BYOK_BROKER_HEADER_READ_TIMEOUT_MS", "60000")], Some(256)).await;
+    let broker = spawn_local_broker(
+        &dir,
+        &[("BYOK_BROKER_HEADER_READ_TIMEOUT_MS", "60000")],
+        Some(256),
+    )
+    .await;
     let mut silent = Vec::new();
     for _ in 0..300 {
         silent.push(connect(&broker).await);
@@ -180,7 +232,10 @@ async fn silent_connections_beyond_the_descriptor_limit_do_not_lock_clients_out(
     .await
     .expect("a new client is answered within 3 s");
     assert_eq!(answer.map(|(status, _)| status), Some(200));
-    println!("new client served after {:?} with 300 silent connections open", started.elapsed());
+    println!(
+        "new client served after {:?} with 300 silent connections open",
+        started.elapsed()
+    );
     drop(silent);
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -198,11 +253,20 @@ async fn sigterm_with_a_partial_request_open_exits_within_the_drain_bound() {
     )
     .await;
     let mut partial = connect(&broker).await;
-    partial.write_all(b"POST /vault/v1/kv HTTP/1.1\r\nHost: b\r\n").await.unwrap();
+    partial
+        .write_all(b"POST /vault/v1/kv HTTP/1.1\r\nHost: b\r\n")
+        .await
+        .unwrap();
     let _silent = connect(&broker).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let pid = broker.child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     let status = broker
         .exited_within(Duration::from_secs(4))
         .await

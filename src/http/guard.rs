@@ -20,14 +20,24 @@ use tokio::time::{Instant, Sleep};
 use super::error_response;
 use crate::broker::Broker;
 
-pub async fn check_request_head(State(broker): State<Arc<Broker>>, request: Request, next: Next) -> Response {
+pub async fn check_request_head(
+    State(broker): State<Arc<Broker>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let server = &broker.config.server;
-    let target_len = request.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    let target_len = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |p| p.as_str().len());
     if target_len > server.max_uri_bytes {
         return error_response(
             StatusCode::URI_TOO_LONG,
             "uri_too_long",
-            &format!("the request target is longer than {} bytes", server.max_uri_bytes),
+            &format!(
+                "the request target is longer than {} bytes",
+                server.max_uri_bytes
+            ),
         );
     }
     // As on the wire: "name: value\r\n" per field.
@@ -40,7 +50,10 @@ pub async fn check_request_head(State(broker): State<Arc<Broker>>, request: Requ
         return error_response(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             "headers_too_large",
-            &format!("the header section is larger than {} bytes", server.max_header_bytes),
+            &format!(
+                "the header section is larger than {} bytes",
+                server.max_header_bytes
+            ),
         );
     }
     let announced = request

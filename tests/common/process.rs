@@ -90,7 +90,11 @@ pub async fn spawn_local_broker(
         // exec keeps the broker's pid the child's pid, so signals reach the broker itself.
         Some(limit) => {
             let mut c = Command::new("bash");
-            c.args(["-c", &format!("ulimit -n {limit} && exec \"$0\" serve"), binary]);
+            c.args([
+                "-c",
+                &format!("ulimit -n {limit} && exec \"$0\" serve"),
+                binary,
+            ]);
             c
         }
         None => {
@@ -115,7 +119,10 @@ pub async fn spawn_local_broker(
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         // A served /healthz, not just a connect: the probe connection must not linger as a silent one.
-        if request(port, APP_KEY, "GET", "/healthz", "").await.is_some() {
+        if request(port, APP_KEY, "GET", "/healthz", "")
+            .await
+            .is_some()
+        {
             break;
         }
         assert!(Instant::now() < deadline, "broker did not start");

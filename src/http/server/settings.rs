@@ -57,14 +57,21 @@ pub struct RawServer {
 
 impl ServerSettings {
     /// `raw` from the file, overridden by `BYOK_BROKER_<SETTING>` (e.g. `BYOK_BROKER_IDLE_TIMEOUT_MS`).
-    pub fn load(raw: RawServer, env: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+    pub fn load(
+        raw: RawServer,
+        env: &impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
         let defaults = Self::default();
         let number = |name: &'static str, file: Option<u64>| -> Result<Option<u64>, ConfigError> {
             match env(name) {
-                Some(text) => text.trim().parse().map(Some).map_err(|e| ConfigError::Invalid {
-                    name,
-                    message: format!("{text:?}: {e}"),
-                }),
+                Some(text) => text
+                    .trim()
+                    .parse()
+                    .map(Some)
+                    .map_err(|e| ConfigError::Invalid {
+                        name,
+                        message: format!("{text:?}: {e}"),
+                    }),
                 None => Ok(file),
             }
         };
@@ -80,8 +87,16 @@ impl ServerSettings {
                 raw.header_read_timeout_ms,
                 defaults.header_read_timeout,
             )?,
-            body_timeout: millis("BYOK_BROKER_BODY_TIMEOUT_MS", raw.body_timeout_ms, defaults.body_timeout)?,
-            idle_timeout: millis("BYOK_BROKER_IDLE_TIMEOUT_MS", raw.idle_timeout_ms, defaults.idle_timeout)?,
+            body_timeout: millis(
+                "BYOK_BROKER_BODY_TIMEOUT_MS",
+                raw.body_timeout_ms,
+                defaults.body_timeout,
+            )?,
+            idle_timeout: millis(
+                "BYOK_BROKER_IDLE_TIMEOUT_MS",
+                raw.idle_timeout_ms,
+                defaults.idle_timeout,
+            )?,
             max_connections: count(
                 "BYOK_BROKER_MAX_CONNECTIONS",
                 raw.max_connections,
@@ -92,14 +107,22 @@ impl ServerSettings {
                 raw.shutdown_drain_ms,
                 defaults.shutdown_drain,
             )?,
-            max_uri_bytes: count("BYOK_BROKER_MAX_URI_BYTES", raw.max_uri_bytes, defaults.max_uri_bytes)?,
+            max_uri_bytes: count(
+                "BYOK_BROKER_MAX_URI_BYTES",
+                raw.max_uri_bytes,
+                defaults.max_uri_bytes,
+            )?,
             max_header_bytes: count(
                 "BYOK_BROKER_MAX_HEADER_BYTES",
                 raw.max_header_bytes,
                 defaults.max_header_bytes,
             )?,
         };
-        let timeouts = [settings.header_read_timeout, settings.body_timeout, settings.idle_timeout];
+        let timeouts = [
+            settings.header_read_timeout,
+            settings.body_timeout,
+            settings.idle_timeout,
+        ];
         if timeouts.iter().any(Duration::is_zero) {
             return Err(invalid("server.*_timeout_ms", "timeouts must be positive"));
         }
@@ -121,7 +144,8 @@ impl ServerSettings {
         match open_files {
             Some(limit) => {
                 let room = limit.saturating_sub(RESERVED_DESCRIPTORS).max(1);
-                self.max_connections.min(usize::try_from(room).unwrap_or(usize::MAX))
+                self.max_connections
+                    .min(usize::try_from(room).unwrap_or(usize::MAX))
             }
             None => self.max_connections,
         }
@@ -133,7 +157,11 @@ impl ServerSettings {
 pub fn open_file_limit() -> Option<u64> {
     let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
     let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-    line.trim_start_matches("Max open files").split_whitespace().next()?.parse().ok()
+    line.trim_start_matches("Max open files")
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn invalid(name: &'static str, message: &str) -> ConfigError {

@@ -30,7 +30,11 @@ impl ObservedStream {
 
     /// Writes the replacement to the end, then reports hyper's `claimed` bytes as written: hyper
     /// closes the connection after its parse-error answer, so nothing of its own must follow ours.
-    fn poll_replacement(&mut self, cx: &mut Context<'_>, claimed: usize) -> Poll<io::Result<usize>> {
+    fn poll_replacement(
+        &mut self,
+        cx: &mut Context<'_>,
+        claimed: usize,
+    ) -> Poll<io::Result<usize>> {
         if let Some((bytes, written)) = &mut self.replacement {
             while *written < bytes.len() {
                 let n = ready!(Pin::new(&mut self.stream).poll_write(cx, &bytes[*written..]))?;
@@ -80,7 +84,10 @@ impl AsyncWrite for ObservedStream {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         // A response head is always the first slice hyper hands over, so checking it suffices.
-        let first = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| &b[..]);
+        let first = bufs
+            .iter()
+            .find(|b| !b.is_empty())
+            .map_or(&[][..], |b| &b[..]);
         if self.replacement.is_some() || json_for_parse_error(first).is_some() {
             return self.poll_write(cx, first);
         }
@@ -108,12 +115,23 @@ fn json_for_parse_error(head: &[u8]) -> Option<Vec<u8>> {
         .or_else(|| head.strip_prefix(b"HTTP/1.0 "))?
         .get(..3)?;
     let (status, code, message) = match status {
-        b"400" => (400, "malformed_request", "the request is not valid HTTP/1.1"),
+        b"400" => (
+            400,
+            "malformed_request",
+            "the request is not valid HTTP/1.1",
+        ),
         b"414" => (414, "uri_too_long", "the request target is too long"),
-        b"431" => (431, "headers_too_large", "the request header section is too large"),
+        b"431" => (
+            431,
+            "headers_too_large",
+            "the request header section is too large",
+        ),
         _ => return None,
     };
-    let end = head.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(head.len());
+    let end = head
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(head.len());
     let has_content_type = head[..end]
         .split(|&b| b == b'\n')
         .any(|line| line.len() >= 13 && line[..13].eq_ignore_ascii_case(b"content-type:"));
@@ -122,7 +140,12 @@ fn json_for_parse_error(head: &[u8]) -> Option<Vec<u8>> {
 
 /// A complete `Connection: close` HTTP/1.1 response with the broker's JSON error body, for answers
 /// given outside the router (it carries a fresh `X-Request-ID` like every other response).
-pub fn json_response(status: u16, code: &str, message: &str, extra_headers: &[(&str, &str)]) -> Vec<u8> {
+pub fn json_response(
+    status: u16,
+    code: &str,
+    message: &str,
+    extra_headers: &[(&str, &str)],
+) -> Vec<u8> {
     let reason = hyper::StatusCode::from_u16(status)
         .ok()
         .and_then(|s| s.canonical_reason())
@@ -148,10 +171,12 @@ mod tests {
 
     #[test]
     fn only_hyper_s_bare_parse_errors_are_replaced() {
-        let bare = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\ndate: x\r\n\r\n";
+        let bare =
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\ndate: x\r\n\r\n";
         let answer = String::from_utf8(json_for_parse_error(bare).unwrap()).unwrap();
         assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
-        assert!(answer.ends_with(r#""code":"headers_too_large","error":"the request header section is too large","message":"the request header section is too large"}"#) || answer.contains("\"code\":\"headers_too_large\""), "{answer}");
+        assert!(answer.contains("content-type: application/json"), "{answer}");
+        assert!(answer.contains(r#""code":"headers_too_large""#), "{answer}");
         let ours = b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\ncontent-length: 2\r\n\r\n{}";
         assert!(json_for_parse_error(ours).is_none());
         assert!(json_for_parse_error(b"HTTP/1.1 100 Continue\r\n\r\n").is_none());
