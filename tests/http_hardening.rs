@@ -274,3 +274,40 @@ async fn sigterm_with_a_partial_request_open_exits_within_the_drain_bound() {
     assert!(status.success(), "exit status {status}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// At the bound with every connection busy (bodies still arriving) nothing can be evicted: the
+/// newcomer gets 503 JSON at once instead of waiting unanswered; once a slot frees, it is served.
+#[tokio::test]
+async fn at_the_bound_with_every_connection_busy_a_newcomer_gets_503_json() {
+    let dir = temp_dir("bound");
+    let broker = spawn_local_broker(
+        &dir,
+        &[
+            ("BYOK_BROKER_MAX_CONNECTIONS", "3"),
+            ("BYOK_BROKER_BODY_TIMEOUT_MS", "60000"),
+        ],
+        None,
+    )
+    .await;
+    let mut busy = Vec::new();
+    for _ in 0..3 {
+        let mut stream = connect(&broker).await;
+        stream
+            .write_all(format!("POST /vault/v1/kv HTTP/1.1\r\nHost: b\r\nAuthorization: Bearer {APP_KEY}\r\nContent-Length: 100\r\n\r\n{{").as_bytes())
+            .await
+            .unwrap();
+        busy.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, json) = exchange(&broker, &get("/healthz", "")).await;
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (503, Some("too_many_connections")),
+        "{json}"
+    );
+    drop(busy);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, _) = exchange(&broker, &get("/healthz", "")).await;
+    assert_eq!(status, 200);
+    let _ = std::fs::remove_dir_all(dir);
+}

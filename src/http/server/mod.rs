@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::Router;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -93,7 +93,16 @@ async fn refuse(mut stream: TcpStream) {
         "the broker is at its connection limit; retry shortly",
         &[("retry-after", "1")],
     );
-    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&answer)).await;
+    let answer_and_linger = async {
+        stream.write_all(&answer).await?;
+        stream.shutdown().await?;
+        // Closing with the unread request in the buffer would send a reset that can destroy the
+        // answer in flight; read until the client closes (bounded by the timeout) instead.
+        let mut sink = [0u8; 1024];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<(), std::io::Error>(())
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), answer_and_linger).await;
 }
 
 /// The open connections, for the bound and for choosing whom to evict.

@@ -175,7 +175,10 @@ mod tests {
             b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\ndate: x\r\n\r\n";
         let answer = String::from_utf8(json_for_parse_error(bare).unwrap()).unwrap();
         assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
-        assert!(answer.contains("content-type: application/json"), "{answer}");
+        assert!(
+            answer.contains("content-type: application/json"),
+            "{answer}"
+        );
         assert!(answer.contains(r#""code":"headers_too_large""#), "{answer}");
         let ours = b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\ncontent-length: 2\r\n\r\n{}";
         assert!(json_for_parse_error(ours).is_none());
