@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::byok::watcher::WatcherConfig;
 use crate::cache::DekCacheConfig;
+use crate::http::server::settings::{RawServer, ServerSettings};
 use crate::kms::aws::AwsOptions;
 use crate::rate_limit::RateLimitConfig;
 use crate::rewrap::RewrapConfig;
@@ -49,6 +50,8 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     pub watcher: WatcherConfig,
     pub rewrap: RewrapConfig,
+    /// Connection timeouts and bounds of the HTTP server.
+    pub server: ServerSettings,
     /// Bootstrap API keys from `BYOK_BROKER_APP_KEY` / `BYOK_BROKER_ADMIN_KEY` (never from files).
     pub bootstrap_app_key: Option<Redacted>,
     pub bootstrap_admin_key: Option<Redacted>,
@@ -99,6 +102,8 @@ struct RawConfig {
     byok: RawByok,
     #[serde(default)]
     rewrap: RawRewrap,
+    #[serde(default)]
+    server: RawServer,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -308,6 +313,7 @@ impl Config {
                 "must be at least 1".into(),
             ));
         }
+        let server = ServerSettings::load(raw.server, &env)?;
         let secret = |name: &str| {
             env(name)
                 .filter(|v| !v.is_empty())
@@ -318,6 +324,7 @@ impl Config {
             rate_limit,
             watcher,
             rewrap,
+            server,
             bootstrap_app_key: secret("BYOK_BROKER_APP_KEY"),
             bootstrap_admin_key: secret("BYOK_BROKER_ADMIN_KEY"),
             listen,

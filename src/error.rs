@@ -33,6 +33,8 @@ pub enum Error {
     Invalid { code: &'static str, message: String },
     #[error("request body is too large")]
     PayloadTooLarge,
+    #[error("the request body did not arrive in time")]
+    BodyTimeout,
     #[error("the Idempotency-Key was already used for a different request")]
     IdempotencyKeyReused,
     #[error("the tenant's key is disabled in the broker")]
@@ -83,6 +85,7 @@ impl Error {
             Error::InvalidContext(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_context"),
             Error::Invalid { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
             Error::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Error::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             Error::IdempotencyKeyReused => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
             }

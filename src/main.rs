@@ -112,16 +112,19 @@ async fn serve(config_file: Option<PathBuf>) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(address = %bound, kms = broker.provider().name(), "byok-broker listening");
-    axum::serve(listener, byok_broker::http::router(Arc::clone(&broker)))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|e| e.to_string())?;
+    byok_broker::http::server::serve(
+        listener,
+        byok_broker::http::router(Arc::clone(&broker)),
+        broker.config.server,
+        shutdown_signal(),
+    )
+    .await;
     // Audit events of the last requests are committed before the process exits.
     broker.audit.flush().await;
     Ok(())
 }
 
-/// Resolves on SIGTERM or ctrl-c; axum then stops accepting and lets in-flight requests finish.
+/// Resolves on SIGTERM or ctrl-c; the server then stops accepting and drains for a bounded time.
 async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;

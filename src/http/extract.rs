@@ -11,6 +11,7 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
+use super::guard::BodyTimedOut;
 use crate::auth::{Principal, Role};
 use crate::broker::Broker;
 use crate::error::Error;
@@ -82,11 +83,25 @@ impl FromRequest<Arc<Broker>> for RawBody {
             .map_err(|e: BytesRejection| {
                 if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                     Error::PayloadTooLarge
+                } else if caused_by_body_deadline(&e) {
+                    Error::BodyTimeout
                 } else {
                     Error::invalid("invalid_body", e.body_text())
                 }
             })
     }
+}
+
+/// Whether buffering failed because the body missed the deadline `guard` puts on it.
+fn caused_by_body_deadline(rejection: &BytesRejection) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(rejection);
+    while let Some(error) = cause {
+        if error.is::<BodyTimedOut>() {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
 }
 
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {

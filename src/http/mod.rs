@@ -6,7 +6,9 @@ mod admin;
 mod byok;
 mod errors;
 mod extract;
+mod guard;
 mod rewrap;
+pub mod server;
 mod vault;
 mod wire;
 
@@ -37,6 +39,10 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&broker),
+            guard::check_request_head,
+        ))
         .layer(middleware::from_fn(request_id))
         .with_state(broker)
 }

@@ -1,0 +1,232 @@
+//! One accepted connection: its activity (shared with the accept loop, which evicts the longest
+//! idle connection at the bound), the watchdog that closes it when the header-read or idle timeout
+//! passes, and the service that marks it busy from request head until the response is written.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::{Pin, pin};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
+
+use axum::Router;
+use axum::body::Body;
+use http_body::Frame;
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+
+use super::settings::ServerSettings;
+use super::stream::ObservedStream;
+
+/// What the watchdog and the eviction policy need to know about one connection.
+pub struct ConnectionState {
+    activity: Mutex<Activity>,
+    changed: Notify,
+    evicted: Notify,
+}
+
+struct Activity {
+    in_flight: usize,
+    served: u64,
+    /// Accepted, or last response written.
+    idle_since: Instant,
+    /// First byte of the next request head, if one arrived since `idle_since`.
+    first_byte_at: Option<Instant>,
+}
+
+impl ConnectionState {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            activity: Mutex::new(Activity {
+                in_flight: 0,
+                served: 0,
+                idle_since: Instant::now(),
+                first_byte_at: None,
+            }),
+            changed: Notify::new(),
+            evicted: Notify::new(),
+        })
+    }
+
+    fn activity(&self) -> MutexGuard<'_, Activity> {
+        // The critical sections cannot panic; a poisoned lock still holds consistent data.
+        self.activity.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// When the connection became idle, or `None` while a request is in flight (not evictable).
+    pub fn idle_since(&self) -> Option<Instant> {
+        let activity = self.activity();
+        (activity.in_flight == 0).then_some(activity.idle_since)
+    }
+
+    /// Asks the connection's task to drop the connection now.
+    pub fn evict(&self) {
+        self.evicted.notify_one();
+    }
+
+    pub(super) fn bytes_arrived(&self) {
+        let mut activity = self.activity();
+        if activity.in_flight == 0 && activity.first_byte_at.is_none() {
+            activity.first_byte_at = Some(Instant::now());
+            drop(activity);
+            self.changed.notify_one();
+        }
+    }
+
+    fn request_started(&self) {
+        self.activity().in_flight += 1;
+        self.changed.notify_one();
+    }
+
+    fn request_finished(&self) {
+        let mut activity = self.activity();
+        activity.in_flight = activity.in_flight.saturating_sub(1);
+        activity.served += 1;
+        activity.idle_since = Instant::now();
+        activity.first_byte_at = None;
+        drop(activity);
+        self.changed.notify_one();
+    }
+
+    /// When the connection must be closed if nothing changes: a first request head (and any
+    /// started head) gets the header-read timeout, an idle keep-alive connection the idle timeout.
+    fn deadline(&self, settings: &ServerSettings) -> Option<Instant> {
+        let activity = self.activity();
+        if activity.in_flight > 0 {
+            return None; // the body timeout and the handlers bound this phase
+        }
+        Some(match activity.first_byte_at {
+            _ if activity.served == 0 => activity.idle_since + settings.header_read_timeout,
+            Some(first_byte) => first_byte + settings.header_read_timeout,
+            None => activity.idle_since + settings.idle_timeout,
+        })
+    }
+
+    /// Resolves once the connection has waited longer than its current deadline.
+    async fn expired(&self, settings: &ServerSettings) {
+        loop {
+            // notify_one keeps a permit, so a change between reading the deadline and waiting is not lost.
+            match self.deadline(settings) {
+                None => self.changed.notified().await,
+                Some(deadline) if deadline <= Instant::now() => return,
+                Some(deadline) => {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(deadline) => {}
+                        () = self.changed.notified() => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Serves HTTP/1.1 on `stream` until the client leaves, a timeout passes, the connection is
+/// evicted, or (after `shutdown` turns true) the request in flight is answered.
+pub async fn run(
+    stream: TcpStream,
+    state: Arc<ConnectionState>,
+    router: Router,
+    settings: ServerSettings,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let io = TokioIo::new(ObservedStream::new(stream, Arc::clone(&state)));
+    let service = TrackedService {
+        router,
+        state: Arc::clone(&state),
+    };
+    let mut connection = pin!(
+        hyper::server::conn::http1::Builder::new()
+            .header_read_timeout(None) // the watchdog below owns the timeouts
+            .serve_connection(io, service)
+    );
+    let mut expired = pin!(state.expired(&settings));
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            () = &mut expired => {
+                tracing::debug!("closing connection: header-read or idle timeout");
+                return;
+            }
+            () = state.evicted.notified() => {
+                tracing::debug!("closing connection: evicted at the connection bound");
+                return;
+            }
+            _ = shutdown.wait_for(|stop| *stop), if !draining => {
+                // Idle connections close now; a request in flight is answered, then the connection closes.
+                draining = true;
+                connection.as_mut().graceful_shutdown();
+            }
+        }
+    }
+}
+
+/// The router as a hyper service that marks the connection busy while a request is handled.
+struct TrackedService {
+    router: Router,
+    state: Arc<ConnectionState>,
+}
+
+impl hyper::service::Service<Request<Incoming>> for TrackedService {
+    type Response = Response<TrackedBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        self.state.request_started();
+        let finished = RequestFinished(Arc::clone(&self.state));
+        let mut router = self.router.clone();
+        // Router::poll_ready is always ready, so calling it directly is allowed.
+        let response = tower_service::Service::call(&mut router, request.map(Body::new));
+        Box::pin(async move {
+            let response = response.await?;
+            Ok(response.map(|body| TrackedBody {
+                body,
+                _finished: finished,
+            }))
+        })
+    }
+}
+
+/// Marks the request finished when dropped: hyper drops the response body once it is written
+/// (or the connection is gone), so the idle clock starts only then.
+struct RequestFinished(Arc<ConnectionState>);
+
+impl Drop for RequestFinished {
+    fn drop(&mut self) {
+        self.0.request_finished();
+    }
+}
+
+pub struct TrackedBody {
+    body: Body,
+    _finished: RequestFinished,
+}
+
+impl http_body::Body for TrackedBody {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}

@@ -1,0 +1,148 @@
+//! The HTTP server: an accept loop over hyper's HTTP/1.1 connections with header-read, idle and
+//! body timeouts, a bound on open connections below the open-file limit (at the bound the longest
+//! idle connection is closed to make room), and a drain on shutdown bounded in time.
+
+mod connection;
+pub mod settings;
+mod stream;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use axum::Router;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use connection::ConnectionState;
+use settings::{ServerSettings, open_file_limit};
+
+/// Serves `router` on `listener` until `shutdown` resolves, then lets requests in flight finish for
+/// at most `settings.shutdown_drain` and closes whatever is left.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    settings: ServerSettings,
+    shutdown: impl Future<Output = ()>,
+) {
+    let open_files = open_file_limit();
+    let max_connections = settings.effective_max_connections(open_files);
+    if max_connections < settings.max_connections {
+        tracing::warn!(
+            configured = settings.max_connections,
+            used = max_connections,
+            open_file_limit = open_files,
+            "connection bound lowered to stay below the open-file limit"
+        );
+    }
+    let table = ConnectionTable::new(max_connections);
+    let (stop, stopped) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => match table.admit() {
+                    Some((id, state)) => {
+                        let table = Arc::clone(&table);
+                        let task = connection::run(stream, state, router.clone(), settings, stopped.clone());
+                        connections.spawn(async move {
+                            task.await;
+                            table.remove(id);
+                        });
+                    }
+                    None => {
+                        connections.spawn(refuse(stream));
+                    }
+                },
+                Err(e) => {
+                    // Typically EMFILE: back off instead of spinning; the bound makes this rare.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+    drop(listener);
+    stop.send_replace(true);
+    let open = connections.len();
+    tracing::info!(open, drain = ?settings.shutdown_drain, "draining connections");
+    let drained = tokio::time::timeout(settings.shutdown_drain, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            remaining = connections.len(),
+            "drain time is over: closing the remaining connections"
+        );
+        connections.shutdown().await;
+    }
+}
+
+/// Every connection is busy at the bound: answer 503 JSON and close instead of queueing forever.
+async fn refuse(mut stream: TcpStream) {
+    let answer = stream::json_response(
+        503,
+        "too_many_connections",
+        "the broker is at its connection limit; retry shortly",
+        &[("retry-after", "1")],
+    );
+    let answer_and_linger = async {
+        stream.write_all(&answer).await?;
+        stream.shutdown().await?;
+        // Closing with the unread request in the buffer would send a reset that can destroy the
+        // answer in flight; read until the client closes (bounded by the timeout) instead.
+        let mut sink = [0u8; 1024];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<(), std::io::Error>(())
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), answer_and_linger).await;
+}
+
+/// The open connections, for the bound and for choosing whom to evict.
+struct ConnectionTable {
+    max: usize,
+    inner: Mutex<(u64, HashMap<u64, Arc<ConnectionState>>)>,
+}
+
+impl ConnectionTable {
+    fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self {
+            max,
+            inner: Mutex::new((0, HashMap::new())),
+        })
+    }
+
+    /// Registers a new connection; at the bound, first evicts the connection idle the longest
+    /// (silent, slow-header and idle keep-alive connections), so that new clients get in. `None`
+    /// when every connection has a request in flight.
+    fn admit(&self) -> Option<(u64, Arc<ConnectionState>)> {
+        let mut guard = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let (next_id, open) = &mut *guard;
+        if open.len() >= self.max {
+            let victim = open
+                .iter()
+                .filter_map(|(id, state)| state.idle_since().map(|since| (since, *id)))
+                .min()
+                .map(|(_, id)| id)?;
+            if let Some(state) = open.remove(&victim) {
+                state.evict();
+            }
+        }
+        *next_id += 1;
+        let state = ConnectionState::new();
+        open.insert(*next_id, Arc::clone(&state));
+        Some((*next_id, state))
+    }
+
+    fn remove(&self, id: u64) {
+        let mut guard = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        guard.1.remove(&id);
+    }
+}

@@ -1,0 +1,188 @@
+//! The TCP stream under hyper: notes when request bytes arrive (for the header-read timeout) and
+//! replaces hyper's own body-less answers to unparseable requests (400, 414, 431) with the
+//! broker's JSON error, since hyper writes those before any service sees the request.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use super::connection::ConnectionState;
+
+pub struct ObservedStream {
+    stream: TcpStream,
+    state: Arc<ConnectionState>,
+    /// Our JSON answer in place of hyper's, and how much of it is written.
+    replacement: Option<(Vec<u8>, usize)>,
+}
+
+impl ObservedStream {
+    pub fn new(stream: TcpStream, state: Arc<ConnectionState>) -> Self {
+        Self {
+            stream,
+            state,
+            replacement: None,
+        }
+    }
+
+    /// Writes the replacement to the end, then reports hyper's `claimed` bytes as written: hyper
+    /// closes the connection after its parse-error answer, so nothing of its own must follow ours.
+    fn poll_replacement(
+        &mut self,
+        cx: &mut Context<'_>,
+        claimed: usize,
+    ) -> Poll<io::Result<usize>> {
+        if let Some((bytes, written)) = &mut self.replacement {
+            while *written < bytes.len() {
+                let n = ready!(Pin::new(&mut self.stream).poll_write(cx, &bytes[*written..]))?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                *written += n;
+            }
+        }
+        Poll::Ready(Ok(claimed))
+    }
+}
+
+impl AsyncRead for ObservedStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut self.stream).poll_read(cx, buf))?;
+        if buf.filled().len() > before {
+            self.state.bytes_arrived();
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for ObservedStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.replacement.is_none() {
+            match json_for_parse_error(buf) {
+                Some(answer) => self.replacement = Some((answer, 0)),
+                None => return Pin::new(&mut self.stream).poll_write(cx, buf),
+            }
+        }
+        self.poll_replacement(cx, buf.len())
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        // A response head is always the first slice hyper hands over, so checking it suffices.
+        let first = bufs
+            .iter()
+            .find(|b| !b.is_empty())
+            .map_or(&[][..], |b| &b[..]);
+        if self.replacement.is_some() || json_for_parse_error(first).is_some() {
+            return self.poll_write(cx, first);
+        }
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// Our answer if `head` is one of hyper's automatic parse-error responses: status 400, 414 or
+/// 431 and no `content-type` (every response the router produces has one).
+fn json_for_parse_error(head: &[u8]) -> Option<Vec<u8>> {
+    let status = head
+        .strip_prefix(b"HTTP/1.1 ")
+        .or_else(|| head.strip_prefix(b"HTTP/1.0 "))?
+        .get(..3)?;
+    let (status, code, message) = match status {
+        b"400" => (
+            400,
+            "malformed_request",
+            "the request is not valid HTTP/1.1",
+        ),
+        b"414" => (414, "uri_too_long", "the request target is too long"),
+        b"431" => (
+            431,
+            "headers_too_large",
+            "the request header section is too large",
+        ),
+        _ => return None,
+    };
+    let end = head
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(head.len());
+    let has_content_type = head[..end]
+        .split(|&b| b == b'\n')
+        .any(|line| line.len() >= 13 && line[..13].eq_ignore_ascii_case(b"content-type:"));
+    (!has_content_type).then(|| json_response(status, code, message, &[]))
+}
+
+/// A complete `Connection: close` HTTP/1.1 response with the broker's JSON error body, for answers
+/// given outside the router (it carries a fresh `X-Request-ID` like every other response).
+pub fn json_response(
+    status: u16,
+    code: &str,
+    message: &str,
+    extra_headers: &[(&str, &str)],
+) -> Vec<u8> {
+    let reason = hyper::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Error");
+    let body = serde_json::json!({"error": message, "message": message, "code": code}).to_string();
+    let mut head = format!(
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\nx-request-id: req_{}\r\n",
+        body.len(),
+        uuid::Uuid::new_v4().simple()
+    );
+    for (name, value) in extra_headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut bytes = head.into_bytes();
+    bytes.extend_from_slice(body.as_bytes());
+    bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_hyper_s_bare_parse_errors_are_replaced() {
+        let bare =
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\ndate: x\r\n\r\n";
+        let answer = String::from_utf8(json_for_parse_error(bare).unwrap()).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
+        assert!(
+            answer.contains("content-type: application/json"),
+            "{answer}"
+        );
+        assert!(answer.contains(r#""code":"headers_too_large""#), "{answer}");
+        let ours = b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\ncontent-length: 2\r\n\r\n{}";
+        assert!(json_for_parse_error(ours).is_none());
+        assert!(json_for_parse_error(b"HTTP/1.1 100 Continue\r\n\r\n").is_none());
+        assert!(json_for_parse_error(b"HTTP/1.1 404 Not Found\r\n\r\n").is_none());
+    }
+}
