@@ -17,7 +17,7 @@ use super::extract::{AdminCaller, JsonBody};
 use crate::broker::Broker;
 use crate::byok::bindings::Binding;
 use crate::byok::service::{KeySpec, PROVIDER_AWS_KMS};
-use crate::context::KeyContext;
+use crate::context_json::ContextJson;
 use crate::error::Error;
 
 pub fn routes() -> Router<Arc<Broker>> {
@@ -36,7 +36,7 @@ pub fn routes() -> Router<Arc<Broker>> {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RegisterBody {
-    match_context: Value,
+    match_context: ContextJson,
     provider: String,
     key_arn: String,
     #[serde(default)]
@@ -139,7 +139,7 @@ async fn register(
             format!("provider must be \"{PROVIDER_AWS_KMS}\""),
         ));
     }
-    let match_context = KeyContext::from_json(&body.match_context)?;
+    let match_context = body.match_context.into_context()?;
     let spec = KeySpec {
         key_arn: body.key_arn,
         region: body.region,
