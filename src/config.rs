@@ -144,6 +144,7 @@ struct RawKms {
 struct RawAws {
     region: Option<String>,
     endpoint_url: Option<String>,
+    sts_endpoint_url: Option<String>,
     attempt_timeout_ms: Option<u64>,
     operation_timeout_ms: Option<u64>,
     max_attempts: Option<u32>,
@@ -197,6 +198,7 @@ impl Config {
         let aws = AwsOptions {
             region: a.region,
             endpoint_url: a.endpoint_url,
+            sts_endpoint_url: a.sts_endpoint_url,
             static_credentials: None,
             attempt_timeout: a
                 .attempt_timeout_ms

@@ -39,6 +39,15 @@ impl TestBroker {
 
     /// Starts with extra `BYOK_BROKER_*` settings.
     pub async fn start_with(test: &str, settings: &[(&'static str, &str)]) -> Self {
+        Self::start_with_aws(test, settings, options_for(PLATFORM_ACCOUNT)).await
+    }
+
+    /// Starts with extra settings and the given AWS options (e.g. another STS endpoint).
+    pub async fn start_with_aws(
+        test: &str,
+        settings: &[(&'static str, &str)],
+        aws: byok_broker::kms::aws::AwsOptions,
+    ) -> Self {
         let data_dir = std::env::temp_dir().join(format!(
             "byok-http-{test}-{}",
             uuid::Uuid::new_v4().simple()
@@ -55,7 +64,7 @@ impl TestBroker {
         let mut env = env;
         env.extend(settings.iter().map(|(k, v)| (*k, v.to_string())));
         let mut config = Config::load(None, |name| env.get(name).cloned()).expect("config");
-        config.aws = options_for(PLATFORM_ACCOUNT);
+        config.aws = aws;
         let kms = Arc::new(CountingProvider::new(
             AwsKms::connect(&config.aws).await.expect("provider"),
         ));
