@@ -31,6 +31,8 @@ struct FakeSts {
     url: String,
     fault: Arc<Mutex<Fault>>,
     requests: Arc<AtomicU64>,
+    /// The body of the last AssumeRole request (form-encoded `Action=AssumeRole&...`).
+    last_request: Arc<Mutex<String>>,
 }
 
 impl FakeSts {
@@ -39,13 +41,17 @@ impl FakeSts {
         let url = format!("http://{}", listener.local_addr().expect("address"));
         let fault = Arc::new(Mutex::new(THROTTLING));
         let requests = Arc::new(AtomicU64::new(0));
+        let last_request = Arc::new(Mutex::new(String::new()));
         let (shared_fault, counter) = (Arc::clone(&fault), Arc::clone(&requests));
+        let shared_last = Arc::clone(&last_request);
         tokio::spawn(async move {
             while let Ok((mut stream, _)) = listener.accept().await {
                 let fault = *shared_fault.lock().expect("not poisoned");
                 counter.fetch_add(1, Ordering::SeqCst);
+                let last = Arc::clone(&shared_last);
                 tokio::spawn(async move {
-                    read_request(&mut stream).await;
+                    let body = read_request(&mut stream).await;
+                    *last.lock().expect("not poisoned") = body;
                     let (status, kind, code) = fault;
                     let body = format!(
                         "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error><Type>{kind}</Type><Code>{code}</Code><Message>stand-in says {code}</Message></Error><RequestId>fake-1</RequestId></ErrorResponse>"
@@ -63,6 +69,7 @@ impl FakeSts {
             url,
             fault,
             requests,
+            last_request,
         }
     }
 
@@ -71,16 +78,16 @@ impl FakeSts {
     }
 }
 
-/// Reads headers and a `content-length` body, so the client sees a complete exchange.
-async fn read_request(stream: &mut tokio::net::TcpStream) {
+/// Reads headers and a `content-length` body, so the client sees a complete exchange; returns the body.
+async fn read_request(stream: &mut tokio::net::TcpStream) -> String {
     let mut buffer = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
         let Ok(n) = stream.read(&mut chunk).await else {
-            return;
+            return String::new();
         };
         if n == 0 {
-            return;
+            return String::new();
         }
         buffer.extend_from_slice(&chunk[..n]);
         let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") else {
@@ -93,7 +100,7 @@ async fn read_request(stream: &mut tokio::net::TcpStream) {
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0);
         if buffer.len() >= end + 4 + length {
-            return;
+            return String::from_utf8_lossy(&buffer[end + 4..]).into_owned();
         }
     }
 }
@@ -225,4 +232,60 @@ async fn throttled_or_failing_sts_is_retryable_and_access_denied_revokes() {
         (403, Some("key_unavailable"))
     );
     assert_eq!(state_changes(&broker).await, 1);
+}
+
+/// Registration sends the broker-generated external id of the organization to STS, and a refusal
+/// is reported with its reason and a fixed message, not the STS error text.
+#[tokio::test]
+async fn registration_assumes_the_role_with_the_broker_external_id() {
+    let sts = FakeSts::start().await;
+    sts.answer(ACCESS_DENIED);
+    let mut aws = options_for(PLATFORM_ACCOUNT);
+    aws.sts_endpoint_url = Some(sts.url.clone());
+    let broker = TestBroker::start_with_aws("sts-register", &[], aws).await;
+    let external_id = broker
+        .call_with(
+            "GET",
+            "/admin/v1/byok-external-ids/org_reg",
+            None,
+            Some(ADMIN_KEY),
+            &[],
+        )
+        .await
+        .body["external_id"]
+        .as_str()
+        .expect("external id")
+        .to_owned();
+    let registration = json!({
+        "match_context": {"organization_id": "org_reg"},
+        "provider": "aws_kms",
+        "key_arn": format!("arn:aws:kms:us-east-1:{TENANT_ACCOUNT}:key/{}", uuid::Uuid::new_v4()),
+        "role_arn": format!("arn:aws:iam::{TENANT_ACCOUNT}:role/byok-broker-access"),
+    });
+    let response = broker
+        .call_with(
+            "POST",
+            "/admin/v1/byok-keys",
+            Some(&registration),
+            Some(ADMIN_KEY),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (response.status, response.body["code"].as_str()),
+        (422, Some("byok_verification_failed")),
+        "{:?}",
+        response.body
+    );
+    let message = response.body["message"].as_str().unwrap_or_default();
+    assert!(message.contains("role_not_assumable"), "{message}");
+    assert!(
+        !message.contains("stand-in") && !message.contains("AccessDenied"),
+        "{message}"
+    );
+    let sent = sts.last_request.lock().expect("not poisoned").clone();
+    assert!(
+        sent.contains(&format!("ExternalId={external_id}")),
+        "{sent}"
+    );
 }

@@ -109,6 +109,13 @@ CREATE TABLE rewrap_failures (
     PRIMARY KEY (job_id, object_id)
 );
 "#,
+    r#"
+CREATE TABLE byok_external_ids (
+    organization_id  TEXT PRIMARY KEY,
+    external_id      TEXT NOT NULL UNIQUE,
+    created_at       TEXT NOT NULL
+);
+"#,
 ];
 
 pub(super) fn apply(connection: &mut Connection) -> Result<(), StoreError> {
