@@ -2,10 +2,13 @@
 
 Creates, in the tenant's simulated AWS account (a 12-digit access key id acts as that account):
   * a symmetric CMK with an alias, the key a tenant would bring,
-  * an IAM role whose trust policy names the broker's account and an ExternalId, with a policy
-    allowing the KMS calls the broker makes on that key.
-Prints the values an admin would register (key ARN, role ARN, external id) as JSON.
-Usage: localstack/.venv/bin/python localstack/seed.py [ENDPOINT] (default http://127.0.0.1:4566)
+  * an IAM role whose trust policy names the broker's account and the organization's ExternalId,
+    with a policy allowing the KMS calls the broker makes on that key.
+The external id is the broker's (it generates one per organization): pass the value of
+`GET /admin/v1/byok-external-ids/org_acme` as EXTERNAL_ID. Prints the registration body as JSON.
+Usage: localstack/.venv/bin/python localstack/seed.py [ENDPOINT] [EXTERNAL_ID]
+(default http://127.0.0.1:4566; LocalStack does not enforce the trust policy, so without an
+EXTERNAL_ID a placeholder is used and the registration still works there.)
 """
 
 import json
@@ -17,7 +20,7 @@ ENDPOINT = sys.argv[1] if len(sys.argv) > 1 else "http://127.0.0.1:4566"
 REGION = "us-east-1"
 PLATFORM_ACCOUNT = "000000000000"
 TENANT_ACCOUNT = "111111111111"
-EXTERNAL_ID = "byok-demo-external-id"
+EXTERNAL_ID = sys.argv[2] if len(sys.argv) > 2 else "replace-with-the-broker-external-id"
 ROLE_NAME = "byok-broker-access"
 ALIAS = "alias/acme-byok-demo"
 
@@ -53,6 +56,8 @@ def tenant_role(iam):
     }
     try:
         arn = iam.get_role(RoleName=ROLE_NAME)["Role"]["Arn"]
+        # A re-run with the broker's external id must update the trust policy, not keep the old one.
+        iam.update_assume_role_policy(RoleName=ROLE_NAME, PolicyDocument=json.dumps(trust))
     except iam.exceptions.NoSuchEntityException:
         arn = iam.create_role(RoleName=ROLE_NAME, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
     return arn
@@ -85,7 +90,6 @@ def main():
         "key_arn": key_arn,
         "region": REGION,
         "role_arn": role_arn,
-        "external_id": EXTERNAL_ID,
     }, indent=2))
 
 

@@ -52,6 +52,9 @@ pub struct Config {
     pub rewrap: RewrapConfig,
     /// Connection timeouts and bounds of the HTTP server.
     pub server: ServerSettings,
+    /// BYOK registrations without a role: the broker's own identity uses the tenant's key, which
+    /// the tenant's key policy must pin to its organization (README, BYOK). Off by default.
+    pub byok_allow_direct_key_access: bool,
     /// Bootstrap API keys from `BYOK_BROKER_APP_KEY` / `BYOK_BROKER_ADMIN_KEY` (never from files).
     pub bootstrap_app_key: Option<Redacted>,
     pub bootstrap_admin_key: Option<Redacted>,
@@ -119,6 +122,7 @@ struct RawRewrap {
 struct RawByok {
     watch_interval_ms: Option<u64>,
     watch_concurrency: Option<usize>,
+    allow_direct_key_access: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -149,6 +153,7 @@ struct RawKms {
 struct RawAws {
     region: Option<String>,
     endpoint_url: Option<String>,
+    sts_endpoint_url: Option<String>,
     attempt_timeout_ms: Option<u64>,
     operation_timeout_ms: Option<u64>,
     max_attempts: Option<u32>,
@@ -202,6 +207,7 @@ impl Config {
         let aws = AwsOptions {
             region: a.region,
             endpoint_url: a.endpoint_url,
+            sts_endpoint_url: a.sts_endpoint_url,
             static_credentials: None,
             attempt_timeout: a
                 .attempt_timeout_ms
@@ -287,6 +293,10 @@ impl Config {
                 "interval must be at least 100 ms and concurrency at least 1".into(),
             ));
         }
+        let byok_allow_direct_key_access = match env("BYOK_BROKER_BYOK_ALLOW_DIRECT_KEY_ACCESS") {
+            Some(text) => parse_bool("BYOK_BROKER_BYOK_ALLOW_DIRECT_KEY_ACCESS", &text)?,
+            None => raw.byok.allow_direct_key_access.unwrap_or(false),
+        };
         let rewrap_defaults = RewrapConfig::default();
         let rewrap = RewrapConfig {
             kms_calls_per_second: match env("BYOK_BROKER_REWRAP_KMS_CALLS_PER_SECOND") {
@@ -325,6 +335,7 @@ impl Config {
             watcher,
             rewrap,
             server,
+            byok_allow_direct_key_access,
             bootstrap_app_key: secret("BYOK_BROKER_APP_KEY"),
             bootstrap_admin_key: secret("BYOK_BROKER_ADMIN_KEY"),
             listen,
@@ -363,6 +374,14 @@ fn parse_number(name: &'static str, text: &str) -> Result<u64, ConfigError> {
     text.trim()
         .parse()
         .map_err(|e| invalid(name, format!("{text:?}: {e}")))
+}
+
+fn parse_bool(name: &'static str, text: &str) -> Result<bool, ConfigError> {
+    match text {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        other => Err(invalid(name, format!("{other:?} is not true or false"))),
+    }
 }
 
 fn invalid(name: &'static str, message: String) -> ConfigError {

@@ -75,17 +75,27 @@ impl KeyContext {
         Self::from_map(map)
     }
 
-    /// Validates a JSON value as sent on the wire (`{"organization_id": "org_acme"}`).
+    /// Validates a JSON value as sent on the wire (`{"organization_id": "org_acme"}`). A parsed
+    /// `Value` has already lost duplicate names: request bodies go through
+    /// [`ContextJson`](crate::context_json::ContextJson) instead, which sees every pair.
     pub fn from_json(value: &serde_json::Value) -> Result<Self, ContextError> {
         let object = value.as_object().ok_or(ContextError::NotAnObject)?;
-        let mut map = BTreeMap::new();
-        for (name, value) in object {
-            let text = value
-                .as_str()
-                .ok_or_else(|| ContextError::NotAString { name: name.clone() })?;
-            map.insert(name.clone(), text.to_owned());
+        Self::from_json_pairs(object.iter().map(|(k, v)| (k.clone(), v.clone())))
+    }
+
+    /// Validates JSON name/value pairs in wire order; a repeated name is an error.
+    pub fn from_json_pairs<I>(pairs: I) -> Result<Self, ContextError>
+    where
+        I: IntoIterator<Item = (String, serde_json::Value)>,
+    {
+        let mut strings = Vec::new();
+        for (name, value) in pairs {
+            match value {
+                serde_json::Value::String(text) => strings.push((name, text)),
+                _ => return Err(ContextError::NotAString { name }),
+            }
         }
-        Self::from_map(map)
+        Self::new(strings)
     }
 
     fn from_map(pairs: BTreeMap<String, String>) -> Result<Self, ContextError> {
@@ -186,8 +196,9 @@ impl KeyContext {
 
 impl<'de> Deserialize<'de> for KeyContext {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let value = serde_json::Value::deserialize(deserializer)?;
-        KeyContext::from_json(&value).map_err(serde::de::Error::custom)
+        crate::context_json::ContextJson::deserialize(deserializer)?
+            .into_context()
+            .map_err(serde::de::Error::custom)
     }
 }
 

@@ -32,7 +32,6 @@ fn registration(org: &str, key_arn: &str, account: &str) -> Value {
         "provider": "aws_kms",
         "key_arn": key_arn,
         "role_arn": format!("arn:aws:iam::{account}:role/byok-broker-access"),
-        "external_id": format!("{org}-external-id"),
     })
 }
 
@@ -73,12 +72,16 @@ async fn registration_verifies_the_key_before_saving_it() {
     let broker = start().await;
     let (id, key_arn) = register(&broker, "org_reg", TENANT_ACCOUNT).await;
     let shown = admin(&broker, "GET", &format!("/admin/v1/byok-keys/{id}"), None).await;
+    let generated = admin(&broker, "GET", "/admin/v1/byok-external-ids/org_reg", None).await;
     assert_eq!(
         (
             shown.body["key_arn"].as_str(),
             shown.body["external_id"].as_str()
         ),
-        (Some(key_arn.as_str()), Some("org_reg-external-id"))
+        (
+            Some(key_arn.as_str()),
+            generated.body["external_id"].as_str()
+        )
     );
 
     let duplicate = admin(
@@ -96,8 +99,13 @@ async fn registration_verifies_the_key_before_saving_it() {
         (duplicate.status, duplicate.body["code"].as_str()),
         (409, Some("already_exists"))
     );
+    // Two equally specific, overlapping match contexts: routing could not choose.
+    let mut pii = registration("org_amb", &create_key(TENANT_ACCOUNT).await, TENANT_ACCOUNT);
+    pii["match_context"] = json!({"organization_id": "org_amb", "data_type": "pii"});
+    let pii = admin(&broker, "POST", "/admin/v1/byok-keys", Some(&pii)).await;
+    assert_eq!(pii.status, 201, "{:?}", pii.body);
     let mut ambiguous = registration("x", &create_key(TENANT_ACCOUNT).await, TENANT_ACCOUNT);
-    ambiguous["match_context"] = json!({"data_type": "pii"});
+    ambiguous["match_context"] = json!({"organization_id": "org_amb", "region": "eu"});
     let ambiguous = admin(&broker, "POST", "/admin/v1/byok-keys", Some(&ambiguous)).await;
     assert_eq!(
         (ambiguous.status, ambiguous.body["code"].as_str()),
@@ -189,7 +197,7 @@ async fn registration_verifies_the_key_before_saving_it() {
     let listed = admin(&broker, "GET", "/admin/v1/byok-keys", None).await;
     assert_eq!(
         listed.body["data"].as_array().unwrap().len(),
-        1,
+        2,
         "failed registrations are not saved"
     );
 }
@@ -429,7 +437,7 @@ async fn rotation_onboarding_counts_and_deletion() {
     assert_ne!(platform_kek, key_a);
 
     let key_b = create_key(TENANT_ACCOUNT).await;
-    let rotated = admin(&broker, "PUT", &format!("/admin/v1/byok-keys/{id}"), Some(&json!({"key_arn": key_b, "role_arn": format!("arn:aws:iam::{TENANT_ACCOUNT}:role/byok-broker-access"), "external_id": "rotated"}))).await;
+    let rotated = admin(&broker, "PUT", &format!("/admin/v1/byok-keys/{id}"), Some(&json!({"key_arn": key_b, "role_arn": format!("arn:aws:iam::{TENANT_ACCOUNT}:role/byok-broker-access")}))).await;
     assert_eq!(rotated.status, 200, "{:?}", rotated.body);
     assert_eq!(rotated.body["key_arn"], key_b.as_str());
     let under_b = create_object(&broker, "under-b", json!({"organization_id": "org_rotate"})).await;

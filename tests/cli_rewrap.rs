@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 const TENANT: &str = "111111111111";
 
 fn key_spec(key_arn: &str) -> Value {
-    json!({"key_arn": key_arn, "role_arn": format!("arn:aws:iam::{TENANT}:role/byok-broker-access"), "external_id": "cli-test"})
+    json!({"key_arn": key_arn, "role_arn": format!("arn:aws:iam::{TENANT}:role/byok-broker-access")})
 }
 
 fn rewrap_cli(port: u16, byok_id: &str) -> std::process::Output {

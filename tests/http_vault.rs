@@ -339,6 +339,67 @@ async fn error_paths_answer_json_with_stable_codes() {
     );
 }
 
+/// A context object naming a pair twice is refused (422 `invalid_context` naming it) wherever a
+/// context is parsed, instead of the last value silently winning; nothing is written.
+#[tokio::test]
+async fn duplicate_context_names_are_refused_everywhere() {
+    let broker = TestBroker::start("dup-context").await;
+    let dup = r#"{"organization_id":"org_a","organization_id":"org_b"}"#;
+    let cases = [
+        (
+            "/vault/v1/kv",
+            format!(r#"{{"name":"dup","value":"v","key_context":{dup}}}"#),
+            common::broker::APP_KEY,
+        ),
+        (
+            "/vault/v1/keys/data-key",
+            format!(r#"{{"context":{dup}}}"#),
+            common::broker::APP_KEY,
+        ),
+        (
+            "/vault/v1/keys/rekey",
+            format!(r#"{{"context":{dup},"encrypted_keys":"AAAA"}}"#),
+            common::broker::APP_KEY,
+        ),
+        (
+            "/admin/v1/api-keys",
+            format!(r#"{{"name":"k","role":"app","scope":{dup}}}"#),
+            ADMIN_KEY,
+        ),
+        (
+            "/admin/v1/byok-keys",
+            format!(
+                r#"{{"match_context":{dup},"provider":"aws_kms","key_arn":"arn:aws:kms:us-east-1:111111111111:key/k","role_arn":"arn:aws:iam::111111111111:role/r"}}"#
+            ),
+            ADMIN_KEY,
+        ),
+    ];
+    for (path, body, key) in cases {
+        let response = broker
+            .raw("POST", path, body.as_bytes(), Some(key), &[])
+            .await;
+        assert_eq!(
+            (response.status, response.body["code"].as_str()),
+            (422, Some("invalid_context")),
+            "{path}: {:?}",
+            response.body
+        );
+        let message = response.body["message"].as_str().unwrap_or_default();
+        assert!(message.contains("organization_id"), "{path}: {message}");
+    }
+    let read = broker.call("GET", "/vault/v1/kv/name/dup", None).await;
+    assert_eq!(read.status, 404, "nothing was written: {:?}", read.body);
+    let keys = broker
+        .call_with("GET", "/admin/v1/api-keys", None, Some(ADMIN_KEY), &[])
+        .await;
+    assert_eq!(
+        keys.body["data"].as_array().map(Vec::len),
+        Some(2),
+        "{:?}",
+        keys.body
+    );
+}
+
 #[tokio::test]
 async fn of_fifty_concurrent_updates_with_one_version_check_exactly_one_wins() {
     let broker = TestBroker::start("race").await;

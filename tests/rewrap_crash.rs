@@ -25,7 +25,7 @@ async fn call(port: u16, key: &str, method: &str, path: &str, body: Value) -> (u
 }
 
 fn key_spec(key_arn: &str) -> Value {
-    json!({"key_arn": key_arn, "role_arn": format!("arn:aws:iam::{TENANT}:role/byok-broker-access"), "external_id": "crash-test"})
+    json!({"key_arn": key_arn, "role_arn": format!("arn:aws:iam::{TENANT}:role/byok-broker-access")})
 }
 
 #[tokio::test]

@@ -37,7 +37,7 @@ async fn admin(
 }
 
 fn key_spec(key_arn: &str) -> Value {
-    json!({"key_arn": key_arn, "role_arn": format!("arn:aws:iam::{TENANT}:role/byok-broker-access"), "external_id": "rewrap-test"})
+    json!({"key_arn": key_arn, "role_arn": format!("arn:aws:iam::{TENANT}:role/byok-broker-access")})
 }
 
 async fn register(broker: &TestBroker, org: &str) -> (String, String) {

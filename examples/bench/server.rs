@@ -154,7 +154,7 @@ impl Broker {
         let tenant = client(&self.localstack, TENANT_ACCOUNT).await;
         let key_a = create_key(&tenant).await;
         let role = format!("arn:aws:iam::{TENANT_ACCOUNT}:role/bench");
-        let registration = json!({"match_context": {"organization_id": "org_rewrap_bench"}, "provider": "aws_kms", "key_arn": key_a, "role_arn": role, "external_id": "bench"});
+        let registration = json!({"match_context": {"organization_id": "org_rewrap_bench"}, "provider": "aws_kms", "key_arn": key_a, "role_arn": role});
         let (status, body) = self
             .admin
             .call("POST", "/admin/v1/byok-keys", Some(&registration))
@@ -175,7 +175,7 @@ impl Broker {
             .call(
                 "PUT",
                 &format!("/admin/v1/byok-keys/{id}"),
-                Some(&json!({"key_arn": key_b, "role_arn": role, "external_id": "bench"})),
+                Some(&json!({"key_arn": key_b, "role_arn": role})),
             )
             .await
             .unwrap();

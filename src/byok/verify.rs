@@ -16,7 +16,7 @@ pub async fn verify_kek(
     if !description.enabled {
         return Err(Error::ByokVerificationFailed {
             reason: "key_disabled",
-            detail: format!("the key is in state {}", description.state),
+            detail: message("key_disabled").into(),
         });
     }
     if !description.symmetric_encrypt_decrypt {
@@ -42,6 +42,8 @@ pub async fn verify_kek(
     Ok(())
 }
 
+/// A verdict names its reason and a fixed message: KMS and STS text (which can quote ARNs,
+/// accounts and policies of either side) goes to the operator's log only, never to the caller.
 fn failed(e: KmsError) -> Error {
     if e.class() == KmsErrorClass::Retryable {
         return Error::KmsUnavailable(e);
@@ -54,8 +56,24 @@ fn failed(e: KmsError) -> Error {
         KmsFailure::RoleNotAssumable => "role_not_assumable",
         _ => "invalid_key",
     };
+    tracing::warn!(reason, detail = %e.detail, "BYOK key verification failed");
     Error::ByokVerificationFailed {
         reason,
-        detail: e.detail,
+        detail: message(reason).into(),
+    }
+}
+
+fn message(reason: &str) -> &'static str {
+    match reason {
+        "key_disabled" => "the key is not enabled in KMS",
+        "key_invalid_state" => "the key is pending deletion or in a state that cannot be used",
+        "access_denied" => {
+            "the role may not use the key: check the role's policy and the key policy"
+        }
+        "key_not_found" => "no key with this ARN exists in that account and region",
+        "role_not_assumable" => {
+            "the broker cannot assume the role: check its trust policy (the broker's account and the sts:ExternalId condition)"
+        }
+        _ => "KMS refused to use this key for encryption",
     }
 }

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use super::extract::{AdminCaller, JsonBody};
 use crate::auth::{self, Role};
 use crate::broker::Broker;
-use crate::context::KeyContext;
+use crate::context_json::ContextJson;
 use crate::error::Error;
 use crate::store::{ApiKeyRecord, EventQuery, NewApiKey};
 use crate::timestamp::Timestamp;
@@ -36,8 +36,9 @@ pub fn routes() -> Router<Arc<Broker>> {
 struct CreateApiKeyBody {
     name: String,
     role: String,
+    /// `null` and absent both mean unscoped.
     #[serde(default)]
-    scope: Option<Value>,
+    scope: Option<ContextJson>,
 }
 
 fn api_key_json(record: &ApiKeyRecord) -> Result<Value, Error> {
@@ -78,8 +79,8 @@ async fn create_api_key(
             ));
         }
     };
-    let scope_json = match &body.scope {
-        None | Some(Value::Null) => None,
+    let scope_json = match body.scope {
+        None => None,
         Some(_) if role == Role::Admin => {
             return Err(Error::invalid(
                 "invalid_scope",
@@ -88,7 +89,7 @@ async fn create_api_key(
         }
         // A scope is a context selector: the same rules as a key context.
         Some(value) => Some(
-            serde_json::to_string(&KeyContext::from_json(value)?)
+            serde_json::to_string(&value.into_context()?)
                 .map_err(|e| Error::Internal(e.to_string()))?,
         ),
     };

@@ -1,5 +1,6 @@
 //! `/admin/v1/byok-keys`: what an admin portal's BYOK page calls. Register (verified), read with
-//! state and object counts, enable/disable, rotate, delete; plus `/admin/v1/metrics`.
+//! state and object counts, enable/disable, rotate, delete; each organization's broker-generated
+//! `sts:ExternalId` (`/admin/v1/byok-external-ids`); plus `/admin/v1/metrics`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use super::extract::{AdminCaller, JsonBody};
 use crate::broker::Broker;
 use crate::byok::bindings::Binding;
 use crate::byok::service::{KeySpec, PROVIDER_AWS_KMS};
-use crate::context::KeyContext;
+use crate::context_json::ContextJson;
 use crate::error::Error;
 
 pub fn routes() -> Router<Arc<Broker>> {
@@ -30,13 +31,17 @@ pub fn routes() -> Router<Arc<Broker>> {
         .route("/admin/v1/byok-keys/{id}/disable", post(disable))
         .route("/admin/v1/byok-keys/{id}/enable", post(enable))
         .route("/admin/v1/byok-keys/{id}/retire", post(retire))
+        .route(
+            "/admin/v1/byok-external-ids/{organization_id}",
+            get(external_id),
+        )
         .route("/admin/v1/metrics", get(metrics))
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RegisterBody {
-    match_context: Value,
+    match_context: ContextJson,
     provider: String,
     key_arn: String,
     #[serde(default)]
@@ -139,7 +144,7 @@ async fn register(
             format!("provider must be \"{PROVIDER_AWS_KMS}\""),
         ));
     }
-    let match_context = KeyContext::from_json(&body.match_context)?;
+    let match_context = body.match_context.into_context()?;
     let spec = KeySpec {
         key_arn: body.key_arn,
         region: body.region,
@@ -226,6 +231,22 @@ async fn remove(
 ) -> Result<Json<Value>, Error> {
     broker.delete_byok_key(&id).await?;
     Ok(Json(json!({"id": id, "deleted": true})))
+}
+
+/// The organization's `sts:ExternalId` for its role's trust policy: generated on first request,
+/// the same ever after, so the tenant can create the role before the key is registered.
+async fn external_id(
+    State(broker): State<Arc<Broker>>,
+    AdminCaller(_admin): AdminCaller,
+    Path(organization_id): Path<String>,
+) -> Result<Json<Value>, Error> {
+    let id = broker.byok_external_id(&organization_id).await?;
+    Ok(Json(json!({
+        "object": "byok_external_id",
+        "organization_id": id.organization_id,
+        "external_id": id.external_id,
+        "created_at": id.created_at,
+    })))
 }
 
 async fn metrics(

@@ -19,6 +19,7 @@ use super::extract::{AppCaller, JsonBody, RawBody, parse_json};
 use super::wire::{Metadata, Object};
 use crate::broker::Broker;
 use crate::context::KeyContext;
+use crate::context_json::ContextJson;
 use crate::error::Error;
 use crate::store::{ListQuery, Order, StoredResponse};
 use crate::timestamp::Timestamp;
@@ -60,16 +61,17 @@ fn data_key_json(issued: &IssuedDataKey) -> Value {
     })
 }
 
-/// Context fields arrive as arbitrary JSON; validation gives 422 with the offending pair.
-fn context_from(value: &Value) -> Result<KeyContext, Error> {
-    Ok(KeyContext::from_json(value)?)
+/// Context fields arrive as arbitrary JSON, read pair by pair so a repeated name is seen;
+/// validation gives 422 `invalid_context` with the offending pair.
+fn context_from(value: ContextJson) -> Result<KeyContext, Error> {
+    Ok(value.into_context()?)
 }
 
 #[derive(Deserialize)]
 struct CreateObjectBody {
     name: String,
     value: String,
-    key_context: Value,
+    key_context: ContextJson,
 }
 
 async fn create_object(
@@ -95,7 +97,7 @@ async fn create_object(
         return Ok((status, Json(body)).into_response());
     }
     let parsed: CreateObjectBody = parse_json(&body)?;
-    let context = context_from(&parsed.key_context)?;
+    let context = context_from(parsed.key_context)?;
     let meta = broker
         .create_object(&caller, &parsed.name, &parsed.value, context)
         .await?;
@@ -286,7 +288,7 @@ async fn list_versions(
 
 #[derive(Deserialize)]
 struct DataKeyBody {
-    context: Value,
+    context: ContextJson,
 }
 
 async fn create_data_key(
@@ -295,7 +297,7 @@ async fn create_data_key(
     JsonBody(body): JsonBody<DataKeyBody>,
 ) -> Result<Json<Value>, Error> {
     let issued = broker
-        .create_data_key(&caller, context_from(&body.context)?)
+        .create_data_key(&caller, context_from(body.context)?)
         .await?;
     Ok(Json(data_key_json(&issued)))
 }
@@ -318,7 +320,7 @@ async fn decrypt_data_key(
 
 #[derive(Deserialize)]
 struct RekeyBody {
-    context: Value,
+    context: ContextJson,
     encrypted_keys: String,
 }
 
@@ -328,7 +330,7 @@ async fn rekey(
     JsonBody(body): JsonBody<RekeyBody>,
 ) -> Result<Json<Value>, Error> {
     let issued = broker
-        .rekey(&caller, context_from(&body.context)?, &body.encrypted_keys)
+        .rekey(&caller, context_from(body.context)?, &body.encrypted_keys)
         .await?;
     Ok(Json(data_key_json(&issued)))
 }

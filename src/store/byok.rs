@@ -230,6 +230,29 @@ impl Store {
         .await
     }
 
+    /// The organization's external id for `sts:ExternalId`: the stored one, or `candidate` stored
+    /// now if there is none. Returns the id and when it was created; never changes once stored.
+    pub async fn external_id_for(
+        &self,
+        organization_id: &str,
+        candidate: String,
+    ) -> Result<(String, String), StoreError> {
+        let organization_id = organization_id.to_owned();
+        self.run(move |c| {
+            c.execute(
+                "INSERT INTO byok_external_ids (organization_id, external_id, created_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (organization_id) DO NOTHING",
+                params![organization_id, candidate, Timestamp::now().to_rfc3339()],
+            )?;
+            Ok(c.query_row(
+                "SELECT external_id, created_at FROM byok_external_ids WHERE organization_id = ?1",
+                [&organization_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?)
+        })
+        .await
+    }
+
     /// Objects per KEK id (their current version's KEK).
     pub async fn count_objects_by_kek(&self) -> Result<HashMap<String, u64>, StoreError> {
         self.read(|c| {

@@ -42,7 +42,17 @@ impl TestBroker<AwsKms> {
 
     /// Starts with extra `BYOK_BROKER_*` settings.
     pub async fn start_with(test: &str, settings: &[(&'static str, &str)]) -> Self {
-        let (config, data_dir) = test_config(test, "aws", settings);
+        Self::start_with_aws(test, settings, options_for(PLATFORM_ACCOUNT)).await
+    }
+
+    /// Starts with extra settings and the given AWS options (e.g. another STS endpoint).
+    pub async fn start_with_aws(
+        test: &str,
+        settings: &[(&'static str, &str)],
+        aws: byok_broker::kms::aws::AwsOptions,
+    ) -> Self {
+        let (mut config, data_dir) = test_config(test, "aws", settings);
+        config.aws = aws;
         let kms = AwsKms::connect(&config.aws).await.expect("provider");
         serve(config, data_dir, kms).await
     }

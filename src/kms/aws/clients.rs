@@ -31,6 +31,9 @@ pub struct AwsOptions {
     pub tenant_session_length: Duration,
     /// How many tenant clients (role × region) stay cached.
     pub tenant_client_capacity: u64,
+    /// STS endpoint for tenant `AssumeRole` calls (a regional or VPC endpoint); `None` uses the
+    /// same endpoint resolution as KMS.
+    pub sts_endpoint_url: Option<String>,
 }
 
 impl Default for AwsOptions {
@@ -45,6 +48,7 @@ impl Default for AwsOptions {
             max_attempts: 3,
             tenant_session_length: Duration::from_secs(900),
             tenant_client_capacity: 10_000,
+            sts_endpoint_url: None,
         }
     }
 }
@@ -53,6 +57,7 @@ impl fmt::Debug for AwsOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AwsOptions")
             .field("endpoint_url", &self.endpoint_url)
+            .field("sts_endpoint_url", &self.sts_endpoint_url)
             .field("region", &self.region)
             .field(
                 "static_credentials",
@@ -120,17 +125,22 @@ fn is_host_label(label: &str) -> bool {
 }
 
 /// Builds a KMS client that acts as the tenant role. The STS client inside reuses the base
-/// credentials, endpoint and HTTP client.
+/// credentials and HTTP client, and the base endpoint unless `sts_endpoint` names another.
 pub(super) async fn tenant_client(
     base: &SdkConfig,
     access: &TenantAccess,
     region: &str,
     session_length: Duration,
+    sts_endpoint: Option<&str>,
 ) -> aws_sdk_kms::Client {
+    let sts_config = match sts_endpoint {
+        Some(url) => base.to_builder().endpoint_url(url).build(),
+        None => base.clone(),
+    };
     let mut provider = AssumeRoleProvider::builder(&access.role_arn)
         .session_name("byok-broker")
         .session_length(session_length)
-        .configure(base);
+        .configure(&sts_config);
     if let Some(external_id) = &access.external_id {
         provider = provider.external_id(external_id);
     }

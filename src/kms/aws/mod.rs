@@ -35,6 +35,7 @@ pub struct AwsKms {
     own: aws_sdk_kms::Client,
     derived: moka::future::Cache<ClientKey, aws_sdk_kms::Client>,
     session_length: Duration,
+    sts_endpoint_url: Option<String>,
 }
 
 impl AwsKms {
@@ -59,6 +60,7 @@ impl AwsKms {
             own,
             derived,
             session_length: options.tenant_session_length,
+            sts_endpoint_url: options.sts_endpoint_url.clone(),
         })
     }
 
@@ -79,8 +81,14 @@ impl AwsKms {
             .get_with_by_ref(&key, async {
                 match &kek.access {
                     Some(access) => {
-                        clients::tenant_client(&self.base, access, region, self.session_length)
-                            .await
+                        clients::tenant_client(
+                            &self.base,
+                            access,
+                            region,
+                            self.session_length,
+                            self.sts_endpoint_url.as_deref(),
+                        )
+                        .await
                     }
                     None => clients::regional_client(&self.base, region),
                 }
