@@ -31,6 +31,8 @@ pub enum Error {
     PayloadTooLarge,
     #[error("the Idempotency-Key was already used for a different request")]
     IdempotencyKeyReused,
+    #[error("a request with this Idempotency-Key is still in progress, retry later")]
+    IdempotencyInFlight,
     #[error("the tenant's key is disabled in the broker")]
     KeyRevoked,
     #[error("the key protecting this data is unavailable ({reason})")]
@@ -81,6 +83,7 @@ impl Error {
             Error::IdempotencyKeyReused => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
             }
+            Error::IdempotencyInFlight => (StatusCode::CONFLICT, "idempotency_in_flight"),
             Error::KeyRevoked => (StatusCode::FORBIDDEN, "key_revoked"),
             Error::KeyUnavailable { .. } => (StatusCode::FORBIDDEN, "key_unavailable"),
             Error::AlreadyExists(_) => (StatusCode::CONFLICT, "already_exists"),
@@ -127,6 +130,7 @@ impl From<StoreError> for Error {
             StoreError::VersionMismatch { .. } => Error::VersionConflict,
             StoreError::AlreadyExists => Error::AlreadyExists("resource"),
             StoreError::InUse(count) => Error::InUse(count),
+            StoreError::IdempotencyClaimLost => Error::IdempotencyInFlight,
             StoreError::Internal(message) => Error::Internal(message),
         }
     }

@@ -6,6 +6,7 @@ mod admin;
 mod byok;
 mod errors;
 mod extract;
+mod idempotency;
 mod rewrap;
 mod vault;
 mod wire;

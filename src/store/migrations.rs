@@ -109,6 +109,11 @@ CREATE TABLE rewrap_failures (
     PRIMARY KEY (job_id, object_id)
 );
 "#,
+    // An idempotency row is first a claim (`claim_token` set, no response yet) and becomes the
+    // stored response (`claim_token` NULL) in the transaction that creates the object.
+    r#"
+ALTER TABLE idempotency ADD COLUMN claim_token TEXT;
+"#,
 ];
 
 pub(super) fn apply(connection: &mut Connection) -> Result<(), StoreError> {

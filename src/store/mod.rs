@@ -22,7 +22,7 @@ use rusqlite::{Connection, OpenFlags};
 pub use api_keys::{ApiKeyRecord, NewApiKey};
 pub use audit::{AuditEvent, EventQuery};
 pub use byok::{ByokFlag, ByokKeyRecord, TenantKekRecord};
-pub use idempotency::StoredResponse;
+pub use idempotency::{ClaimOutcome, IdempotencyClaim, IdempotencyRecord, StoredResponse};
 pub use objects::{
     ListQuery, ListedObject, NewObject, NewVersion, ObjectRecord, Order, VersionRecord,
 };
@@ -40,6 +40,8 @@ pub enum StoreError {
     AlreadyExists,
     #[error("{0} objects still depend on it")]
     InUse(u64),
+    #[error("the idempotency claim was taken over by another request")]
+    IdempotencyClaimLost,
     #[error("storage failure: {0}")]
     Internal(String),
 }

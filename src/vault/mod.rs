@@ -6,6 +6,8 @@
 mod data_keys;
 mod objects;
 
+pub use objects::IdempotentCreate;
+
 use std::sync::Arc;
 
 use serde_json::json;

@@ -11,9 +11,20 @@ use crate::broker::Broker;
 use crate::context::KeyContext;
 use crate::envelope::{SealedValue, open_value};
 use crate::error::Error;
-use crate::store::{ListQuery, ListedObject, NewObject, ObjectRecord, VersionRecord};
+use crate::store::{
+    IdempotencyClaim, ListQuery, ListedObject, NewObject, ObjectRecord, StoredResponse,
+    VersionRecord,
+};
 
 use super::{MAX_NAME_CHARS, ObjectMeta, ObjectWithValue, meta_from_record, org};
+
+/// An `Idempotency-Key` claim to complete with the create: `respond` renders the response to
+/// store (status, body) from the new object's metadata.
+pub struct IdempotentCreate<'a> {
+    pub claim: &'a IdempotencyClaim,
+    pub respond: fn(&ObjectMeta) -> (u16, String),
+    pub request_hash: Vec<u8>,
+}
 
 impl Broker {
     pub async fn create_object(
@@ -22,6 +33,20 @@ impl Broker {
         name: &str,
         value: &str,
         context: KeyContext,
+    ) -> Result<ObjectMeta, Error> {
+        self.create_object_once(principal, name, value, context, None)
+            .await
+    }
+
+    /// Creates an object; with `once`, its claim becomes the stored response in the object's own
+    /// transaction, so a replayable response exists exactly when the object does.
+    pub async fn create_object_once(
+        &self,
+        principal: &Principal,
+        name: &str,
+        value: &str,
+        context: KeyContext,
+        once: Option<IdempotentCreate<'_>>,
     ) -> Result<ObjectMeta, Error> {
         let name = name.trim();
         let chars = name.chars().count();
@@ -62,7 +87,20 @@ impl Broker {
             actor_name: principal.name.clone(),
             version,
         };
-        self.store.insert_object(object, vec![event]).await?;
+        match once {
+            None => self.store.insert_object(object, vec![event]).await?,
+            Some(once) => {
+                let (status, body) = (once.respond)(&meta);
+                let response = StoredResponse {
+                    request_hash: once.request_hash,
+                    status,
+                    body,
+                };
+                self.store
+                    .insert_object_idempotent(object, vec![event], once.claim, response)
+                    .await?
+            }
+        }
         Ok(meta)
     }
 
