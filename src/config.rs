@@ -13,6 +13,7 @@ use crate::cache::DekCacheConfig;
 use crate::kms::aws::AwsOptions;
 use crate::rate_limit::RateLimitConfig;
 use crate::rewrap::RewrapConfig;
+use crate::store::StoreOptions;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -49,6 +50,7 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     pub watcher: WatcherConfig,
     pub rewrap: RewrapConfig,
+    pub store: StoreOptions,
     /// Bootstrap API keys from `BYOK_BROKER_APP_KEY` / `BYOK_BROKER_ADMIN_KEY` (never from files).
     pub bootstrap_app_key: Option<Redacted>,
     pub bootstrap_admin_key: Option<Redacted>,
@@ -99,6 +101,15 @@ struct RawConfig {
     byok: RawByok,
     #[serde(default)]
     rewrap: RawRewrap,
+    #[serde(default)]
+    store: RawStore,
+}
+
+/// Operational limits of the embedded store (not in the example configs: rarely needed).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    max_page_count: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -308,6 +319,12 @@ impl Config {
                 "must be at least 1".into(),
             ));
         }
+        let store = StoreOptions {
+            max_page_count: match env("BYOK_BROKER_STORE_MAX_PAGE_COUNT") {
+                Some(text) => Some(parse_number("BYOK_BROKER_STORE_MAX_PAGE_COUNT", &text)?),
+                None => raw.store.max_page_count,
+            },
+        };
         let secret = |name: &str| {
             env(name)
                 .filter(|v| !v.is_empty())
@@ -318,6 +335,7 @@ impl Config {
             rate_limit,
             watcher,
             rewrap,
+            store,
             bootstrap_app_key: secret("BYOK_BROKER_APP_KEY"),
             bootstrap_admin_key: secret("BYOK_BROKER_ADMIN_KEY"),
             listen,

@@ -66,6 +66,14 @@ pub struct Store {
     records: Arc<record_cache::RecordCache>,
 }
 
+/// Operational settings of the embedded store.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StoreOptions {
+    /// Caps the database at this many pages (SQLite's `max_page_count`; 4 KiB pages): writes
+    /// beyond it fail as on a full disk. A quota for the data directory, and how tests fill it.
+    pub max_page_count: Option<u64>,
+}
+
 fn configure(connection: &Connection) -> Result<(), StoreError> {
     connection.pragma_update(None, "foreign_keys", "ON")?;
     connection.busy_timeout(std::time::Duration::from_secs(5))?;
@@ -74,6 +82,10 @@ fn configure(connection: &Connection) -> Result<(), StoreError> {
 
 impl Store {
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with(path, StoreOptions::default()).await
+    }
+
+    pub async fn open_with(path: &Path, options: StoreOptions) -> Result<Self, StoreError> {
         let path = path.to_path_buf();
         let (writer, readers) = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
             if let Some(parent) = path.parent() {
@@ -85,6 +97,10 @@ impl Store {
             writer.pragma_update(None, "synchronous", "FULL")?;
             configure(&writer)?;
             migrations::apply(&mut writer)?;
+            if let Some(pages) = options.max_page_count {
+                // A connection setting, so only the writer (the one that grows the file) needs it.
+                writer.pragma_update(None, "max_page_count", pages as i64)?;
+            }
             let readers = (0..READERS)
                 .map(|_| {
                     let reader = Connection::open_with_flags(
