@@ -56,6 +56,10 @@ pub enum Error {
     EncryptedKeysIntegrity,
     #[error("too many requests for this API key, retry later")]
     RateLimited(std::time::Duration),
+    #[error("the broker's storage is full")]
+    StorageFull(String),
+    #[error("the broker's storage is unavailable, retry later")]
+    StorageUnavailable(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -97,6 +101,10 @@ impl Error {
                 (StatusCode::UNPROCESSABLE_ENTITY, "invalid_encrypted_keys")
             }
             Error::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            Error::StorageFull(_) => (StatusCode::INSUFFICIENT_STORAGE, "storage_full"),
+            Error::StorageUnavailable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable")
+            }
             Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
     }
@@ -131,6 +139,8 @@ impl From<StoreError> for Error {
             StoreError::AlreadyExists => Error::AlreadyExists("resource"),
             StoreError::InUse(count) => Error::InUse(count),
             StoreError::IdempotencyClaimLost => Error::IdempotencyInFlight,
+            StoreError::Full(cause) => Error::StorageFull(cause),
+            StoreError::Unavailable(cause) => Error::StorageUnavailable(cause),
             StoreError::Internal(message) => Error::Internal(message),
         }
     }

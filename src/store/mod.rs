@@ -42,13 +42,34 @@ pub enum StoreError {
     InUse(u64),
     #[error("the idempotency claim was taken over by another request")]
     IdempotencyClaimLost,
+    /// The disk (or `store.max_page_count`) is full; SQLite's own message. Clears once space is freed.
+    #[error("storage full: {0}")]
+    Full(String),
+    /// The database file cannot be read or written (I/O error, cannot open); SQLite's own message.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
     #[error("storage failure: {0}")]
     Internal(String),
 }
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        StoreError::Internal(e.to_string())
+        use rusqlite::ErrorCode;
+        // SQLite's message names the condition and never a value, so it may be logged as is.
+        let text = e.to_string();
+        match e.sqlite_error() {
+            Some(failure) => {
+                let text = format!("{text} (SQLite code {})", failure.extended_code);
+                match failure.code {
+                    ErrorCode::DiskFull => StoreError::Full(text),
+                    ErrorCode::SystemIoFailure | ErrorCode::CannotOpen => {
+                        StoreError::Unavailable(text)
+                    }
+                    _ => StoreError::Internal(text),
+                }
+            }
+            None => StoreError::Internal(text),
+        }
     }
 }
 
