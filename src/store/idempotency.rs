@@ -151,3 +151,7 @@ impl Store {
         .await
     }
 }
+
+#[cfg(test)]
+#[path = "idempotency_tests.rs"]
+mod tests;
