@@ -2,23 +2,22 @@
 //! ...). API-caused payloads carry the actor; none ever carries a value, a DEK or an API key.
 //! Events of writes commit in the same transaction as the write. All others go through the
 //! audit writer: a bounded queue (callers wait when it is full: backpressure, never a drop) whose
-//! task commits whatever has queued up in one transaction (group commit), so a cached read never
-//! waits on its own fsync.
+//! task commits whatever has queued up meanwhile in one transaction (group commit: one fsync per
+//! group). `record` returns only once its event is durable, or with the reason it is not, so a
+//! read is never answered without its audit event.
 
 use serde_json::{Map, Value, json};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::auth::Principal;
 use crate::error::Error;
-use crate::store::{AuditEvent, Store};
+use crate::store::{AuditEvent, Store, StoreError};
 use crate::timestamp::Timestamp;
 
 /// Events queued at most before callers wait.
 const QUEUE: usize = 8192;
 /// Events committed at most per transaction.
 const BATCH: usize = 1024;
-/// How long the writer lets events gather before a commit.
-const LINGER: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// Builds an event. With an actor, `actor_id`, `actor_source` and `actor_name` are added; events
 /// the broker itself causes (the key-state watcher) or that WorkOS defines without actor carry none.
@@ -46,8 +45,11 @@ pub fn event(
     }
 }
 
+/// Where to report a batch's commit outcome.
+type Ack = oneshot::Sender<Result<(), StoreError>>;
+
 enum Command {
-    Event(AuditEvent),
+    Event(AuditEvent, Ack),
     Flush(oneshot::Sender<()>),
 }
 
@@ -63,15 +65,19 @@ impl AuditLog {
         Self { sender }
     }
 
-    /// Queues an event; waits while the queue is full.
+    /// Queues an event (waiting while the queue is full) and returns once it is committed; an
+    /// event that cannot be committed fails the caller (e.g. 507 `storage_full`), never silently.
     pub async fn record(&self, event: AuditEvent) -> Result<(), Error> {
+        let stopped = || Error::Internal("the audit writer has stopped".into());
+        let (ack, committed) = oneshot::channel();
         self.sender
-            .send(Command::Event(event))
+            .send(Command::Event(event, ack))
             .await
-            .map_err(|_| Error::Internal("the audit writer has stopped".into()))
+            .map_err(|_| stopped())?;
+        Ok(committed.await.map_err(|_| stopped())??)
     }
 
-    /// Returns once every event queued before the call is committed.
+    /// Returns once every event queued before the call is committed (or refused).
     pub async fn flush(&self) {
         let (done, committed) = oneshot::channel();
         if self.sender.send(Command::Flush(done)).await.is_ok() {
@@ -80,53 +86,36 @@ impl AuditLog {
     }
 }
 
+/// No linger: callers wait for their commit, and whatever queues while one batch commits forms
+/// the next batch, so a busy broker commits large batches and an idle one answers at once.
 async fn write_batches(store: Store, mut receiver: mpsc::Receiver<Command>) {
     let mut commands = Vec::with_capacity(BATCH);
     while receiver.recv_many(&mut commands, BATCH).await > 0 {
-        // Let a batch gather before committing: every commit costs an fsync, and on a busy broker
-        // per-event commits would spend the CPU that requests need.
-        if commands.len() < BATCH {
-            tokio::time::sleep(LINGER).await;
-            while commands.len() < BATCH {
-                match receiver.try_recv() {
-                    Ok(command) => commands.push(command),
-                    Err(_) => break,
-                }
-            }
-        }
         let mut events = Vec::with_capacity(commands.len());
+        let mut acks = Vec::with_capacity(commands.len());
         let mut flushes = Vec::new();
         for command in commands.drain(..) {
             match command {
-                Command::Event(event) => events.push(event),
+                Command::Event(event, ack) => {
+                    events.push(event);
+                    acks.push(ack);
+                }
                 Command::Flush(done) => flushes.push(done),
             }
         }
-        commit(&store, events).await;
+        if !events.is_empty() {
+            let count = events.len();
+            let outcome = store.insert_events(events).await;
+            if let Err(e) = &outcome {
+                // Not lost silently: every caller gets this error instead of a success.
+                tracing::error!(error = %e, events = count, "audit events not committed; their requests fail");
+            }
+            for ack in acks {
+                let _ = ack.send(outcome.clone());
+            }
+        }
         for done in flushes {
             let _ = done.send(());
-        }
-    }
-}
-
-/// Commits a batch, retrying with backoff while the database refuses; an event is never dropped
-/// without an error in the log naming how many.
-async fn commit(store: &Store, events: Vec<AuditEvent>) {
-    if events.is_empty() {
-        return;
-    }
-    let mut delay = std::time::Duration::from_millis(50);
-    for attempt in 1..=8 {
-        match store.insert_events(events.clone()).await {
-            Ok(()) => return,
-            Err(e) if attempt < 8 => {
-                tracing::warn!(error = %e, attempt, events = events.len(), "audit batch not committed; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(std::time::Duration::from_secs(5));
-            }
-            Err(e) => {
-                tracing::error!(error = %e, events = events.len(), "audit events LOST: the database refused them 8 times")
-            }
         }
     }
 }

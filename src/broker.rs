@@ -66,7 +66,7 @@ impl Broker {
         });
         let keyring = Keyring::new(provider, &config.kek_alias_prefix)?;
         let dek_cache = DekCache::new(config.dek_cache);
-        let store = Store::open(&config.data_dir.join("broker.db")).await?;
+        let store = Store::open_with(&config.data_dir.join("broker.db"), config.store).await?;
         if let Some(token) = &config.bootstrap_app_key {
             auth::register_token(&store, "bootstrap-app", Role::App, &token.0).await?;
         }

@@ -14,6 +14,7 @@ use crate::http::server::settings::{RawServer, ServerSettings};
 use crate::kms::aws::AwsOptions;
 use crate::rate_limit::RateLimitConfig;
 use crate::rewrap::RewrapConfig;
+use crate::store::StoreOptions;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -55,6 +56,7 @@ pub struct Config {
     /// BYOK registrations without a role: the broker's own identity uses the tenant's key, which
     /// the tenant's key policy must pin to its organization (README, BYOK). Off by default.
     pub byok_allow_direct_key_access: bool,
+    pub store: StoreOptions,
     /// Bootstrap API keys from `BYOK_BROKER_APP_KEY` / `BYOK_BROKER_ADMIN_KEY` (never from files).
     pub bootstrap_app_key: Option<Redacted>,
     pub bootstrap_admin_key: Option<Redacted>,
@@ -107,6 +109,14 @@ struct RawConfig {
     rewrap: RawRewrap,
     #[serde(default)]
     server: RawServer,
+    store: RawStore,
+}
+
+/// Operational limits of the embedded store (not in the example configs: rarely needed).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    max_page_count: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -324,6 +334,12 @@ impl Config {
             ));
         }
         let server = ServerSettings::load(raw.server, &env)?;
+        let store = StoreOptions {
+            max_page_count: match env("BYOK_BROKER_STORE_MAX_PAGE_COUNT") {
+                Some(text) => Some(parse_number("BYOK_BROKER_STORE_MAX_PAGE_COUNT", &text)?),
+                None => raw.store.max_page_count,
+            },
+        };
         let secret = |name: &str| {
             env(name)
                 .filter(|v| !v.is_empty())
@@ -336,6 +352,7 @@ impl Config {
             rewrap,
             server,
             byok_allow_direct_key_access,
+            store,
             bootstrap_app_key: secret("BYOK_BROKER_APP_KEY"),
             bootstrap_admin_key: secret("BYOK_BROKER_ADMIN_KEY"),
             listen,

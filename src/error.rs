@@ -37,6 +37,8 @@ pub enum Error {
     BodyTimeout,
     #[error("the Idempotency-Key was already used for a different request")]
     IdempotencyKeyReused,
+    #[error("a request with this Idempotency-Key is still in progress, retry later")]
+    IdempotencyInFlight,
     #[error("the tenant's key is disabled in the broker")]
     KeyRevoked,
     #[error("the key protecting this data is unavailable ({reason})")]
@@ -60,6 +62,10 @@ pub enum Error {
     EncryptedKeysIntegrity,
     #[error("too many requests for this API key, retry later")]
     RateLimited(std::time::Duration),
+    #[error("the broker's storage is full")]
+    StorageFull(String),
+    #[error("the broker's storage is unavailable, retry later")]
+    StorageUnavailable(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -89,6 +95,7 @@ impl Error {
             Error::IdempotencyKeyReused => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
             }
+            Error::IdempotencyInFlight => (StatusCode::CONFLICT, "idempotency_in_flight"),
             Error::KeyRevoked => (StatusCode::FORBIDDEN, "key_revoked"),
             Error::KeyUnavailable { .. } => (StatusCode::FORBIDDEN, "key_unavailable"),
             Error::AlreadyExists(_) => (StatusCode::CONFLICT, "already_exists"),
@@ -102,6 +109,10 @@ impl Error {
                 (StatusCode::UNPROCESSABLE_ENTITY, "invalid_encrypted_keys")
             }
             Error::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            Error::StorageFull(_) => (StatusCode::INSUFFICIENT_STORAGE, "storage_full"),
+            Error::StorageUnavailable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable")
+            }
             Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
     }
@@ -142,6 +153,9 @@ impl From<StoreError> for Error {
             StoreError::VersionMismatch { .. } => Error::VersionConflict,
             StoreError::AlreadyExists => Error::AlreadyExists("resource"),
             StoreError::InUse(count) => Error::InUse(count),
+            StoreError::IdempotencyClaimLost => Error::IdempotencyInFlight,
+            StoreError::Full(cause) => Error::StorageFull(cause),
+            StoreError::Unavailable(cause) => Error::StorageUnavailable(cause),
             StoreError::Internal(message) => Error::Internal(message),
         }
     }

@@ -7,6 +7,7 @@ mod byok;
 mod errors;
 mod extract;
 mod guard;
+mod idempotency;
 mod rewrap;
 pub mod server;
 mod vault;

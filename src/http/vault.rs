@@ -16,15 +16,16 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::extract::{AppCaller, JsonBody, RawBody, parse_json};
+use super::idempotency::{self, Begin};
 use super::wire::{Metadata, Object};
 use crate::broker::Broker;
 use crate::context::KeyContext;
 use crate::context_json::ContextJson;
 use crate::error::Error;
-use crate::store::{ListQuery, Order, StoredResponse};
+use crate::store::{ListQuery, Order};
 use crate::timestamp::Timestamp;
 use crate::vault::cursor::{self, Cursor};
-use crate::vault::{IssuedDataKey, ObjectMeta};
+use crate::vault::{IdempotentCreate, IssuedDataKey, ObjectMeta};
 
 const MAX_LIST_LIMIT: usize = 100;
 
@@ -80,40 +81,42 @@ async fn create_object(
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Response, Error> {
-    let idempotency_key = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let request_hash = Sha256::digest(&body).to_vec();
-    if let Some(key) = &idempotency_key
-        && let Some(stored) = broker.store.find_idempotent(&caller.key_id, key).await?
-    {
-        if stored.request_hash != request_hash {
-            return Err(Error::IdempotencyKeyReused);
-        }
-        let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::CREATED);
-        let body: Value =
-            serde_json::from_str(&stored.body).map_err(|e| Error::Internal(e.to_string()))?;
-        return Ok((status, Json(body)).into_response());
-    }
+    let idempotency_key = idempotency::idempotency_key(&headers)?;
     let parsed: CreateObjectBody = parse_json(&body)?;
     let context = context_from(parsed.key_context)?;
-    let meta = broker
-        .create_object(&caller, &parsed.name, &parsed.value, context)
-        .await?;
-    let response = metadata_json(&meta);
-    if let Some(key) = idempotency_key {
-        let stored = StoredResponse {
-            request_hash,
-            status: 201,
-            body: response.to_string(),
-        };
-        broker
-            .store
-            .save_idempotent(&caller.key_id, &key, stored)
+    let Some(key) = idempotency_key else {
+        let meta = broker
+            .create_object(&caller, &parsed.name, &parsed.value, context)
             .await?;
+        return Ok((StatusCode::CREATED, Json(metadata_json(&meta))).into_response());
+    };
+    let request_hash = Sha256::digest(&body).to_vec();
+    let claim = match idempotency::begin(&broker.store, &caller.key_id, &key, &request_hash).await?
+    {
+        Begin::Replay(response) => return Ok(response),
+        Begin::Run(claim) => claim,
+    };
+    let mut guard = idempotency::ReleaseOnDrop {
+        store: broker.store.clone(),
+        claim: Some(claim.clone()),
+    };
+    let once = IdempotentCreate {
+        claim: &claim,
+        respond: |meta| (201, metadata_json(meta).to_string()),
+        request_hash,
+    };
+    let created = broker
+        .create_object_once(&caller, &parsed.name, &parsed.value, context, Some(once))
+        .await;
+    guard.claim = None;
+    match created {
+        Ok(meta) => Ok((StatusCode::CREATED, Json(metadata_json(&meta))).into_response()),
+        Err(e) => {
+            // A failed attempt leaves nothing to replay: free the key for a retry.
+            idempotency::release(&broker.store, &claim).await;
+            Err(e)
+        }
     }
-    Ok((StatusCode::CREATED, Json(response)).into_response())
 }
 
 async fn read_object(

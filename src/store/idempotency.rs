@@ -1,10 +1,17 @@
 //! Idempotency records: the first response to `(api key, Idempotency-Key)`, replayed for retries
-//! of the same request, so a retried create does not come back as 409.
+//! of the same request. A key is claimed atomically before any work (a pending row; the primary
+//! key decides between concurrent requests), and the response replaces the claim in the same
+//! transaction as the object, so one key never yields two objects.
 
 use rusqlite::{OptionalExtension, params};
 
-use super::{Store, StoreError};
+use super::objects::NewObject;
+use super::{AuditEvent, Store, StoreError};
 use crate::timestamp::Timestamp;
+
+/// A pending claim older than this may be taken over: its holder crashed or hung. The holder's
+/// completion checks its token, so a takeover can cost a slow request its object, never duplicate it.
+const STALE_CLAIM: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredResponse {
@@ -13,38 +20,138 @@ pub struct StoredResponse {
     pub body: String,
 }
 
+/// A claim this request holds on an `Idempotency-Key`; only its token completes or releases it.
+#[derive(Debug, Clone)]
+pub struct IdempotencyClaim {
+    api_key_id: String,
+    key: String,
+    token: String,
+}
+
+/// What another request left under a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdempotencyRecord {
+    /// Finished: replay it.
+    Completed(StoredResponse),
+    /// Claimed by a request still running (`request_hash` of that request).
+    InFlight { request_hash: Vec<u8> },
+}
+
+#[derive(Debug)]
+pub enum ClaimOutcome {
+    Won(IdempotencyClaim),
+    Taken(IdempotencyRecord),
+}
+
+fn find_in(
+    c: &rusqlite::Connection,
+    api_key_id: &str,
+    key: &str,
+) -> Result<Option<IdempotencyRecord>, StoreError> {
+    Ok(c.query_row(
+        "SELECT request_hash, status, body, claim_token IS NOT NULL FROM idempotency WHERE api_key_id = ?1 AND key = ?2",
+        params![api_key_id, key],
+        |r| {
+            let request_hash: Vec<u8> = r.get(0)?;
+            Ok(if r.get::<_, bool>(3)? {
+                IdempotencyRecord::InFlight { request_hash }
+            } else {
+                IdempotencyRecord::Completed(StoredResponse { request_hash, status: r.get::<_, i64>(1)? as u16, body: r.get(2)? })
+            })
+        },
+    )
+    .optional()?)
+}
+
 impl Store {
-    pub async fn find_idempotent(
+    /// Claims `key` for a request with `request_hash`, unless another request holds or finished it.
+    pub async fn claim_idempotency(
         &self,
         api_key_id: &str,
         key: &str,
-    ) -> Result<Option<StoredResponse>, StoreError> {
-        let (api_key_id, key) = (api_key_id.to_owned(), key.to_owned());
-        self.read(move |c| {
-            Ok(c.query_row(
-                "SELECT request_hash, status, body FROM idempotency WHERE api_key_id = ?1 AND key = ?2",
-                params![api_key_id, key],
-                |r| Ok(StoredResponse { request_hash: r.get(0)?, status: r.get::<_, i64>(1)? as u16, body: r.get(2)? }),
-            )
-            .optional()?)
+        request_hash: Vec<u8>,
+    ) -> Result<ClaimOutcome, StoreError> {
+        let claim = IdempotencyClaim {
+            api_key_id: api_key_id.to_owned(),
+            key: key.to_owned(),
+            token: uuid::Uuid::new_v4().simple().to_string(),
+        };
+        let now = Timestamp::now();
+        let stale_before = Timestamp(now.0.saturating_sub(STALE_CLAIM.as_micros() as i64));
+        self.run(move |c| {
+            let won = c.execute(
+                "INSERT INTO idempotency (api_key_id, key, request_hash, status, body, created_at, claim_token) \
+                 VALUES (?1, ?2, ?3, 0, '', ?4, ?5) \
+                 ON CONFLICT (api_key_id, key) DO UPDATE SET request_hash = excluded.request_hash, \
+                 created_at = excluded.created_at, claim_token = excluded.claim_token \
+                 WHERE idempotency.claim_token IS NOT NULL AND idempotency.created_at < ?6",
+                params![claim.api_key_id, claim.key, request_hash, now.to_rfc3339(), claim.token, stale_before.to_rfc3339()],
+            )? == 1;
+            if won {
+                return Ok(ClaimOutcome::Won(claim));
+            }
+            // The writer is the only writer: the row that refused the claim is still there.
+            find_in(c, &claim.api_key_id, &claim.key)?
+                .map(ClaimOutcome::Taken)
+                .ok_or_else(|| StoreError::Internal("idempotency row vanished during its claim".into()))
         })
         .await
     }
 
-    pub async fn save_idempotent(
+    pub async fn find_idempotent(
         &self,
         api_key_id: &str,
         key: &str,
-        response: StoredResponse,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
         let (api_key_id, key) = (api_key_id.to_owned(), key.to_owned());
+        self.read(move |c| find_in(c, &api_key_id, &key)).await
+    }
+
+    /// Gives a claim up after a failed attempt, so a retry can run; a stored response stays.
+    pub async fn release_idempotency(&self, claim: &IdempotencyClaim) -> Result<(), StoreError> {
+        let claim = claim.clone();
         self.run(move |c| {
             c.execute(
-                "INSERT INTO idempotency (api_key_id, key, request_hash, status, body, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
-                params![api_key_id, key, response.request_hash, response.status as i64, response.body, Timestamp::now().to_rfc3339()],
+                "DELETE FROM idempotency WHERE api_key_id = ?1 AND key = ?2 AND claim_token = ?3",
+                params![claim.api_key_id, claim.key, claim.token],
             )?;
             Ok(())
         })
         .await
     }
+
+    /// Inserts an object (as [`Store::insert_object`]) and, in the same transaction, replaces
+    /// `claim` with `response`. A claim taken over meanwhile rolls the object back.
+    pub async fn insert_object_idempotent(
+        &self,
+        object: NewObject,
+        events: Vec<AuditEvent>,
+        claim: &IdempotencyClaim,
+        response: StoredResponse,
+    ) -> Result<(), StoreError> {
+        let claim = claim.clone();
+        self.insert_object_then(object, events, move |c| {
+            let completed = c.execute(
+                "UPDATE idempotency SET status = ?1, body = ?2, claim_token = NULL \
+                 WHERE api_key_id = ?3 AND key = ?4 AND claim_token = ?5",
+                params![
+                    response.status as i64,
+                    response.body,
+                    claim.api_key_id,
+                    claim.key,
+                    claim.token
+                ],
+            )?;
+            if completed == 1 {
+                Ok(())
+            } else {
+                Err(StoreError::IdempotencyClaimLost)
+            }
+        })
+        .await
+    }
 }
+
+#[cfg(test)]
+#[path = "idempotency_tests.rs"]
+mod tests;

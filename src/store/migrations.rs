@@ -145,6 +145,11 @@ CREATE TABLE byok_external_ids (
     created_at       TEXT NOT NULL
 );
 "#,
+    // An idempotency row is first a claim (`claim_token` set, no response yet) and becomes the
+    // stored response (`claim_token` NULL) in the transaction that creates the object.
+    r#"
+ALTER TABLE idempotency ADD COLUMN claim_token TEXT;
+"#,
 ];
 
 pub(super) fn apply(connection: &mut Connection) -> Result<(), StoreError> {

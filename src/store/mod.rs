@@ -23,7 +23,7 @@ use rusqlite::{Connection, OpenFlags};
 pub use api_keys::{ApiKeyRecord, NewApiKey};
 pub use audit::{AuditEvent, EventQuery};
 pub use byok::{ByokFlag, ByokKeyRecord, TenantKekRecord};
-pub use idempotency::StoredResponse;
+pub use idempotency::{ClaimOutcome, IdempotencyClaim, IdempotencyRecord, StoredResponse};
 pub use object_list::{ListPosition, ListQuery, ListedObject, Order};
 pub use objects::{NewObject, NewVersion, ObjectRecord, VersionRecord};
 pub use rewrap::{RewrapCandidate, RewrapJobRecord};
@@ -40,13 +40,36 @@ pub enum StoreError {
     AlreadyExists,
     #[error("{0} objects still depend on it")]
     InUse(u64),
+    #[error("the idempotency claim was taken over by another request")]
+    IdempotencyClaimLost,
+    /// The disk (or `store.max_page_count`) is full; SQLite's own message. Clears once space is freed.
+    #[error("storage full: {0}")]
+    Full(String),
+    /// The database file cannot be read or written (I/O error, cannot open); SQLite's own message.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
     #[error("storage failure: {0}")]
     Internal(String),
 }
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        StoreError::Internal(e.to_string())
+        use rusqlite::ErrorCode;
+        // SQLite's message names the condition and never a value, so it may be logged as is.
+        let text = e.to_string();
+        match e.sqlite_error() {
+            Some(failure) => {
+                let text = format!("{text} (SQLite code {})", failure.extended_code);
+                match failure.code {
+                    ErrorCode::DiskFull => StoreError::Full(text),
+                    ErrorCode::SystemIoFailure | ErrorCode::CannotOpen => {
+                        StoreError::Unavailable(text)
+                    }
+                    _ => StoreError::Internal(text),
+                }
+            }
+            None => StoreError::Internal(text),
+        }
     }
 }
 
@@ -64,6 +87,14 @@ pub struct Store {
     records: Arc<record_cache::RecordCache>,
 }
 
+/// Operational settings of the embedded store.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StoreOptions {
+    /// Caps the database at this many pages (SQLite's `max_page_count`; 4 KiB pages): writes
+    /// beyond it fail as on a full disk. A quota for the data directory, and how tests fill it.
+    pub max_page_count: Option<u64>,
+}
+
 fn configure(connection: &Connection) -> Result<(), StoreError> {
     connection.pragma_update(None, "foreign_keys", "ON")?;
     connection.busy_timeout(std::time::Duration::from_secs(5))?;
@@ -72,6 +103,10 @@ fn configure(connection: &Connection) -> Result<(), StoreError> {
 
 impl Store {
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with(path, StoreOptions::default()).await
+    }
+
+    pub async fn open_with(path: &Path, options: StoreOptions) -> Result<Self, StoreError> {
         let path = path.to_path_buf();
         let (writer, readers) = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
             if let Some(parent) = path.parent() {
@@ -83,6 +118,10 @@ impl Store {
             writer.pragma_update(None, "synchronous", "FULL")?;
             configure(&writer)?;
             migrations::apply(&mut writer)?;
+            if let Some(pages) = options.max_page_count {
+                // A connection setting, so only the writer (the one that grows the file) needs it.
+                writer.pragma_update(None, "max_page_count", pages as i64)?;
+            }
             let readers = (0..READERS)
                 .map(|_| {
                     let reader = Connection::open_with_flags(

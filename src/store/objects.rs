@@ -132,6 +132,19 @@ impl Store {
         object: NewObject,
         events: Vec<AuditEvent>,
     ) -> Result<(), StoreError> {
+        self.insert_object_then(object, events, |_| Ok(())).await
+    }
+
+    /// [`Store::insert_object`], running `then` in the same transaction (its error undoes all).
+    pub(super) async fn insert_object_then<F>(
+        &self,
+        object: NewObject,
+        events: Vec<AuditEvent>,
+        then: F,
+    ) -> Result<(), StoreError>
+    where
+        F: FnOnce(&rusqlite::Connection) -> Result<(), StoreError> + Send + 'static,
+    {
         self.run(move |c| {
             let tx = c.savepoint()?;
             let at = object.version.created_at.to_rfc3339();
@@ -145,6 +158,7 @@ impl Store {
             }
             insert_version(&tx, &object.id, 1, &object.version)?;
             insert_events_in(&tx, &events)?;
+            then(&tx)?;
             tx.commit()?;
             Ok(())
         })

@@ -13,10 +13,14 @@ const GROUP: usize = 256;
 /// Writes queued at most before callers wait.
 const QUEUE: usize = 4096;
 
-/// Called once the group's commit is decided (`true` = committed).
-type Completion = Box<dyn FnOnce(bool) + Send>;
-/// Runs one write inside its savepoint; reports whether it succeeded and how to deliver it.
-type Job = Box<dyn FnOnce(&mut Savepoint<'_>) -> (bool, Completion) + Send>;
+/// Called once the group's commit is decided: `Ok` = committed, else why it did not.
+type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+/// Runs one write inside its savepoint (or, when its group already failed, is given that
+/// failure instead); reports how it ended and how to deliver it.
+type Job = Box<
+    dyn FnOnce(Result<&mut Savepoint<'_>, StoreError>) -> (Result<(), StoreError>, Completion)
+        + Send,
+>;
 
 #[derive(Clone)]
 pub(super) struct Writer {
@@ -34,7 +38,8 @@ impl Writer {
         Ok(Self { jobs })
     }
 
-    /// Runs `work` in the next group; resolves after that group committed (or failed).
+    /// Runs `work` in the next group; resolves after that group committed (or failed, with the
+    /// database's reason, e.g. [`StoreError::Full`]).
     pub async fn run<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -42,18 +47,16 @@ impl Writer {
     {
         let (deliver, delivered) = oneshot::channel();
         let job: Job = Box::new(move |savepoint| {
-            let result = work(savepoint);
-            let succeeded = result.is_ok();
+            let result = savepoint.and_then(work);
+            let ended = result.as_ref().map(|_| ()).map_err(Clone::clone);
             let completion: Completion = Box::new(move |committed| {
-                let outcome = match result {
-                    Ok(_) if !committed => Err(StoreError::Internal(
-                        "the write transaction did not commit".into(),
-                    )),
-                    other => other,
+                let outcome = match (result, committed) {
+                    (Ok(_), Err(why)) => Err(why),
+                    (result, _) => result,
                 };
                 let _ = deliver.send(outcome);
             });
-            (succeeded, completion)
+            (ended, completion)
         });
         self.jobs
             .send(job)
@@ -69,31 +72,51 @@ fn write_groups(mut connection: Connection, mut receiver: mpsc::Receiver<Job>) {
     let mut group = Vec::with_capacity(GROUP);
     while receiver.blocking_recv_many(&mut group, GROUP) > 0 {
         let mut completions = Vec::with_capacity(group.len());
-        let committed = run_group(&mut connection, group.drain(..), &mut completions).is_ok();
+        let mut jobs = group.drain(..);
+        let outcome = run_group(&mut connection, &mut jobs, &mut completions);
+        if let Err(e) = &outcome {
+            tracing::error!(error = %e, writes = completions.len() + jobs.len(), "write group not committed");
+        }
+        // Jobs the failed group never reached learn why, without running.
+        for job in jobs {
+            completions.push(
+                job(Err(outcome.clone().err().unwrap_or_else(|| {
+                    StoreError::Internal("the write group ended early".into())
+                })))
+                .1,
+            );
+        }
         for complete in completions {
-            complete(committed);
+            complete(outcome.clone());
         }
     }
 }
 
-/// One transaction for the whole group; a savepoint per write. Jobs not reached because the
-/// transaction itself failed are dropped, which their callers see as "did not commit".
+/// One transaction for the whole group; a savepoint per write. Stops at the first failure of the
+/// transaction itself, including SQLite rolling it back on its own (it may on `SQLITE_FULL` or
+/// an I/O error): later savepoints would otherwise run, and commit, outside any transaction.
 fn run_group(
     connection: &mut Connection,
-    jobs: impl Iterator<Item = Job>,
+    jobs: &mut impl Iterator<Item = Job>,
     completions: &mut Vec<Completion>,
-) -> rusqlite::Result<()> {
+) -> Result<(), StoreError> {
     let mut transaction = connection.transaction()?;
-    for job in jobs {
+    for job in jobs.by_ref() {
         let mut savepoint = transaction.savepoint()?;
-        let (succeeded, complete) = job(&mut savepoint);
-        if succeeded {
-            savepoint.commit()?;
-        }
-        // else: the savepoint rolls back when dropped, undoing only this write.
+        let (ended, complete) = job(Ok(&mut savepoint));
         completions.push(complete);
+        match ended {
+            Ok(()) => savepoint.commit()?,
+            Err(why) => {
+                // The savepoint rolls back when dropped, undoing only this write.
+                drop(savepoint);
+                if transaction.is_autocommit() {
+                    return Err(why);
+                }
+            }
+        }
     }
-    transaction.commit()
+    Ok(transaction.commit()?)
 }
 
 #[cfg(test)]

@@ -7,6 +7,8 @@ pub mod cursor;
 mod data_keys;
 mod objects;
 
+pub use objects::IdempotentCreate;
+
 use std::sync::Arc;
 
 use serde_json::json;

@@ -11,7 +11,10 @@ use crate::broker::Broker;
 use crate::context::KeyContext;
 use crate::envelope::{SealedValue, ValueBinding, open_value};
 use crate::error::Error;
-use crate::store::{ListPosition, ListQuery, ListedObject, NewObject, ObjectRecord, VersionRecord};
+use crate::store::{
+    IdempotencyClaim, ListPosition, ListQuery, ListedObject, NewObject, ObjectRecord,
+    StoredResponse, VersionRecord,
+};
 
 use super::cursor::Cursor;
 use super::{MAX_NAME_CHARS, ObjectMeta, ObjectWithValue, meta_from_record, org};
@@ -43,6 +46,14 @@ fn invalid_cursor() -> Error {
     )
 }
 
+/// An `Idempotency-Key` claim to complete with the create: `respond` renders the response to
+/// store (status, body) from the new object's metadata.
+pub struct IdempotentCreate<'a> {
+    pub claim: &'a IdempotencyClaim,
+    pub respond: fn(&ObjectMeta) -> (u16, String),
+    pub request_hash: Vec<u8>,
+}
+
 impl Broker {
     pub async fn create_object(
         &self,
@@ -50,6 +61,20 @@ impl Broker {
         name: &str,
         value: &str,
         context: KeyContext,
+    ) -> Result<ObjectMeta, Error> {
+        self.create_object_once(principal, name, value, context, None)
+            .await
+    }
+
+    /// Creates an object; with `once`, its claim becomes the stored response in the object's own
+    /// transaction, so a replayable response exists exactly when the object does.
+    pub async fn create_object_once(
+        &self,
+        principal: &Principal,
+        name: &str,
+        value: &str,
+        context: KeyContext,
+        once: Option<IdempotentCreate<'_>>,
     ) -> Result<ObjectMeta, Error> {
         let name = valid_name(name)?;
         self.check_value(value)?;
@@ -93,7 +118,20 @@ impl Broker {
             actor_name: principal.name.clone(),
             version,
         };
-        self.store.insert_object(object, vec![event]).await?;
+        match once {
+            None => self.store.insert_object(object, vec![event]).await?,
+            Some(once) => {
+                let (status, body) = (once.respond)(&meta);
+                let response = StoredResponse {
+                    request_hash: once.request_hash,
+                    status,
+                    body,
+                };
+                self.store
+                    .insert_object_idempotent(object, vec![event], once.claim, response)
+                    .await?
+            }
+        }
         Ok(meta)
     }
 

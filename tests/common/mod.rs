@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the fixture
 
 pub mod broker;
+pub mod local_broker;
 pub mod process;
 
 use std::path::Path;
