@@ -12,6 +12,7 @@ use crate::kms::aws::AwsKms;
 use crate::kms::local::LocalKms;
 use crate::kms::{KeyProvider, KmsError};
 use crate::metrics::{MeteredProvider, Metrics};
+use crate::platform_kek::CreationQuota;
 use crate::rate_limit::RateLimiter;
 use crate::store::Store;
 
@@ -64,9 +65,12 @@ impl Broker {
             inner: provider,
             metrics: Arc::clone(&metrics),
         });
-        let keyring = Keyring::new(provider, &config.kek_alias_prefix)?;
-        let dek_cache = DekCache::new(config.dek_cache);
         let store = Store::open(&config.data_dir.join("broker.db")).await?;
+        let keyring = Keyring::new(provider, &config.kek_alias_prefix)?.with_platform_policy(
+            config.platform_keks.context_fields.clone(),
+            CreationQuota::new(store.clone(), &config.platform_keks),
+        );
+        let dek_cache = DekCache::new(config.dek_cache);
         if let Some(token) = &config.bootstrap_app_key {
             auth::register_token(&store, "bootstrap-app", Role::App, &token.0).await?;
         }

@@ -8,9 +8,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod platform_keks;
+
 use crate::byok::watcher::WatcherConfig;
 use crate::cache::DekCacheConfig;
 use crate::kms::aws::AwsOptions;
+use crate::platform_kek::PlatformKekConfig;
 use crate::rate_limit::RateLimitConfig;
 use crate::rewrap::RewrapConfig;
 
@@ -49,6 +52,7 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     pub watcher: WatcherConfig,
     pub rewrap: RewrapConfig,
+    pub platform_keks: PlatformKekConfig,
     /// Bootstrap API keys from `BYOK_BROKER_APP_KEY` / `BYOK_BROKER_ADMIN_KEY` (never from files).
     pub bootstrap_app_key: Option<Redacted>,
     pub bootstrap_admin_key: Option<Redacted>,
@@ -99,6 +103,8 @@ struct RawConfig {
     byok: RawByok,
     #[serde(default)]
     rewrap: RawRewrap,
+    #[serde(default)]
+    platform_kek: platform_keks::RawPlatformKek,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -128,6 +134,8 @@ struct RawRateLimit {
 struct RawLimits {
     max_value_bytes: Option<usize>,
     max_request_bytes: Option<usize>,
+    new_platform_keks_per_key_per_hour: Option<u32>,
+    max_platform_keks: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -308,6 +316,14 @@ impl Config {
                 "must be at least 1".into(),
             ));
         }
+        let platform_keks = platform_keks::load(
+            raw.platform_kek,
+            platform_keks::RawPlatformKekLimits {
+                per_key_per_hour: raw.limits.new_platform_keks_per_key_per_hour,
+                max_total: raw.limits.max_platform_keks,
+            },
+            &env,
+        )?;
         let secret = |name: &str| {
             env(name)
                 .filter(|v| !v.is_empty())
@@ -318,6 +334,7 @@ impl Config {
             rate_limit,
             watcher,
             rewrap,
+            platform_keks,
             bootstrap_app_key: secret("BYOK_BROKER_APP_KEY"),
             bootstrap_admin_key: secret("BYOK_BROKER_ADMIN_KEY"),
             listen,

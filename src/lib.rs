@@ -17,6 +17,7 @@ pub mod http;
 pub mod keyring;
 pub mod kms;
 pub mod metrics;
+pub mod platform_kek;
 pub mod rate_limit;
 pub mod rewrap;
 pub mod store;

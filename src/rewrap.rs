@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use tokio::sync::Mutex;
 
+use crate::platform_kek::KekCreator;
 use crate::broker::Broker;
 use crate::context::KeyContext;
 use crate::envelope::{SealedValue, WrappedKey};
@@ -204,7 +205,7 @@ impl Broker {
         let source = self.keyring.kek_for_read(&sealed.key.kek_id, &context)?;
         let destination = self
             .keyring
-            .kek_for_write(&context)
+            .kek_for_write(&context, KekCreator::Broker)
             .await
             .map_err(Error::from)?
             .kek;

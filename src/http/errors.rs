@@ -19,6 +19,7 @@ impl IntoResponse for Error {
         // Both SDK generations honour Retry-After when they retry 429 and 503.
         let retry_after = match &self {
             Error::RateLimited(wait) => Some(wait.as_secs() + 1),
+            Error::KekQuotaExceeded(wait) => Some(wait.as_secs().max(1)),
             _ if status == StatusCode::SERVICE_UNAVAILABLE => Some(1),
             _ => None,
         };

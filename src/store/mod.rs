@@ -9,6 +9,7 @@ mod byok;
 mod idempotency;
 mod migrations;
 mod objects;
+mod platform_keks;
 mod record_cache;
 mod rewrap;
 mod writer;
@@ -26,6 +27,7 @@ pub use idempotency::StoredResponse;
 pub use objects::{
     ListQuery, ListedObject, NewObject, NewVersion, ObjectRecord, Order, VersionRecord,
 };
+pub use platform_keks::{KekCreationRefused, PlatformKekReservation};
 pub use rewrap::{RewrapCandidate, RewrapJobRecord};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

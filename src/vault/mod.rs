@@ -22,6 +22,7 @@ use crate::envelope::{WrappedKey, seal_value};
 use crate::error::Error;
 use crate::keyring::WriteKek;
 use crate::kms::{KekRef, KmsError};
+use crate::platform_kek::KekCreator;
 use crate::store::{NewVersion, ObjectRecord};
 use crate::timestamp::Timestamp;
 
@@ -87,12 +88,12 @@ impl Broker {
 
     /// The KEK for `context`; records `vault.kek.created` when this call created it.
     async fn kek_for(&self, principal: &Principal, context: &KeyContext) -> Result<KekRef, Error> {
-        let WriteKek {
-            kek,
-            created_platform_kek,
-        } = self.keyring.kek_for_write(context).await?;
-        if created_platform_kek {
-            let fields = json!({"key_name": self.keyring.alias_for(context), "key_id": kek.key_id});
+        let WriteKek { kek, created_alias } = self
+            .keyring
+            .kek_for_write(context, KekCreator::ApiKey(&principal.key_id))
+            .await?;
+        if let Some(alias) = created_alias {
+            let fields = json!({"key_name": alias, "key_id": kek.key_id});
             self.audit
                 .record(audit::event(
                     Some(principal),
