@@ -13,6 +13,7 @@ use crate::kms::local::LocalKms;
 use crate::kms::{KeyProvider, KmsError};
 use crate::metrics::{MeteredProvider, Metrics};
 use crate::platform_kek::CreationQuota;
+use crate::platform_kek_watch::PlatformKekStates;
 use crate::rate_limit::RateLimiter;
 use crate::store::Store;
 
@@ -39,6 +40,8 @@ pub struct Broker {
     pub auth: Authenticator,
     pub audit: AuditLog,
     pub metrics: Arc<Metrics>,
+    /// Platform KEKs the watcher found unusable in KMS (refused without consulting the cache).
+    pub platform_kek_states: PlatformKekStates,
 }
 
 impl Broker {
@@ -91,6 +94,7 @@ impl Broker {
             dek_cache,
             store,
             metrics,
+            platform_kek_states: PlatformKekStates::default(),
         });
         broker.reload_bindings().await?;
         broker.resume_rewrap_jobs().await?;

@@ -92,6 +92,11 @@ impl Broker {
             .keyring
             .kek_for_write(context, KekCreator::ApiKey(&principal.key_id))
             .await?;
+        if let Some(failure) = self.platform_kek_states.unavailable(&kek.key_id) {
+            return Err(Error::KeyUnavailable {
+                reason: failure.as_str().to_owned(),
+            });
+        }
         if let Some(alias) = created_alias {
             let fields = json!({"key_name": alias, "key_id": kek.key_id});
             self.audit
@@ -167,6 +172,10 @@ impl Broker {
         wrapped: &[u8],
         context: &KeyContext,
     ) -> Result<Arc<DataKey>, KmsError> {
+        // A platform KEK the watcher found unusable must not serve DEKs still cached or in flight.
+        if let Some(failure) = self.platform_kek_states.unavailable(&kek.key_id) {
+            return Err(KmsError::new(failure, "platform KEK marked unavailable"));
+        }
         let result = self
             .dek_cache
             .unwrap(self.provider(), kek, wrapped, context)
