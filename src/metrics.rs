@@ -105,7 +105,10 @@ impl Metrics {
         };
         self.increment(
             "byok_broker_key_checks_total",
-            &[("account", &self.account_label(key_arn)), ("outcome", outcome)],
+            &[
+                ("account", &self.account_label(key_arn)),
+                ("outcome", outcome),
+            ],
         );
     }
 

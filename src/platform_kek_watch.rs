@@ -22,12 +22,18 @@ pub struct PlatformKekStates {
 impl PlatformKekStates {
     /// The failure to report for `kek_id`, when it is marked unavailable.
     pub fn unavailable(&self, kek_id: &str) -> Option<KmsFailure> {
-        let map = self.unavailable.read().unwrap_or_else(PoisonError::into_inner);
+        let map = self
+            .unavailable
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
         map.get(kek_id).copied()
     }
 
     fn marked(&self) -> Vec<String> {
-        let map = self.unavailable.read().unwrap_or_else(PoisonError::into_inner);
+        let map = self
+            .unavailable
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
         map.keys().cloned().collect()
     }
 

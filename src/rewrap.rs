@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use tokio::sync::Mutex;
 
-use crate::platform_kek::KekCreator;
 use crate::broker::Broker;
 use crate::context::KeyContext;
 use crate::envelope::{SealedValue, WrappedKey};
 use crate::error::Error;
 use crate::kms::{KekRef, KmsError};
+use crate::platform_kek::KekCreator;
 use crate::store::{RewrapCandidate, RewrapJobRecord, StoreError};
 
 #[derive(Debug, Clone, Copy)]

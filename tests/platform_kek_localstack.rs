@@ -48,19 +48,21 @@ async fn selector_fields_share_one_kms_key_and_the_whole_context_stays_bound() {
     // In KMS itself: the DEK opens under its own full context and not under its sibling's.
     let kms = raw_kms(PLATFORM_ACCOUNT).await;
     let decrypt = |context: &DataKeyBlob| {
-        let mut request = kms
-            .decrypt()
-            .key_id(&kek_id)
-            .ciphertext_blob(aws_sdk_kms::primitives::Blob::new(
-                pii_blob.entries[0].wrapped.clone(),
-            ));
+        let mut request =
+            kms.decrypt()
+                .key_id(&kek_id)
+                .ciphertext_blob(aws_sdk_kms::primitives::Blob::new(
+                    pii_blob.entries[0].wrapped.clone(),
+                ));
         for (name, value) in context.context.pairs() {
             request = request.encryption_context(name, value);
         }
         request.send()
     };
     assert!(decrypt(&pii_blob).await.is_ok());
-    let wrong = decrypt(&logs_blob).await.expect_err("wrong context refused");
+    let wrong = decrypt(&logs_blob)
+        .await
+        .expect_err("wrong context refused");
     assert!(
         wrong
             .as_service_error()
@@ -95,7 +97,10 @@ async fn create_object(broker: &TestBroker, name: &str, org: &str) -> (String, S
     let path = format!("/vault/v1/kv/{}", created.body["id"].as_str().expect("id"));
     // Read once: the DEK is hot in the cache and could be served without asking KMS.
     assert_eq!(broker.call("GET", &path, None).await.status, 200);
-    (path, created.body["key_id"].as_str().expect("kek").to_owned())
+    (
+        path,
+        created.body["key_id"].as_str().expect("kek").to_owned(),
+    )
 }
 
 #[tokio::test]
@@ -123,7 +128,11 @@ async fn a_platform_kek_disabled_in_aws_stops_serving_cached_deks_within_the_bou
         (reads, errors)
     };
     let revocation = async {
-        kms.disable_key().key_id(&kek_id).send().await.expect("disable");
+        kms.disable_key()
+            .key_id(&kek_id)
+            .send()
+            .await
+            .expect("disable");
         let disabled_at = Instant::now();
         loop {
             let read = broker.call("GET", &victim, None).await;
@@ -150,7 +159,11 @@ async fn a_platform_kek_disabled_in_aws_stops_serving_cached_deks_within_the_bou
     );
     assert_eq!(errors, 0, "other contexts are unaffected");
 
-    kms.enable_key().key_id(&kek_id).send().await.expect("enable");
+    kms.enable_key()
+        .key_id(&kek_id)
+        .send()
+        .await
+        .expect("enable");
     let enabled_at = Instant::now();
     while broker.call("GET", &victim, None).await.status != 200 {
         assert!(
