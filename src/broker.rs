@@ -12,6 +12,8 @@ use crate::kms::aws::AwsKms;
 use crate::kms::local::LocalKms;
 use crate::kms::{KeyProvider, KmsError};
 use crate::metrics::{MeteredProvider, Metrics};
+use crate::platform_kek::CreationQuota;
+use crate::platform_kek_watch::PlatformKekStates;
 use crate::rate_limit::RateLimiter;
 use crate::store::Store;
 
@@ -38,6 +40,8 @@ pub struct Broker {
     pub auth: Authenticator,
     pub audit: AuditLog,
     pub metrics: Arc<Metrics>,
+    /// Platform KEKs the watcher found unusable in KMS (refused without consulting the cache).
+    pub platform_kek_states: PlatformKekStates,
 }
 
 impl Broker {
@@ -64,9 +68,12 @@ impl Broker {
             inner: provider,
             metrics: Arc::clone(&metrics),
         });
-        let keyring = Keyring::new(provider, &config.kek_alias_prefix)?;
-        let dek_cache = DekCache::new(config.dek_cache);
         let store = Store::open_with(&config.data_dir.join("broker.db"), config.store).await?;
+        let keyring = Keyring::new(provider, &config.kek_alias_prefix)?.with_platform_policy(
+            config.platform_keks.context_fields.clone(),
+            CreationQuota::new(store.clone(), &config.platform_keks),
+        );
+        let dek_cache = DekCache::new(config.dek_cache);
         if let Some(token) = &config.bootstrap_app_key {
             auth::register_token(&store, "bootstrap-app", Role::App, &token.0).await?;
         }
@@ -87,6 +94,7 @@ impl Broker {
             dek_cache,
             store,
             metrics,
+            platform_kek_states: PlatformKekStates::default(),
         });
         broker.reload_bindings().await?;
         broker.resume_rewrap_jobs().await?;

@@ -155,6 +155,19 @@ impl DekCache {
         entries.run_pending_tasks().await;
     }
 
+    /// The distinct KEK ids that have DEKs in the cache now: the keys that could serve a read
+    /// without asking KMS, so the ones whose state the watcher must follow.
+    pub fn cached_kek_ids(&self) -> Vec<String> {
+        let Some(entries) = &self.entries else {
+            return Vec::new();
+        };
+        let ids: std::collections::BTreeSet<Arc<str>> = entries
+            .iter()
+            .map(|(key, _)| Arc::clone(&key.kek_id))
+            .collect();
+        ids.into_iter().map(|id| id.to_string()).collect()
+    }
+
     pub fn stats(&self) -> DekCacheStats {
         let c = &self.counters;
         DekCacheStats {

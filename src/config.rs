@@ -8,10 +8,13 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod platform_keks;
+
 use crate::byok::watcher::WatcherConfig;
 use crate::cache::DekCacheConfig;
 use crate::http::server::settings::{RawServer, ServerSettings};
 use crate::kms::aws::AwsOptions;
+use crate::platform_kek::PlatformKekConfig;
 use crate::rate_limit::RateLimitConfig;
 use crate::rewrap::RewrapConfig;
 use crate::store::StoreOptions;
@@ -57,6 +60,7 @@ pub struct Config {
     /// the tenant's key policy must pin to its organization (README, BYOK). Off by default.
     pub byok_allow_direct_key_access: bool,
     pub store: StoreOptions,
+    pub platform_keks: PlatformKekConfig,
     /// Bootstrap API keys from `BYOK_BROKER_APP_KEY` / `BYOK_BROKER_ADMIN_KEY` (never from files).
     pub bootstrap_app_key: Option<Redacted>,
     pub bootstrap_admin_key: Option<Redacted>,
@@ -109,7 +113,10 @@ struct RawConfig {
     rewrap: RawRewrap,
     #[serde(default)]
     server: RawServer,
+    #[serde(default)]
     store: RawStore,
+    #[serde(default)]
+    platform_kek: platform_keks::RawPlatformKek,
 }
 
 /// Operational limits of the embedded store (not in the example configs: rarely needed).
@@ -147,6 +154,8 @@ struct RawRateLimit {
 struct RawLimits {
     max_value_bytes: Option<usize>,
     max_request_bytes: Option<usize>,
+    new_platform_keks_per_key_per_hour: Option<u32>,
+    max_platform_keks: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -340,6 +349,14 @@ impl Config {
                 None => raw.store.max_page_count,
             },
         };
+        let platform_keks = platform_keks::load(
+            raw.platform_kek,
+            platform_keks::RawPlatformKekLimits {
+                per_key_per_hour: raw.limits.new_platform_keks_per_key_per_hour,
+                max_total: raw.limits.max_platform_keks,
+            },
+            &env,
+        )?;
         let secret = |name: &str| {
             env(name)
                 .filter(|v| !v.is_empty())
@@ -353,6 +370,7 @@ impl Config {
             server,
             byok_allow_direct_key_access,
             store,
+            platform_keks,
             bootstrap_app_key: secret("BYOK_BROKER_APP_KEY"),
             bootstrap_admin_key: secret("BYOK_BROKER_ADMIN_KEY"),
             listen,

@@ -7,7 +7,7 @@ use crate::context::ContextError;
 use crate::envelope::{EnvelopeError, FormatError};
 use crate::keyring::KeyAccessError;
 use crate::kms::{KmsError, KmsErrorClass, KmsFailure};
-use crate::store::StoreError;
+use crate::store::{KekCreationRefused, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -66,6 +66,12 @@ pub enum Error {
     StorageFull(String),
     #[error("the broker's storage is unavailable, retry later")]
     StorageUnavailable(String),
+    #[error("this API key caused its hourly number of new platform keys; retry later")]
+    KekQuotaExceeded(std::time::Duration),
+    #[error(
+        "the deployment holds its limit of {0} platform keys; no new key context can get one until the operator raises limits.max_platform_keks"
+    )]
+    KekLimitReached(u64),
     #[error("internal error")]
     Internal(String),
 }
@@ -113,6 +119,9 @@ impl Error {
             Error::StorageUnavailable(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable")
             }
+            Error::KekQuotaExceeded(_) => (StatusCode::TOO_MANY_REQUESTS, "kek_quota_exceeded"),
+            // Not 429 or 503: retrying cannot help until an operator acts, so SDKs must not retry.
+            Error::KekLimitReached(_) => (StatusCode::FORBIDDEN, "kek_limit_reached"),
             Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
     }
@@ -172,6 +181,17 @@ impl From<KeyAccessError> for Error {
             KeyAccessError::NotHeldForContext => Error::Internal(
                 "integrity failure: a stored row names a KEK not held for its context".into(),
             ),
+            KeyAccessError::MissingSelectorField { field } => Error::invalid(
+                "invalid_context",
+                format!("the key context must contain {field:?}: it selects the platform key"),
+            ),
+            KeyAccessError::CreationRefused(KekCreationRefused::HourlyQuota { retry_after }) => {
+                Error::KekQuotaExceeded(retry_after)
+            }
+            KeyAccessError::CreationRefused(KekCreationRefused::Total { limit }) => {
+                Error::KekLimitReached(limit)
+            }
+            KeyAccessError::Store(message) => Error::Internal(message),
         }
     }
 }

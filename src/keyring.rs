@@ -3,7 +3,8 @@
 //! creates one KMS key and an alias derived from the context hash; later uses find the alias.
 //! Concurrent first uses converge on one key: in-process through single flight, across processes
 //! through the alias (CreateAlias fails for all but one creator; losers schedule their key for
-//! deletion and use the winner's).
+//! deletion and use the winner's). The operator's selector fields choose which context pairs name
+//! a platform KEK, and creation is limited per API key per hour and in total (`platform_kek`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -14,6 +15,8 @@ use tokio::sync::watch;
 use crate::byok::bindings::{Binding, BindingSet, BindingState, kek_ref};
 use crate::context::{ContextHash, KeyContext};
 use crate::kms::{AliasOutcome, KekRef, KeyProvider, KmsError, KmsFailure};
+use crate::platform_kek::{self, CreationQuota, KekCreator};
+use crate::store::KekCreationRefused;
 
 /// Attempts to read back an alias another creator just won; covers its brief write window.
 const ALIAS_READBACK_ATTEMPTS: u32 = 5;
@@ -31,13 +34,19 @@ pub enum KeyAccessError {
     /// key, a deleted registration's, a key the broker never made, or garbage). Deliberately
     /// carries nothing, so every such refusal looks the same whatever the named key is.
     NotHeldForContext,
+    /// The context lacks a field that selects its platform KEK.
+    MissingSelectorField { field: String },
+    /// Creating the context's platform KEK would exceed a creation limit.
+    CreationRefused(KekCreationRefused),
+    /// The store could not check or record a creation.
+    Store(String),
 }
 
-/// The KEK for a write, and whether resolving it created a platform KEK just now.
+/// The KEK for a write, and the alias of the platform KEK resolving it created just now (if so).
 #[derive(Debug, Clone)]
 pub struct WriteKek {
     pub kek: KekRef,
-    pub created_platform_kek: bool,
+    pub created_alias: Option<String>,
 }
 
 fn check_state(binding: &Binding) -> Result<(), KeyAccessError> {
@@ -70,6 +79,10 @@ pub struct Keyring {
     /// Resolved platform KEK ids; a KEK's id for a context never changes, so no expiry is needed.
     resolved: moka::future::Cache<ContextHash, Arc<str>>,
     counters: Counters,
+    /// Context names selecting a platform KEK; `None`: the whole context.
+    selector_fields: Option<Vec<String>>,
+    /// Creation limits; `None` (tests of the keyring alone): unlimited.
+    quota: Option<CreationQuota>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,7 +107,26 @@ impl Keyring {
                 .build(),
             counters: Counters::default(),
             bindings: watch::Sender::new(Arc::new(BindingSet::default())),
+            selector_fields: None,
+            quota: None,
         })
+    }
+
+    /// Applies the operator's platform KEK policy: selector fields and creation limits.
+    pub fn with_platform_policy(
+        mut self,
+        selector_fields: Option<Vec<String>>,
+        quota: CreationQuota,
+    ) -> Self {
+        self.selector_fields = selector_fields;
+        self.quota = Some(quota);
+        self
+    }
+
+    /// The pairs of `context` that select its platform KEK (all of them without a selector).
+    pub fn platform_selection(&self, context: &KeyContext) -> Result<KeyContext, KeyAccessError> {
+        platform_kek::select(self.selector_fields.as_deref(), context)
+            .map_err(|field| KeyAccessError::MissingSelectorField { field })
     }
 
     /// The current BYOK bindings.
@@ -109,7 +141,12 @@ impl Keyring {
 
     /// The KEK a new DEK for `context` is wrapped under. A context a BYOK binding covers gets that
     /// binding's current CMK or a refusal, never a platform KEK (fail closed).
-    pub async fn kek_for_write(&self, context: &KeyContext) -> Result<WriteKek, KeyAccessError> {
+    /// `creator` pays for a platform KEK this call creates (see [`KekCreator`]).
+    pub async fn kek_for_write(
+        &self,
+        context: &KeyContext,
+        creator: KekCreator<'_>,
+    ) -> Result<WriteKek, KeyAccessError> {
         let bindings = self.bindings();
         if let Some(binding) = bindings.covering(context) {
             check_state(binding)?;
@@ -120,16 +157,14 @@ impl Keyring {
                 })?;
             return Ok(WriteKek {
                 kek: kek_ref(kek),
-                created_platform_kek: false,
+                created_alias: None,
             });
         }
-        let (kek, created) = self
-            .resolve_platform_kek(context)
-            .await
-            .map_err(KeyAccessError::Kms)?;
+        let selection = self.platform_selection(context)?;
+        let (kek, created) = self.resolve_platform_kek(&selection, creator).await?;
         Ok(WriteKek {
             kek,
-            created_platform_kek: created,
+            created_alias: created.then(|| self.alias_for(&selection)),
         })
     }
 
@@ -152,10 +187,10 @@ impl Keyring {
             // lookup), so neither the answer nor its timing tells the two apart.
             _ => {
                 let platform = self
-                    .find_platform_kek(context)
+                    .is_platform_kek_of(context, stored_kek_id)
                     .await
                     .map_err(KeyAccessError::Kms)?;
-                owner.is_none() && platform.as_deref() == Some(stored_kek_id)
+                owner.is_none() && platform
             }
         };
         if !held {
@@ -188,15 +223,37 @@ impl Keyring {
         Ok(kek_ref(kek))
     }
 
-    /// The platform KEK of `context` if it exists: the resolved cache, else its alias (a
-    /// DescribeKey, never a create: a read must not mint keys). Absence is not cached, because a
-    /// write may create the KEK at any moment.
-    async fn find_platform_kek(&self, context: &KeyContext) -> Result<Option<Arc<str>>, KmsError> {
-        let hash = context.hash();
+    /// Whether `kek_id` is a platform KEK the broker made for `context`: the one its selector
+    /// fields select now or, when that differs, the one of the whole context (the KEK it had
+    /// before the operator configured a selector, so older objects stay readable and rewrappable).
+    async fn is_platform_kek_of(
+        &self,
+        context: &KeyContext,
+        kek_id: &str,
+    ) -> Result<bool, KmsError> {
+        if let Ok(selection) = self.platform_selection(context)
+            && self.find_platform_kek(&selection).await?.as_deref() == Some(kek_id)
+        {
+            return Ok(true);
+        }
+        if self.selector_fields.is_none() {
+            return Ok(false);
+        }
+        Ok(self.find_platform_kek(context).await?.as_deref() == Some(kek_id))
+    }
+
+    /// The platform KEK that `selection` selects if it exists: the resolved cache, else its alias
+    /// (a DescribeKey, never a create: a read must not mint keys). Absence is not cached, because
+    /// a write may create the KEK at any moment.
+    async fn find_platform_kek(
+        &self,
+        selection: &KeyContext,
+    ) -> Result<Option<Arc<str>>, KmsError> {
+        let hash = selection.hash();
         if let Some(id) = self.resolved.get(&hash).await {
             return Ok(Some(id));
         }
-        let Some(id) = self.provider.find_alias(&self.alias_for(context)).await? else {
+        let Some(id) = self.provider.find_alias(&self.alias_for(selection)).await? else {
             return Ok(None);
         };
         let id: Arc<str> = id.into();
@@ -208,36 +265,41 @@ impl Keyring {
         &self.provider
     }
 
-    /// The alias naming the platform KEK of `context`.
-    pub fn alias_for(&self, context: &KeyContext) -> String {
+    /// The alias naming the platform KEK that `selection` (see [`Self::platform_selection`]) selects.
+    pub fn alias_for(&self, selection: &KeyContext) -> String {
         format!(
             "alias/{}/ctx-{}",
             self.alias_prefix,
-            context.hash().to_hex()
+            selection.hash().to_hex()
         )
     }
 
-    /// The platform KEK for `context`, created on first use.
-    pub async fn platform_kek(&self, context: &KeyContext) -> Result<KekRef, KmsError> {
-        self.resolve_platform_kek(context).await.map(|(kek, _)| kek)
+    /// The platform KEK for `context` (selected by the operator's fields), created on first use by
+    /// the broker itself.
+    pub async fn platform_kek(&self, context: &KeyContext) -> Result<KekRef, KeyAccessError> {
+        let selection = self.platform_selection(context)?;
+        self.resolve_platform_kek(&selection, KekCreator::Broker)
+            .await
+            .map(|(kek, _)| kek)
     }
 
-    /// The platform KEK for `context`, and whether this very call created it (so the caller can
-    /// record `vault.kek.created` exactly once).
-    pub async fn resolve_platform_kek(
+    /// The platform KEK `selection` names, and whether this very call created it (so the caller
+    /// can record `vault.kek.created` exactly once).
+    async fn resolve_platform_kek(
         &self,
-        context: &KeyContext,
-    ) -> Result<(KekRef, bool), KmsError> {
+        selection: &KeyContext,
+        creator: KekCreator<'_>,
+    ) -> Result<(KekRef, bool), KeyAccessError> {
         let created_here = AtomicBool::new(false);
         let id = self
             .resolved
-            .try_get_with(context.hash(), async {
-                let (id, created) = self.find_or_create(context).await?;
+            .try_get_with(selection.hash(), async {
+                let (id, created) = self.find_or_create(selection, creator).await?;
                 created_here.store(created, Ordering::Relaxed);
-                Ok::<_, KmsError>(id)
+                Ok::<_, KeyAccessError>(id)
             })
             .await
-            .map_err(|shared: Arc<KmsError>| (*shared).clone())?;
+            .map_err(|shared: Arc<KeyAccessError>| (*shared).clone())?;
         Ok((
             KekRef::platform(id.as_ref()),
             created_here.load(Ordering::Relaxed),
@@ -251,19 +313,55 @@ impl Keyring {
         }
     }
 
-    /// The KEK id, and true when this call created the key that won.
-    async fn find_or_create(&self, context: &KeyContext) -> Result<(Arc<str>, bool), KmsError> {
-        let alias = self.alias_for(context);
-        if let Some(id) = self.provider.find_alias(&alias).await? {
+    /// The KEK id, and true when this call created the key that won. A creation is reserved
+    /// against the limits first and given back if it did not produce the alias's key.
+    async fn find_or_create(
+        &self,
+        selection: &KeyContext,
+        creator: KekCreator<'_>,
+    ) -> Result<(Arc<str>, bool), KeyAccessError> {
+        let alias = self.alias_for(selection);
+        if let Some(id) = self
+            .provider
+            .find_alias(&alias)
+            .await
+            .map_err(KeyAccessError::Kms)?
+        {
             return Ok((id.into(), false));
         }
-        let hash = context.hash();
+        let hash = selection.hash();
+        let reservation = match &self.quota {
+            Some(quota) => Some(
+                quota
+                    .reserve(creator, &hash.to_hex())
+                    .await
+                    .map_err(|e| KeyAccessError::Store(e.to_string()))?
+                    .map_err(KeyAccessError::CreationRefused)?,
+            ),
+            None => None,
+        };
+        let outcome = self.create_with_alias(&alias, selection).await;
+        if let (Some(quota), Some(reservation)) = (&self.quota, reservation) {
+            match &outcome {
+                Ok((id, true)) => quota.confirm(reservation, id).await,
+                _ => quota.release(reservation).await,
+            }
+        }
+        outcome.map_err(KeyAccessError::Kms)
+    }
+
+    async fn create_with_alias(
+        &self,
+        alias: &str,
+        selection: &KeyContext,
+    ) -> Result<(Arc<str>, bool), KmsError> {
+        let hash = selection.hash();
         let key_id = self
             .provider
             .create_key(&format!("byok-broker platform KEK for context {hash}"))
             .await?;
         self.counters.keks_created.fetch_add(1, Ordering::Relaxed);
-        match self.provider.create_alias(&alias, &key_id).await? {
+        match self.provider.create_alias(alias, &key_id).await? {
             AliasOutcome::Created => {
                 tracing::info!(kek_id = %key_id, context_hash = %hash, "created platform KEK");
                 Ok((key_id.into(), true))
@@ -279,7 +377,7 @@ impl Keyring {
                         tracing::warn!(orphan = %key_id, error = %e, "could not schedule orphan KEK for deletion")
                     }
                 }
-                self.read_back(&alias).await.map(|id| (id.into(), false))
+                self.read_back(alias).await.map(|id| (id.into(), false))
             }
         }
     }

@@ -18,6 +18,8 @@ pub mod http;
 pub mod keyring;
 pub mod kms;
 pub mod metrics;
+pub mod platform_kek;
+pub mod platform_kek_watch;
 pub mod rate_limit;
 pub mod rewrap;
 pub mod store;

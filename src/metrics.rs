@@ -1,10 +1,12 @@
 //! Counters for operators, rendered in the Prometheus text format at `/admin/v1/metrics`:
 //! KMS calls per key account, operation and outcome (through [`MeteredProvider`]), key-state
 //! checks and revocations; gauges for BYOK key states and the DEK cache are computed at render.
+//! Label values come only from bounded sets the broker knows (its own account, registered tenant
+//! accounts, fixed names), never from caller input, and are escaped per the exposition format.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use async_trait::async_trait;
 
@@ -14,33 +16,82 @@ use crate::context::KeyContext;
 use crate::data_key::DataKey;
 use crate::kms::{AliasOutcome, GeneratedDataKey, KekRef, KeyDescription, KeyProvider, KmsError};
 
+/// The label for key ids in accounts the broker does not know: a caller may name any key id in
+/// an `encrypted_keys` blob, and each distinct label value would be a new series.
+const OTHER_ACCOUNT: &str = "other";
+
 #[derive(Default)]
 pub struct Metrics {
     /// Rendered series (`name{labels}`) → count.
     counters: Mutex<BTreeMap<String, u64>>,
+    /// Accounts that may appear as label values: the broker's own (learned from KMS answers about
+    /// keys it created or resolved) and those of registered BYOK keys.
+    known_accounts: RwLock<BTreeSet<String>>,
 }
 
+/// `name{k="v",...}` with label values escaped as the text exposition format requires
+/// (backslash, double quote and line feed), so no value can end a line or a label early.
 fn series(name: &str, labels: &[(&str, &str)]) -> String {
     let rendered: Vec<String> = labels
         .iter()
-        .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
+        .map(|(k, v)| format!("{k}=\"{}\"", escape_label_value(v)))
         .collect();
     format!("{name}{{{}}}", rendered.join(","))
 }
 
-/// The AWS account in a key ARN (the tenant, for tenant CMKs); "local" or "unknown" otherwise.
-fn account_of(key_id: &str) -> &str {
-    if key_id.starts_with("local/") {
-        return "local";
+fn escape_label_value(value: &str) -> String {
+    let mut escaped = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => escaped.push_str("\\\\"),
+            '"' => escaped.push_str("\\\""),
+            '\n' => escaped.push_str("\\n"),
+            other => escaped.push(other),
+        }
     }
-    key_id
-        .split(':')
-        .nth(4)
-        .filter(|a| !a.is_empty())
-        .unwrap_or("unknown")
+    escaped
+}
+
+/// The AWS account in a key ARN, `None` for anything else.
+fn arn_account(key_id: &str) -> Option<&str> {
+    key_id.split(':').nth(4).filter(|a| !a.is_empty())
 }
 
 impl Metrics {
+    /// Lets the accounts of these key ARNs appear as label values (registered BYOK keys, and keys
+    /// KMS itself reported for the broker's own calls).
+    pub fn allow_accounts_of<'a>(&self, key_ids: impl IntoIterator<Item = &'a str>) {
+        let accounts: Vec<&str> = key_ids.into_iter().filter_map(arn_account).collect();
+        let known = self
+            .known_accounts
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        if accounts.iter().all(|a| known.contains(*a)) {
+            return;
+        }
+        drop(known);
+        let mut known = self
+            .known_accounts
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        known.extend(accounts.into_iter().map(str::to_owned));
+    }
+
+    /// The account label of a key id: "local", a known account, or "other".
+    fn account_label(&self, key_id: &str) -> String {
+        if key_id.starts_with("local/") {
+            return "local".into();
+        }
+        let known = self
+            .known_accounts
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        match arn_account(key_id) {
+            Some(account) if known.contains(account) => account.to_owned(),
+            _ => OTHER_ACCOUNT.into(),
+        }
+    }
+
     pub fn increment(&self, name: &str, labels: &[(&str, &str)]) {
         let mut counters = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
         *counters.entry(series(name, labels)).or_default() += 1;
@@ -54,7 +105,10 @@ impl Metrics {
         };
         self.increment(
             "byok_broker_key_checks_total",
-            &[("account", account_of(key_arn)), ("outcome", outcome)],
+            &[
+                ("account", &self.account_label(key_arn)),
+                ("outcome", outcome),
+            ],
         );
     }
 
@@ -67,7 +121,7 @@ impl Metrics {
         self.increment(
             "byok_broker_kms_calls_total",
             &[
-                ("account", account_of(key_id)),
+                ("account", &self.account_label(key_id)),
                 ("operation", operation),
                 ("outcome", &outcome),
             ],
@@ -130,6 +184,9 @@ impl KeyProvider for MeteredProvider {
         context: &KeyContext,
     ) -> Result<GeneratedDataKey, KmsError> {
         let result = self.inner.generate_data_key(kek, context).await;
+        if let Ok(generated) = &result {
+            self.metrics.allow_accounts_of([generated.kek_id.as_str()]);
+        }
         self.note(&kek.key_id, "generate_data_key", &result);
         result
     }
@@ -180,10 +237,18 @@ impl KeyProvider for MeteredProvider {
         result
     }
     async fn find_alias(&self, alias: &str) -> Result<Option<String>, KmsError> {
-        self.inner.find_alias(alias).await
+        let result = self.inner.find_alias(alias).await;
+        if let Ok(Some(key_id)) = &result {
+            self.metrics.allow_accounts_of([key_id.as_str()]);
+        }
+        result
     }
     async fn create_key(&self, description: &str) -> Result<String, KmsError> {
-        self.inner.create_key(description).await
+        let result = self.inner.create_key(description).await;
+        if let Ok(key_id) = &result {
+            self.metrics.allow_accounts_of([key_id.as_str()]);
+        }
+        result
     }
     async fn create_alias(&self, alias: &str, key_id: &str) -> Result<AliasOutcome, KmsError> {
         self.inner.create_alias(alias, key_id).await
@@ -194,23 +259,5 @@ impl KeyProvider for MeteredProvider {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn renders_counters_and_gauges() {
-        let metrics = Metrics::default();
-        metrics.record_key_check("arn:aws:kms:us-east-1:111111111111:key/a", false);
-        metrics.record_revocation("aws");
-        let text = metrics.render(&BindingSet::default(), DekCacheStats::default());
-        assert!(
-            text.contains(
-                "byok_broker_key_checks_total{account=\"111111111111\",outcome=\"unavailable\"} 1"
-            ),
-            "{text}"
-        );
-        assert!(text.contains("byok_broker_revocations_total{cause=\"aws\"} 1"));
-        assert!(text.contains("byok_broker_byok_keys{state=\"active\"} 0"));
-        assert!(text.contains("byok_broker_dek_cache_entries 0"));
-    }
-}
+#[path = "metrics_tests.rs"]
+mod tests;

@@ -15,6 +15,7 @@ use crate::context::KeyContext;
 use crate::envelope::{SealedValue, WrappedKey};
 use crate::error::Error;
 use crate::kms::{KekRef, KmsError};
+use crate::platform_kek::KekCreator;
 use crate::store::{RewrapCandidate, RewrapJobRecord, StoreError};
 
 #[derive(Debug, Clone, Copy)]
@@ -230,7 +231,7 @@ impl Broker {
             .await?;
         let destination = self
             .keyring
-            .kek_for_write(&context)
+            .kek_for_write(&context, KekCreator::Broker)
             .await
             .map_err(Error::from)?
             .kek;

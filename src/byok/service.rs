@@ -130,6 +130,12 @@ impl Broker {
     pub async fn reload_bindings(&self) -> Result<(), Error> {
         let records = self.store.list_byok_keys().await?;
         let set = BindingSet::from_records(records).map_err(Error::Internal)?;
+        // Registered tenant accounts are the only tenant accounts metrics may name.
+        self.metrics.allow_accounts_of(
+            set.all()
+                .iter()
+                .flat_map(|b| b.record.keks.iter().map(|k| k.key_arn.as_str())),
+        );
         self.keyring.replace_bindings(set);
         Ok(())
     }

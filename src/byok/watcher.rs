@@ -2,7 +2,9 @@
 //! by an admin, on a jittered interval with bounded concurrency. A revoked-class answer (disabled,
 //! pending deletion, access denied, not found, role not assumable) or a key that is no longer
 //! enabled marks the CMK unavailable at once; an enabled key restores it. Transient failures change
-//! nothing. The published bound: from `DisableKey` to refusal, at most one interval plus one check.
+//! nothing. Each pass also checks the platform KEKs that could serve from the DEK cache
+//! (`platform_kek_watch`). The published bound: from `DisableKey` to refusal, at most one interval
+//! plus one check, for tenant CMKs and platform KEKs alike.
 
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -12,6 +14,7 @@ use futures_util::StreamExt;
 use super::bindings::kek_ref;
 use crate::broker::Broker;
 use crate::kms::KmsErrorClass;
+use crate::platform_kek_watch::check_platform_keks;
 
 #[derive(Debug, Clone, Copy)]
 pub struct WatcherConfig {
@@ -39,7 +42,11 @@ pub async fn run(broker: Weak<Broker>, config: WatcherConfig) {
             return;
         };
         let started = Instant::now();
-        let checked = check_all(&broker, config.concurrency).await;
+        let (tenant_keks, platform_keks) = tokio::join!(
+            check_all(&broker, config.concurrency),
+            check_platform_keks(&broker, config.concurrency)
+        );
+        let checked = tenant_keks + platform_keks;
         last_pass = started.elapsed();
         tracing::debug!(
             checked,

@@ -20,6 +20,7 @@ impl IntoResponse for Error {
         let retry_after = match &self {
             Error::RateLimited(wait) => Some(wait.as_secs() + 1),
             Error::IdempotencyInFlight => Some(1),
+            Error::KekQuotaExceeded(wait) => Some(wait.as_secs().max(1)),
             _ if status == StatusCode::SERVICE_UNAVAILABLE => Some(1),
             _ => None,
         };

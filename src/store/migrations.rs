@@ -150,6 +150,22 @@ CREATE TABLE byok_external_ids (
     r#"
 ALTER TABLE idempotency ADD COLUMN claim_token TEXT;
 "#,
+    // Platform KEKs created just in time, for the creation limits. A row with kek_id NULL is a
+    // creation in flight (or one a crash interrupted: it keeps counting, which fails closed).
+    // KEKs that already wrap stored versions are counted from the start; their creator is unknown.
+    r#"
+CREATE TABLE platform_keks (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    creator       TEXT,
+    kek_id        TEXT UNIQUE,
+    context_hash  TEXT NOT NULL,
+    created_unix  INTEGER NOT NULL
+);
+CREATE INDEX platform_keks_creator ON platform_keks(creator, created_unix);
+INSERT INTO platform_keks (creator, kek_id, context_hash, created_unix)
+    SELECT DISTINCT NULL, kek_id, '', 0 FROM versions
+    WHERE kek_id NOT IN (SELECT key_arn FROM tenant_keks);
+"#,
 ];
 
 pub(super) fn apply(connection: &mut Connection) -> Result<(), StoreError> {

@@ -10,6 +10,7 @@ mod idempotency;
 mod migrations;
 mod object_list;
 mod objects;
+mod platform_keks;
 mod record_cache;
 mod rewrap;
 mod writer;
@@ -26,6 +27,7 @@ pub use byok::{ByokFlag, ByokKeyRecord, TenantKekRecord};
 pub use idempotency::{ClaimOutcome, IdempotencyClaim, IdempotencyRecord, StoredResponse};
 pub use object_list::{ListPosition, ListQuery, ListedObject, Order};
 pub use objects::{NewObject, NewVersion, ObjectRecord, VersionRecord};
+pub use platform_keks::{KekCreationRefused, PlatformKekReservation};
 pub use rewrap::{RewrapCandidate, RewrapJobRecord};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

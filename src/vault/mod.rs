@@ -25,6 +25,7 @@ use crate::envelope::{ValueBinding, WrappedKey, seal_value};
 use crate::error::Error;
 use crate::keyring::WriteKek;
 use crate::kms::{KekRef, KmsError};
+use crate::platform_kek::KekCreator;
 use crate::store::{NewVersion, ObjectRecord};
 use crate::timestamp::Timestamp;
 
@@ -90,12 +91,17 @@ impl Broker {
 
     /// The KEK for `context`; records `vault.kek.created` when this call created it.
     async fn kek_for(&self, principal: &Principal, context: &KeyContext) -> Result<KekRef, Error> {
-        let WriteKek {
-            kek,
-            created_platform_kek,
-        } = self.keyring.kek_for_write(context).await?;
-        if created_platform_kek {
-            let fields = json!({"key_name": self.keyring.alias_for(context), "key_id": kek.key_id});
+        let WriteKek { kek, created_alias } = self
+            .keyring
+            .kek_for_write(context, KekCreator::ApiKey(&principal.key_id))
+            .await?;
+        if let Some(failure) = self.platform_kek_states.unavailable(&kek.key_id) {
+            return Err(Error::KeyUnavailable {
+                reason: failure.as_str().to_owned(),
+            });
+        }
+        if let Some(alias) = created_alias {
+            let fields = json!({"key_name": alias, "key_id": kek.key_id});
             self.audit
                 .record(audit::event(
                     Some(principal),
@@ -176,6 +182,10 @@ impl Broker {
         wrapped: &[u8],
         context: &KeyContext,
     ) -> Result<Arc<DataKey>, KmsError> {
+        // A platform KEK the watcher found unusable must not serve DEKs still cached or in flight.
+        if let Some(failure) = self.platform_kek_states.unavailable(&kek.key_id) {
+            return Err(KmsError::new(failure, "platform KEK marked unavailable"));
+        }
         let result = self
             .dek_cache
             .unwrap(self.provider(), kek, wrapped, context)

@@ -1,0 +1,116 @@
+//! Loading the platform KEK policy (`platform_kek.context_fields`, `limits.new_platform_keks_*`,
+//! `limits.max_platform_keks`) from the file and `BYOK_BROKER_*` variables, validated.
+
+use std::collections::BTreeSet;
+
+use serde::Deserialize;
+
+use super::{ConfigError, invalid, parse_number};
+use crate::platform_kek::PlatformKekConfig;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPlatformKek {
+    context_fields: Option<Vec<String>>,
+}
+
+/// The limit settings read from the `[limits]` table.
+pub(super) struct RawPlatformKekLimits {
+    pub per_key_per_hour: Option<u32>,
+    pub max_total: Option<u64>,
+}
+
+pub(super) fn load(
+    raw: RawPlatformKek,
+    limits: RawPlatformKekLimits,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<PlatformKekConfig, ConfigError> {
+    let defaults = PlatformKekConfig::default();
+    let new_per_key_per_hour = match env("BYOK_BROKER_NEW_PLATFORM_KEKS_PER_KEY_PER_HOUR") {
+        Some(text) => {
+            let n = parse_number("BYOK_BROKER_NEW_PLATFORM_KEKS_PER_KEY_PER_HOUR", &text)?;
+            u32::try_from(n).map_err(|_| {
+                invalid(
+                    "BYOK_BROKER_NEW_PLATFORM_KEKS_PER_KEY_PER_HOUR",
+                    "too large".into(),
+                )
+            })?
+        }
+        None => limits
+            .per_key_per_hour
+            .unwrap_or(defaults.new_per_key_per_hour),
+    };
+    let max_total = match env("BYOK_BROKER_MAX_PLATFORM_KEKS") {
+        Some(text) => parse_number("BYOK_BROKER_MAX_PLATFORM_KEKS", &text)?,
+        None => limits.max_total.unwrap_or(defaults.max_total),
+    };
+    let context_fields = match env("BYOK_BROKER_PLATFORM_KEK_CONTEXT_FIELDS") {
+        Some(text) => Some(text.split(',').map(|f| f.trim().to_owned()).collect()),
+        None => raw.context_fields,
+    };
+    if let Some(fields) = &context_fields {
+        validate_fields(fields)?;
+    }
+    Ok(PlatformKekConfig {
+        context_fields,
+        new_per_key_per_hour,
+        max_total,
+    })
+}
+
+/// 1-10 distinct names of 1-120 characters: what a key context can hold.
+fn validate_fields(fields: &[String]) -> Result<(), ConfigError> {
+    let distinct: BTreeSet<&String> = fields.iter().collect();
+    let valid = (1..=10).contains(&fields.len())
+        && distinct.len() == fields.len()
+        && fields
+            .iter()
+            .all(|f| !f.is_empty() && f.chars().count() <= 120);
+    if valid {
+        Ok(())
+    } else {
+        Err(invalid(
+            "platform_kek.context_fields / BYOK_BROKER_PLATFORM_KEK_CONTEXT_FIELDS",
+            format!("{fields:?}: expected 1-10 distinct context names of 1-120 characters"),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_limits() -> RawPlatformKekLimits {
+        RawPlatformKekLimits {
+            per_key_per_hour: None,
+            max_total: None,
+        }
+    }
+
+    #[test]
+    fn defaults_keep_one_kek_per_context_and_finite_limits() {
+        let config = load(RawPlatformKek::default(), no_limits(), &|_| None).unwrap();
+        assert_eq!(config, PlatformKekConfig::default());
+        assert!(config.context_fields.is_none());
+    }
+
+    #[test]
+    fn fields_come_from_the_environment_and_are_validated() {
+        let env = |name: &str| {
+            (name == "BYOK_BROKER_PLATFORM_KEK_CONTEXT_FIELDS")
+                .then(|| "organization_id, data_type".to_owned())
+        };
+        let config = load(RawPlatformKek::default(), no_limits(), &env).unwrap();
+        assert_eq!(
+            config.context_fields,
+            Some(vec!["organization_id".into(), "data_type".into()])
+        );
+        for bad in ["", "a,,b", "a,a"] {
+            let env = |_: &str| Some(bad.to_owned());
+            assert!(
+                load(RawPlatformKek::default(), no_limits(), &env).is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! Policy for just-in-time platform KEKs: which context fields select one (the whole context is
+//! still the encryption context) and creation limits per API key per hour and in total, counted in
+//! the store (a KMS key costs money monthly and uses a per-account quota all tenants share).
+
+use crate::context::KeyContext;
+use crate::store::{KekCreationRefused, PlatformKekReservation, Store, StoreError};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlatformKekConfig {
+    /// Context names whose pairs select the KEK; `None`: the whole context (one KEK per context).
+    pub context_fields: Option<Vec<String>>,
+    /// New platform KEKs one API key may cause per rolling hour.
+    pub new_per_key_per_hour: u32,
+    /// Platform KEKs the deployment may hold in all.
+    pub max_total: u64,
+}
+
+impl Default for PlatformKekConfig {
+    fn default() -> Self {
+        Self {
+            context_fields: None,
+            new_per_key_per_hour: 100,
+            max_total: 10_000,
+        }
+    }
+}
+
+/// Who causes a KEK creation: an API key (limited per hour and in total) or the broker's own
+/// work started by an admin, such as a rewrap job (limited in total only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KekCreator<'a> {
+    ApiKey(&'a str),
+    Broker,
+}
+
+/// The part of a context that selects its platform KEK.
+pub fn select(fields: Option<&[String]>, context: &KeyContext) -> Result<KeyContext, String> {
+    let Some(fields) = fields else {
+        return Ok(context.clone());
+    };
+    let mut pairs = Vec::with_capacity(fields.len());
+    for field in fields {
+        let value = context.get(field).ok_or_else(|| field.clone())?;
+        pairs.push((field.as_str(), value));
+    }
+    // A subset of a valid context is valid: the error arm cannot be reached, but fails closed.
+    KeyContext::new(pairs).map_err(|_| fields.join(","))
+}
+
+/// The creation limits, checked and recorded in the store in one transaction.
+#[derive(Clone)]
+pub struct CreationQuota {
+    store: Store,
+    per_key_per_hour: u32,
+    max_total: u64,
+}
+
+impl CreationQuota {
+    pub fn new(store: Store, config: &PlatformKekConfig) -> Self {
+        Self {
+            store,
+            per_key_per_hour: config.new_per_key_per_hour,
+            max_total: config.max_total,
+        }
+    }
+
+    pub async fn reserve(
+        &self,
+        creator: KekCreator<'_>,
+        context_hash: &str,
+    ) -> Result<Result<PlatformKekReservation, KekCreationRefused>, StoreError> {
+        let creator = match creator {
+            KekCreator::ApiKey(id) => Some(id),
+            KekCreator::Broker => None,
+        };
+        self.store
+            .reserve_platform_kek(creator, context_hash, self.per_key_per_hour, self.max_total)
+            .await
+    }
+
+    pub async fn confirm(&self, reservation: PlatformKekReservation, kek_id: &str) {
+        if let Err(e) = self.store.confirm_platform_kek(reservation, kek_id).await {
+            // The row stays reserved and keeps counting: the limit errs on the safe side.
+            tracing::error!(kek_id, error = %e, "could not record a new platform KEK");
+        }
+    }
+
+    pub async fn release(&self, reservation: PlatformKekReservation) {
+        if let Err(e) = self.store.release_platform_kek(reservation).await {
+            tracing::error!(error = %e, "could not release a platform KEK reservation");
+        }
+    }
+}
