@@ -30,7 +30,6 @@ async fn register(broker: &TestBroker, org: &str) -> (String, String) {
         "provider": "aws_kms",
         "key_arn": key_arn,
         "role_arn": format!("arn:aws:iam::{TENANT_ACCOUNT}:role/byok-broker-access"),
-        "external_id": format!("{org}-external-id"),
     });
     let response = broker
         .call_with(
