@@ -73,6 +73,10 @@ pub struct Limits {
     pub max_value_bytes: usize,
     /// Largest request body accepted, in bytes.
     pub max_request_bytes: usize,
+    /// Whether `encrypted_keys` blobs in the untagged format 1 (issued before format 2) still
+    /// open. Their DEK id is unauthenticated, and a format 2 blob can be rewritten as format 1;
+    /// turn this off once the blobs clients hold are format 2.
+    pub accept_legacy_data_key_blobs: bool,
 }
 
 impl Default for Limits {
@@ -80,6 +84,8 @@ impl Default for Limits {
         Self {
             max_value_bytes: 1024 * 1024,
             max_request_bytes: 2 * 1024 * 1024,
+            // Format 1 blobs were issued by releases before format 2 existed: keep them working.
+            accept_legacy_data_key_blobs: true,
         }
     }
 }
@@ -156,6 +162,7 @@ struct RawLimits {
     max_request_bytes: Option<usize>,
     new_platform_keks_per_key_per_hour: Option<u32>,
     max_platform_keks: Option<u64>,
+    accept_legacy_data_key_blobs: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -271,6 +278,13 @@ impl Config {
                 .limits
                 .max_request_bytes
                 .unwrap_or(limit_defaults.max_request_bytes),
+            accept_legacy_data_key_blobs: match env("BYOK_BROKER_ACCEPT_LEGACY_DATA_KEY_BLOBS") {
+                Some(text) => parse_bool("BYOK_BROKER_ACCEPT_LEGACY_DATA_KEY_BLOBS", &text)?,
+                None => raw
+                    .limits
+                    .accept_legacy_data_key_blobs
+                    .unwrap_or(limit_defaults.accept_legacy_data_key_blobs),
+            },
         };
         if limits.max_request_bytes < limits.max_value_bytes {
             return Err(invalid(

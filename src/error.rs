@@ -191,7 +191,7 @@ impl From<KeyAccessError> for Error {
             KeyAccessError::CreationRefused(KekCreationRefused::Total { limit }) => {
                 Error::KekLimitReached(limit)
             }
-            KeyAccessError::Store(message) => Error::Internal(message),
+            KeyAccessError::Store(e) => e.into(),
         }
     }
 }

@@ -16,7 +16,7 @@ use crate::byok::bindings::{Binding, BindingSet, BindingState, kek_ref};
 use crate::context::{ContextHash, KeyContext};
 use crate::kms::{AliasOutcome, KekRef, KeyProvider, KmsError, KmsFailure};
 use crate::platform_kek::{self, CreationQuota, KekCreator};
-use crate::store::KekCreationRefused;
+use crate::store::{KekCreationRefused, StoreError};
 
 /// Attempts to read back an alias another creator just won; covers its brief write window.
 const ALIAS_READBACK_ATTEMPTS: u32 = 5;
@@ -38,8 +38,8 @@ pub enum KeyAccessError {
     MissingSelectorField { field: String },
     /// Creating the context's platform KEK would exceed a creation limit.
     CreationRefused(KekCreationRefused),
-    /// The store could not check or record a creation.
-    Store(String),
+    /// The store could not check or record a creation (full, unavailable, or failed).
+    Store(StoreError),
 }
 
 /// The KEK for a write, and the alias of the platform KEK resolving it created just now (if so).
@@ -186,10 +186,7 @@ impl Keyring {
             // Another registration's CMK takes the same path as an unknown id (the platform
             // lookup), so neither the answer nor its timing tells the two apart.
             _ => {
-                let platform = self
-                    .is_platform_kek_of(context, stored_kek_id)
-                    .await
-                    .map_err(KeyAccessError::Kms)?;
+                let platform = self.is_platform_kek_of(context, stored_kek_id).await?;
                 owner.is_none() && platform
             }
         };
@@ -224,22 +221,49 @@ impl Keyring {
     }
 
     /// Whether `kek_id` is a platform KEK the broker made for `context`: the one its selector
-    /// fields select now or, when that differs, the one of the whole context (the KEK it had
-    /// before the operator configured a selector, so older objects stay readable and rewrappable).
+    /// fields select now, or one an earlier selector (or none: the whole context) selected, so
+    /// objects stay readable and rewrappable after the operator changes the selector.
     async fn is_platform_kek_of(
         &self,
         context: &KeyContext,
         kek_id: &str,
-    ) -> Result<bool, KmsError> {
-        if let Ok(selection) = self.platform_selection(context)
-            && self.find_platform_kek(&selection).await?.as_deref() == Some(kek_id)
+    ) -> Result<bool, KeyAccessError> {
+        let selection = self.platform_selection(context).ok();
+        if let Some(selection) = &selection
+            && self.resolved.get(&selection.hash()).await.as_deref() == Some(kek_id)
+        {
+            return Ok(true);
+        }
+        // Any selection the operator had configured before is in the store's record of the
+        // platform KEKs the broker created (the selection's hash): no KMS call needed.
+        if let Some(quota) = &self.quota
+            && let Some(hash) = quota
+                .selection_of(kek_id)
+                .await
+                .map_err(KeyAccessError::Store)?
+            && !hash.is_empty()
+        {
+            return Ok(platform_kek::is_selection_of(context, &hash));
+        }
+        // Unknown to the store (created before it kept a record), or counted at upgrade: by alias.
+        if let Some(selection) = &selection
+            && self
+                .find_platform_kek(selection)
+                .await
+                .map_err(KeyAccessError::Kms)?
+                .as_deref()
+                == Some(kek_id)
         {
             return Ok(true);
         }
         if self.selector_fields.is_none() {
             return Ok(false);
         }
-        Ok(self.find_platform_kek(context).await?.as_deref() == Some(kek_id))
+        let whole = self
+            .find_platform_kek(context)
+            .await
+            .map_err(KeyAccessError::Kms)?;
+        Ok(whole.as_deref() == Some(kek_id))
     }
 
     /// The platform KEK that `selection` selects if it exists: the resolved cache, else its alias
@@ -335,7 +359,7 @@ impl Keyring {
                 quota
                     .reserve(creator, &hash.to_hex())
                     .await
-                    .map_err(|e| KeyAccessError::Store(e.to_string()))?
+                    .map_err(KeyAccessError::Store)?
                     .map_err(KeyAccessError::CreationRefused)?,
             ),
             None => None,

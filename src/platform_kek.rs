@@ -78,6 +78,11 @@ impl CreationQuota {
             .await
     }
 
+    /// The hash of the selection `kek_id` was created for, if the broker recorded its creation.
+    pub async fn selection_of(&self, kek_id: &str) -> Result<Option<String>, StoreError> {
+        self.store.platform_kek_selection(kek_id).await
+    }
+
     pub async fn confirm(&self, reservation: PlatformKekReservation, kek_id: &str) {
         if let Err(e) = self.store.confirm_platform_kek(reservation, kek_id).await {
             // The row stays reserved and keeps counting: the limit errs on the safe side.
@@ -90,4 +95,18 @@ impl CreationQuota {
             tracing::error!(error = %e, "could not release a platform KEK reservation");
         }
     }
+}
+
+/// Whether some non-empty part of `context` hashes to `selection_hash` (hex): the context could
+/// have selected that platform KEK under some choice of selector fields. At most 1,023 parts.
+pub fn is_selection_of(context: &KeyContext, selection_hash: &str) -> bool {
+    let pairs: Vec<(&String, &String)> = context.pairs().iter().collect();
+    (1u32..(1 << pairs.len())).any(|mask| {
+        let part = pairs
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| mask & (1 << i) != 0)
+            .map(|(_, (k, v))| (k.as_str(), v.as_str()));
+        KeyContext::new(part).is_ok_and(|part| part.hash().to_hex() == selection_hash)
+    })
 }

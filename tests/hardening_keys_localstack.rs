@@ -408,3 +408,50 @@ async fn a_malformed_region_in_a_kek_arn_is_an_invalid_input_error() {
         }
     }
 }
+
+/// A format 2 blob rewritten as format 1: version byte 1, the tag cut off, a forged DEK id.
+fn downgraded(blob: &[u8], forged_id: uuid::Uuid) -> String {
+    let mut legacy = blob[..blob.len() - 32].to_vec();
+    legacy[4] = 1;
+    legacy[5..21].copy_from_slice(forged_id.as_bytes());
+    STANDARD.encode(legacy)
+}
+
+#[tokio::test]
+async fn a_tagged_blob_downgraded_to_format_1_gets_no_vouched_id_and_can_be_refused() {
+    let forged = uuid::Uuid::new_v4();
+    let broker = TestBroker::start("downgrade").await;
+    let blob = STANDARD.decode(data_key(&broker, "org_a").await).unwrap();
+    let legacy = downgraded(&blob, forged);
+    // Accepted by default (format 1 blobs from earlier releases keep working), but rekey issues
+    // a fresh id instead of writing the forged one into a tagged blob.
+    let opened = decrypt(&broker, &legacy).await;
+    assert_eq!(opened.status, 200, "{:?}", opened.body);
+    let rekeyed = rekey(&broker, &legacy).await;
+    assert_eq!(rekeyed.status, 200, "{:?}", rekeyed.body);
+    let new_id = rekeyed.body["id"].as_str().expect("id");
+    assert_ne!(new_id, forged.to_string(), "rekey vouched for a forged id");
+
+    // With format 1 turned off, the downgrade is refused before any KMS call.
+    let strict = TestBroker::start_with(
+        "downgrade-strict",
+        &[("BYOK_BROKER_ACCEPT_LEGACY_DATA_KEY_BLOBS", "false")],
+    )
+    .await;
+    let blob = STANDARD.decode(data_key(&strict, "org_a").await).unwrap();
+    let calls = strict.kms.decrypt_calls();
+    let refused = decrypt(&strict, &downgraded(&blob, forged)).await;
+    assert_eq!(
+        (refused.status, refused.body["code"].as_str()),
+        (422, Some("invalid_encrypted_keys")),
+        "{:?}",
+        refused.body
+    );
+    assert_eq!(
+        strict.kms.decrypt_calls(),
+        calls,
+        "no KMS call for a refused blob"
+    );
+    let fresh = data_key(&strict, "org_a").await;
+    assert_eq!(decrypt(&strict, &fresh).await.status, 200);
+}

@@ -311,3 +311,53 @@ async fn at_the_bound_with_every_connection_busy_a_newcomer_gets_503_json() {
     assert_eq!(status, 200);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_its_responses_is_disconnected() {
+    let dir = temp_dir("stalled-reader");
+    let broker = spawn_local_broker(&dir, SHORT_TIMEOUTS, None).await;
+    // Far more pipelined responses than the kernel buffers hold, from a client with a small
+    // receive buffer that then reads nothing: the broker's writes stall with a request in flight.
+    const REQUESTS: usize = 60_000;
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("rcvbuf");
+    let stream = socket
+        .connect(([127, 0, 0, 1], broker.port).into())
+        .await
+        .expect("connect");
+    let (mut reader, mut writer) = stream.into_split();
+    let sender = tokio::spawn(async move {
+        let request = b"GET /healthz HTTP/1.1\r\nHost: b\r\n\r\n";
+        for _ in 0..REQUESTS {
+            if writer.write_all(request).await.is_err() {
+                return; // the broker closed the connection
+            }
+        }
+        // Keep the write half open: a client that sends and never reads.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    });
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Now read whatever the broker managed to send before it gave up on us.
+    let mut received = Vec::new();
+    let mut chunk = vec![0u8; 1 << 16];
+    let ended = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match reader.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => received.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await;
+    sender.abort();
+    let answered = received
+        .windows(12)
+        .filter(|w| w == b"HTTP/1.1 200")
+        .count();
+    assert!(ended.is_ok(), "the connection was never closed");
+    assert!(
+        answered < REQUESTS,
+        "the broker kept a stalled connection open until all {REQUESTS} answers were read"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -246,3 +246,41 @@ async fn objects_and_data_keys_made_before_a_selector_stay_readable_after_it() {
     assert_eq!(opened.status, 200, "{:?}", opened.body);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn objects_stay_readable_whatever_the_selector_is_changed_to() {
+    let dir = data_dir("selector-changes");
+    let context = json!({"organization_id": "org_a", "data_type": "pii"});
+    let selectors: [&[(&str, &str)]; 3] = [
+        &[("BYOK_BROKER_PLATFORM_KEK_CONTEXT_FIELDS", "organization_id")],
+        &[(
+            "BYOK_BROKER_PLATFORM_KEK_CONTEXT_FIELDS",
+            "organization_id,data_type",
+        )],
+        &[("BYOK_BROKER_PLATFORM_KEK_CONTEXT_FIELDS", "data_type")],
+    ];
+    let mut written = Vec::new();
+    for (round, selector) in selectors.iter().enumerate() {
+        let broker = LocalBroker::start(&dir, selector).await;
+        let created = broker
+            .call(
+                APP_KEY,
+                "POST",
+                "/vault/v1/kv",
+                &json!({"name": format!("round-{round}"), "value": format!("v{round}"), "key_context": context}),
+            )
+            .await;
+        assert_eq!(created.status, 201, "{:?}", created.body);
+        written.push((
+            format!("/vault/v1/kv/{}", created.body["id"].as_str().expect("id")),
+            format!("v{round}"),
+        ));
+        // Everything written under every earlier selector still opens under this one.
+        for (path, value) in &written {
+            let read = broker.call(APP_KEY, "GET", path, &Value::Null).await;
+            assert_eq!(read.status, 200, "round {round}, {path}: {:?}", read.body);
+            assert_eq!(&read.body["value"], value);
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -72,6 +72,23 @@ async fn a_full_database_answers_storage_full_and_recovers_without_a_restart() {
         "{}",
         refused.1
     );
+    // A first use of a new context must reserve its platform KEK in the store: that too is
+    // storage_full, not an internal error.
+    let (status, answer) = broker
+        .send(
+            "POST",
+            "/vault/v1/keys/data-key",
+            json!({"context": {"organization_id": "org_new_when_full"}})
+                .to_string()
+                .as_bytes(),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (507, Some("storage_full")),
+        "{answer}"
+    );
     broker.broker.audit.flush().await;
     assert_eq!(
         read_events(&broker),

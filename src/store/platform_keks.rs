@@ -4,7 +4,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 
 use super::{Store, StoreError};
 
@@ -81,6 +81,22 @@ impl Store {
                 params![reservation.0, kek_id],
             )?;
             Ok(())
+        })
+        .await
+    }
+
+    /// The context hash of the selection a confirmed platform KEK was created for; `None` when the
+    /// table does not know `kek_id`, `Some("")` for KEKs counted at upgrade (selection unknown).
+    pub async fn platform_kek_selection(&self, kek_id: &str) -> Result<Option<String>, StoreError> {
+        let kek_id = kek_id.to_owned();
+        self.read(move |c| {
+            c.query_row(
+                "SELECT context_hash FROM platform_keks WHERE kek_id = ?1",
+                params![kek_id],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(StoreError::from)
         })
         .await
     }

@@ -105,6 +105,7 @@ impl Broker {
             key,
             kek: source,
             wrapped,
+            legacy,
             ..
         } = self.open_blob(principal, encrypted_keys_b64).await?;
         let kek = self.kek_for(principal, &new_context).await?;
@@ -114,7 +115,9 @@ impl Broker {
             .await
             .map_err(Error::from_kms)?;
         let rekeyed = DataKeyBlob {
-            dek_id: blob.dek_id,
+            // A format 1 blob's DEK id is unauthenticated: the tagged blob gets a fresh id rather
+            // than vouching for one the caller may have written in.
+            dek_id: if legacy { Uuid::new_v4() } else { blob.dek_id },
             context: new_context.clone(),
             entries: vec![WrappedKey {
                 kek_id: kek.key_id.clone(),
@@ -154,6 +157,12 @@ impl Broker {
             .decode(encrypted_keys_b64.trim())
             .map_err(|_| malformed())?;
         let parsed = DataKeyBlob::decode(&bytes).map_err(|_| malformed())?;
+        if parsed.is_legacy() && !self.config.limits.accept_legacy_data_key_blobs {
+            return Err(Error::invalid(
+                "invalid_encrypted_keys",
+                "encrypted_keys is in the untagged format 1, which this broker no longer accepts",
+            ));
+        }
         let context = &parsed.blob.context;
         if !principal.may_use(context) {
             return Err(Error::OutOfScope);
@@ -183,7 +192,9 @@ impl Broker {
                         .verify(&key)
                         .map_err(|_| Error::EncryptedKeysIntegrity)?;
                     let wrapped = entry.wrapped.clone();
+                    let legacy = parsed.is_legacy();
                     return Ok(OpenedBlob {
+                        legacy,
                         blob: parsed.blob,
                         key,
                         kek,
@@ -214,6 +225,8 @@ struct OpenedBlob {
     wrapped: Vec<u8>,
     /// The blob's bytes exactly as given.
     bytes: Vec<u8>,
+    /// Format 1: no tag, so its DEK id is the caller's word only.
+    legacy: bool,
 }
 
 /// One answer for every key the broker does not hold for the blob's context, so a caller learns

@@ -14,11 +14,15 @@ use std::time::Duration;
 use axum::Router;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use connection::ConnectionState;
 use settings::{ServerSettings, open_file_limit};
+
+/// At most this many 503 refusals are being written at once; beyond it a newcomer at the bound is
+/// closed at once. It is a part of the descriptors kept in reserve below the open-file limit.
+const MAX_CONCURRENT_REFUSALS: usize = 16;
 
 /// Serves `router` on `listener` until `shutdown` resolves, then lets requests in flight finish for
 /// at most `settings.shutdown_drain` and closes whatever is left.
@@ -39,6 +43,7 @@ pub async fn serve(
         );
     }
     let table = ConnectionTable::new(max_connections);
+    let refusals = Arc::new(Semaphore::new(MAX_CONCURRENT_REFUSALS));
     let (stop, stopped) = watch::channel(false);
     let mut connections = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -56,9 +61,17 @@ pub async fn serve(
                             table.remove(id);
                         });
                     }
-                    None => {
-                        connections.spawn(refuse(stream));
-                    }
+                    None => match Arc::clone(&refusals).try_acquire_owned() {
+                        // Each refusal holds a descriptor for up to a second: bounded, or a burst
+                        // at the bound would exhaust the descriptors the broker itself needs.
+                        Ok(permit) => {
+                            connections.spawn(async move {
+                                refuse(stream).await;
+                                drop(permit);
+                            });
+                        }
+                        Err(_) => drop(stream),
+                    },
                 },
                 Err(e) => {
                     // Typically EMFILE: back off instead of spinning; the bound makes this rare.

@@ -69,10 +69,16 @@ impl AsyncWrite for ObservedStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        // Only between requests: hyper answers a parse error before any service call, whereas a
+        // response the router produced is written while its request is still in flight.
         if self.replacement.is_none() {
-            match json_for_parse_error(buf) {
+            match json_for_parse_error(buf).filter(|_| self.state.between_requests()) {
                 Some(answer) => self.replacement = Some((answer, 0)),
-                None => return Pin::new(&mut self.stream).poll_write(cx, buf),
+                None => {
+                    let written = ready!(Pin::new(&mut self.stream).poll_write(cx, buf))?;
+                    self.state.bytes_written();
+                    return Poll::Ready(Ok(written));
+                }
             }
         }
         self.poll_replacement(cx, buf.len())
@@ -88,10 +94,14 @@ impl AsyncWrite for ObservedStream {
             .iter()
             .find(|b| !b.is_empty())
             .map_or(&[][..], |b| &b[..]);
-        if self.replacement.is_some() || json_for_parse_error(first).is_some() {
+        if self.replacement.is_some()
+            || (self.state.between_requests() && json_for_parse_error(first).is_some())
+        {
             return self.poll_write(cx, first);
         }
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let written = ready!(Pin::new(&mut self.stream).poll_write_vectored(cx, bufs))?;
+        self.state.bytes_written();
+        Poll::Ready(Ok(written))
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -128,14 +138,25 @@ fn json_for_parse_error(head: &[u8]) -> Option<Vec<u8>> {
         ),
         _ => return None,
     };
-    let end = head
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or(head.len());
-    let has_content_type = head[..end]
-        .split(|&b| b == b'\n')
-        .any(|line| line.len() >= 13 && line[..13].eq_ignore_ascii_case(b"content-type:"));
-    (!has_content_type).then(|| json_response(status, code, message, &[]))
+    // hyper's answer is a bare head written in one piece: it ends at the first blank line, says
+    // `content-length: 0` and has no `content-type`. A slice of a response body never matches:
+    // bodies are JSON or Prometheus text, which hold no raw CR LF CR LF.
+    let end = head.windows(4).position(|w| w == b"\r\n\r\n")?;
+    if end + 4 != head.len() {
+        return None;
+    }
+    let mut lines = head[..end].split(|&b| b == b'\n').map(<[u8]>::trim_ascii);
+    let header = |line: &[u8], name: &[u8]| {
+        line.len() > name.len()
+            && line[..name.len()].eq_ignore_ascii_case(name)
+            && line[name.len()] == b':'
+    };
+    let (mut has_content_type, mut empty_body) = (false, false);
+    for line in lines.by_ref().skip(1) {
+        has_content_type |= header(line, b"content-type");
+        empty_body |= header(line, b"content-length") && line.ends_with(b" 0");
+    }
+    (!has_content_type && empty_body).then(|| json_response(status, code, message, &[]))
 }
 
 /// A complete `Connection: close` HTTP/1.1 response with the broker's JSON error body, for answers
@@ -184,5 +205,11 @@ mod tests {
         assert!(json_for_parse_error(ours).is_none());
         assert!(json_for_parse_error(b"HTTP/1.1 100 Continue\r\n\r\n").is_none());
         assert!(json_for_parse_error(b"HTTP/1.1 404 Not Found\r\n\r\n").is_none());
+        // A stored value that looks like a parse error, met at the start of a write buffer in
+        // the middle of a response body, is left alone.
+        let inside_a_body = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\nmore body";
+        assert!(json_for_parse_error(inside_a_body).is_none());
+        let no_length = b"HTTP/1.1 400 Bad Request\r\nx: y\r\n\r\n";
+        assert!(json_for_parse_error(no_length).is_none());
     }
 }
