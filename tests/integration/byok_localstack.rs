@@ -2,7 +2,7 @@
 //! unknown key, bad role), routing and fail-closed behaviour, admin disable, AWS-side disable with
 //! the measured revocation bound, recovery, rotation, deletion, and isolation of other tenants.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};

@@ -3,7 +3,7 @@
 //! enabled, `match_context` must name the organization, and verification failures carry a reason
 //! and a fixed message, never KMS or STS text.
 
-mod common;
+use crate::common;
 
 use common::broker::{ADMIN_KEY, HttpResponse, TestBroker};
 use common::create_key;

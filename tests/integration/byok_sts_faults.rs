@@ -3,7 +3,7 @@
 //! LocalStack). Throttling and 5xx: 503 `kms_unavailable`, no state change, nothing recorded, on the
 //! request path and in a watcher pass. AccessDenied: the CMK is marked unavailable (the control).
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::Mutex;

@@ -1,7 +1,7 @@
 //! `byok-broker rewrap` against a running broker (both the binary, LocalStack behind): it starts a
 //! job, prints progress, exits 0 on completion and non-zero when objects could not be moved.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

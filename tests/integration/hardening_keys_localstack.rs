@@ -3,7 +3,7 @@
 //! answer whatever that key is; a rolled-back version row or a relabelled blob never opens; a
 //! malformed region in a KEK ARN is the caller's error, never a 500.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

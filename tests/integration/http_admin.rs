@@ -1,7 +1,7 @@
 //! The admin plane over HTTP: API keys (create, list, revoke, scopes) and audit events (filters,
 //! pagination), against a LocalStack-backed broker.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::Ordering;
 

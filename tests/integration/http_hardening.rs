@@ -4,7 +4,7 @@
 //! every refusal before routing (bad path, oversize target or headers, oversize announced body)
 //! is JSON with a code.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};

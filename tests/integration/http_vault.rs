@@ -2,7 +2,7 @@
 //! the error paths (401, 404, 405, 409, 413, 422), version checks under concurrency, pagination,
 //! idempotent creates, and data keys (create, decrypt, rekey).
 
-mod common;
+use crate::common;
 
 use common::broker::{ADMIN_KEY, TestBroker};
 use futures_util::future::join_all;

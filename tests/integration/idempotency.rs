@@ -1,7 +1,7 @@
 //! `Idempotency-Key` on creates under concurrency and with bad keys: the key is claimed atomically,
 //! so one key never yields two objects or a `name_taken` for a retry of the same request.
 
-mod common;
+use crate::common;
 
 use common::local_broker::LocalBroker;
 use futures_util::future::join_all;

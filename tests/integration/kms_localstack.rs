@@ -2,7 +2,7 @@
 //! binding, key pinning across tenants, revocation classes, and a tenant CMK in another account
 //! reached through AssumeRole with an ExternalId.
 
-mod common;
+use crate::common;
 
 use byok_broker::envelope::{SealedValue, ValueBinding, WrappedKey, open_value, seal_value};
 use byok_broker::kms::{KekRef, KeyProvider, KmsErrorClass, KmsFailure, TenantAccess};

@@ -1,7 +1,7 @@
 //! The broker binary as a process, against LocalStack: `kill -9` during a write burst loses no
 //! acknowledged write and leaves no half-written row; SIGTERM lets in-flight requests finish.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! A rewrap job survives `kill -9` of the broker: after a restart it resumes from its checkpoint
 //! and finishes without losing or double-wrapping any object (the broker binary, LocalStack).
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -4,7 +4,7 @@
 //! (CMK → platform KEK, then delete), and a disabled source reported and finished by a re-run.
 //! `BYOK_REWRAP_TEST_OBJECTS` sets the object count (1,000 by default; 10,000 for the long run).
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::path::Path;

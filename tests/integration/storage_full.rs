@@ -2,7 +2,7 @@
 //! writes and reads answer 507 `storage_full` instead of 500 or a 200 whose audit event is lost,
 //! and the broker recovers without a restart once space is freed.
 
-mod common;
+use crate::common;
 
 use common::local_broker::LocalBroker;
 use serde_json::json;
