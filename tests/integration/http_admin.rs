@@ -5,19 +5,8 @@ use crate::common;
 
 use std::sync::atomic::Ordering;
 
-use common::broker::{ADMIN_KEY, APP_KEY, TestBroker};
+use common::broker::{APP_KEY, TestBroker, admin};
 use serde_json::{Value, json};
-
-async fn admin(
-    broker: &TestBroker,
-    method: &str,
-    path: &str,
-    body: Option<&Value>,
-) -> common::broker::HttpResponse {
-    broker
-        .call_with(method, path, body, Some(ADMIN_KEY), &[])
-        .await
-}
 
 #[tokio::test]
 async fn api_keys_are_created_listed_scoped_and_revoked() {

@@ -9,8 +9,6 @@ use byok_broker::kms::{KekRef, KeyProvider, KmsErrorClass, KmsFailure, TenantAcc
 use common::*;
 use uuid::Uuid;
 
-const TENANT_ACCOUNT: &str = "111111111111";
-
 #[tokio::test]
 async fn envelope_round_trip_through_kms() {
     let kms = broker_kms().await;
