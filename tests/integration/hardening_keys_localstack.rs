@@ -3,7 +3,7 @@
 //! answer whatever that key is; a rolled-back version row or a relabelled blob never opens; a
 //! malformed region in a KEK ARN is the caller's error, never a 500.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 
@@ -11,38 +11,9 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use byok_broker::error::Error;
 use byok_broker::kms::{KekRef, KeyProvider};
-use common::broker::{ADMIN_KEY, HttpResponse, TestBroker};
-use common::{PLATFORM_ACCOUNT, broker_kms, context, create_key, raw_kms};
+use common::broker::{HttpResponse, TestBroker, admin, register};
+use common::{PLATFORM_ACCOUNT, TENANT_ACCOUNT, broker_kms, context, create_key, raw_kms};
 use serde_json::{Value, json};
-
-const TENANT_ACCOUNT: &str = "111111111111";
-
-async fn admin(broker: &TestBroker, method: &str, path: &str) -> HttpResponse {
-    broker
-        .call_with(method, path, None, Some(ADMIN_KEY), &[])
-        .await
-}
-
-async fn register(broker: &TestBroker, org: &str) -> (String, String) {
-    let key_arn = create_key(TENANT_ACCOUNT).await;
-    let body = json!({
-        "match_context": {"organization_id": org},
-        "provider": "aws_kms",
-        "key_arn": key_arn,
-        "role_arn": format!("arn:aws:iam::{TENANT_ACCOUNT}:role/byok-broker-access"),
-    });
-    let response = broker
-        .call_with(
-            "POST",
-            "/admin/v1/byok-keys",
-            Some(&body),
-            Some(ADMIN_KEY),
-            &[],
-        )
-        .await;
-    assert_eq!(response.status, 201, "{:?}", response.body);
-    (response.body["id"].as_str().unwrap().to_owned(), key_arn)
-}
 
 /// Issues a data key for `org` and returns its `encrypted_keys`.
 async fn data_key(broker: &TestBroker, org: &str) -> String {
@@ -117,7 +88,7 @@ async fn rekey(broker: &TestBroker, blob: &str) -> HttpResponse {
 #[tokio::test]
 async fn blobs_naming_a_kek_not_held_for_their_context_are_refused_alike_before_any_kms_call() {
     let broker = TestBroker::start("foreign-kek").await;
-    let (org_b_id, org_b_cmk) = register(&broker, "org_b").await;
+    let (org_b_id, org_b_cmk) = register(&broker, "org_b", TENANT_ACCOUNT).await;
     let own_blob = data_key(&broker, "org_a").await;
     let (_, org_b_wrapped) = first_entry(&data_key(&broker, "org_b").await);
     let (org_c_platform_kek, org_c_wrapped) = first_entry(&data_key(&broker, "org_c").await);
@@ -195,7 +166,8 @@ async fn blobs_naming_a_kek_not_held_for_their_context_are_refused_alike_before_
         admin(
             &broker,
             "POST",
-            &format!("/admin/v1/byok-keys/{org_b_id}/disable")
+            &format!("/admin/v1/byok-keys/{org_b_id}/disable"),
+            None
         )
         .await
         .status,
@@ -215,7 +187,8 @@ async fn blobs_naming_a_kek_not_held_for_their_context_are_refused_alike_before_
         admin(
             &broker,
             "POST",
-            &format!("/admin/v1/byok-keys/{org_b_id}/enable")
+            &format!("/admin/v1/byok-keys/{org_b_id}/enable"),
+            None
         )
         .await
         .status,
@@ -256,12 +229,17 @@ async fn blobs_naming_a_kek_not_held_for_their_context_are_refused_alike_before_
 #[tokio::test]
 async fn a_retired_and_deleted_byok_keys_blobs_no_longer_open_with_the_brokers_identity() {
     let broker = TestBroker::start("deleted-byok").await;
-    let (id, _) = register(&broker, "org_d").await;
+    let (id, _) = register(&broker, "org_d", TENANT_ACCOUNT).await;
     let blob = data_key(&broker, "org_d").await;
     assert_eq!(
-        admin(&broker, "POST", &format!("/admin/v1/byok-keys/{id}/retire"))
-            .await
-            .status,
+        admin(
+            &broker,
+            "POST",
+            &format!("/admin/v1/byok-keys/{id}/retire"),
+            None
+        )
+        .await
+        .status,
         200
     );
     assert_eq!(
@@ -270,9 +248,14 @@ async fn a_retired_and_deleted_byok_keys_blobs_no_longer_open_with_the_brokers_i
         "a retired key's CMK still opens its blobs"
     );
     assert_eq!(
-        admin(&broker, "DELETE", &format!("/admin/v1/byok-keys/{id}"))
-            .await
-            .status,
+        admin(
+            &broker,
+            "DELETE",
+            &format!("/admin/v1/byok-keys/{id}"),
+            None
+        )
+        .await
+        .status,
         200
     );
     let decrypts_before = broker.kms.decrypt_calls();
@@ -308,7 +291,7 @@ async fn create(broker: &TestBroker, name: &str, org: &str, value: &str) -> Stri
 #[tokio::test]
 async fn a_stored_row_redirected_to_another_tenants_cmk_is_refused_before_any_kms_call() {
     let broker = TestBroker::start("redirect-row").await;
-    register(&broker, "org_b").await;
+    register(&broker, "org_b", TENANT_ACCOUNT).await;
     let victim = create(&broker, "victim", "org_a", "a's value").await;
     let other = create(&broker, "other", "org_b", "b's value").await;
     // A database writer points org_a's object at org_b's CMK (org_b's sealed value and KEK id).

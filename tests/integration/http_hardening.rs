@@ -4,7 +4,7 @@
 //! every refusal before routing (bad path, oversize target or headers, oversize announced body)
 //! is JSON with a code.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -122,7 +122,6 @@ async fn silent_slow_half_sent_and_idle_connections_are_closed_on_time() {
         idle_from.elapsed()
     );
     println!("silent closed after {silent_after:?}, partial head after {partial_after:?}");
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]
@@ -182,7 +181,6 @@ async fn refusals_before_routing_are_json_with_a_code() {
         );
         assert!(json["message"].is_string(), "{case}: {json}");
     }
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]
@@ -205,7 +203,6 @@ async fn expect_continue_with_an_oversize_length_gets_413_at_once() {
         (413, Some("payload_too_large")),
         "{json}"
     );
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// 300 silent connections against a process limited to 256 descriptors: the bound sits below
@@ -237,7 +234,6 @@ async fn silent_connections_beyond_the_descriptor_limit_do_not_lock_clients_out(
         started.elapsed()
     );
     drop(silent);
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]
@@ -272,7 +268,6 @@ async fn sigterm_with_a_partial_request_open_exits_within_the_drain_bound() {
         .await
         .expect("the broker exits within the drain bound (1 s) plus slack");
     assert!(status.success(), "exit status {status}");
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// At the bound with every connection busy (bodies still arriving) nothing can be evicted: the
@@ -309,7 +304,6 @@ async fn at_the_bound_with_every_connection_busy_a_newcomer_gets_503_json() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (status, _) = exchange(&broker, &get("/healthz", "")).await;
     assert_eq!(status, 200);
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]

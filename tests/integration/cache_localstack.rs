@@ -2,7 +2,7 @@
 //! `Decrypt` (counted both by the cache and by an independent counting provider), and a purge by
 //! KEK forces the next read back to KMS.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

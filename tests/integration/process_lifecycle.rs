@@ -1,7 +1,7 @@
 //! The broker binary as a process, against LocalStack: `kill -9` during a write burst loses no
 //! acknowledged write and leaves no half-written row; SIGTERM lets in-flight requests finish.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -73,7 +73,6 @@ async fn kill_9_during_a_write_burst_loses_no_acknowledged_write() {
     let headless: i64 = db.query_row("SELECT COUNT(*) FROM objects o LEFT JOIN versions v ON v.id = o.current_version WHERE v.id IS NULL", [], |r| r.get(0)).unwrap();
     let orphaned: i64 = db.query_row("SELECT COUNT(*) FROM versions v LEFT JOIN objects o ON o.id = v.object_id WHERE o.id IS NULL", [], |r| r.get(0)).unwrap();
     assert_eq!((headless, orphaned), (0, 0));
-    let _ = std::fs::remove_dir_all(data_dir);
 }
 
 #[tokio::test]
@@ -122,5 +121,4 @@ async fn sigterm_lets_in_flight_requests_finish() {
     }
     let status = broker.child.wait().unwrap();
     assert!(status.success(), "graceful shutdown exits 0, got {status}");
-    let _ = std::fs::remove_dir_all(data_dir);
 }

@@ -1,17 +1,15 @@
 //! A rewrap job survives `kill -9` of the broker: after a restart it resumes from its checkpoint
 //! and finishes without losing or double-wrapping any object (the broker binary, LocalStack).
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::process::{ADMIN_KEY, APP_KEY, request, spawn_broker, temp_dir};
-use common::{create_key, raw_kms};
+use common::{TENANT_ACCOUNT as TENANT, create_key, key_spec, raw_kms};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-
-const TENANT: &str = "111111111111";
 
 async fn call(port: u16, key: &str, method: &str, path: &str, body: Value) -> (u16, Value) {
     let body = if body.is_null() {
@@ -22,10 +20,6 @@ async fn call(port: u16, key: &str, method: &str, path: &str, body: Value) -> (u
     request(port, key, method, path, &body)
         .await
         .expect("broker answers")
-}
-
-fn key_spec(key_arn: &str) -> Value {
-    json!({"key_arn": key_arn, "role_arn": format!("arn:aws:iam::{TENANT}:role/byok-broker-access")})
 }
 
 #[tokio::test]
@@ -164,5 +158,4 @@ async fn a_job_killed_mid_way_resumes_and_finishes_exactly_once() {
     }
     restarted.child.kill().unwrap();
     restarted.child.wait().unwrap();
-    let _ = std::fs::remove_dir_all(data_dir);
 }

@@ -2,7 +2,7 @@
 //! whole context stays bound as encryption context, and a platform KEK disabled in AWS stops
 //! serving its cached DEKs within the watcher's published bound, then recovers.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

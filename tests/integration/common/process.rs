@@ -1,9 +1,12 @@
-//! The broker binary as a child process against LocalStack, for crash and signal tests, and a
-//! one-shot request that reports a cut connection as `None`.
+//! The broker binary as a child process (LocalStack or local key provider), for crash, signal and
+//! connection tests, and a one-shot request that reports a cut connection as `None`.
 
-use std::path::Path;
+use std::fs::File;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use super::TestDir;
 
 use byok_broker::cli::http_client::HttpClient;
 
@@ -13,6 +16,69 @@ pub const ADMIN_KEY: &str = "process-test-admin-key-0123456789";
 pub struct BrokerProcess {
     pub child: Child,
     pub port: u16,
+    /// The broker's stderr, shown when it fails to start; removed on drop.
+    stderr_log: PathBuf,
+}
+
+/// How long a broker may take to serve its first request.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A file for the broker's stderr: a file rather than a pipe, so a broker that logs a lot never
+/// blocks on a pipe nobody reads.
+fn stderr_log() -> (PathBuf, File) {
+    let path = std::env::temp_dir().join(format!(
+        "byok-broker-stderr-{}.log",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let file = File::create(&path).expect("create the stderr log");
+    (path, file)
+}
+
+/// Spawns `command` and waits until `probe` says it serves on `port`; a broker that exits or
+/// does not serve in time fails the test with its stderr.
+async fn start(mut command: Command, port: u16, probe: Probe) -> BrokerProcess {
+    let (stderr_log, stderr) = stderr_log();
+    command.stdout(Stdio::null()).stderr(stderr);
+    let child = command.spawn().expect("spawn broker");
+    let mut broker = BrokerProcess {
+        child,
+        port,
+        stderr_log,
+    };
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        let serving = match probe {
+            Probe::Connect => tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok(),
+            Probe::Health => request(port, APP_KEY, "GET", "/healthz", "")
+                .await
+                .is_some(),
+        };
+        if serving {
+            return broker;
+        }
+        if let Some(status) = broker.child.try_wait().expect("try_wait") {
+            panic!(
+                "the broker exited ({status}) before serving; its stderr:\n{}",
+                broker.stderr()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the broker did not serve within {START_TIMEOUT:?}; its stderr:\n{}",
+            broker.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Probe {
+    /// Accepts a connection.
+    Connect,
+    /// Answers `/healthz`: the probe connection must not linger as a silent one.
+    Health,
 }
 
 fn free_port() -> u16 {
@@ -39,22 +105,11 @@ pub async fn spawn_broker(data_dir: &Path, prefix: &str, extra: &[(&str, &str)])
         .env("BYOK_BROKER_DATA_DIR", data_dir)
         .env("BYOK_BROKER_LISTEN", format!("127.0.0.1:{port}"))
         .env("BYOK_BROKER_KEK_ALIAS_PREFIX", prefix)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .env("RUST_LOG", "warn");
     for (name, value) in extra {
         command.env(name, value);
     }
-    let child = command.spawn().expect("spawn broker");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(Instant::now() < deadline, "broker did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    BrokerProcess { child, port }
+    start(command, port, Probe::Connect).await
 }
 
 /// One request on its own connection; `None` when the connection failed or was cut.
@@ -71,8 +126,10 @@ pub async fn request(
     Some((response.status, json))
 }
 
-pub fn temp_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("byok-{name}-{}", uuid::Uuid::new_v4().simple()));
+/// A fresh data directory for a broker process, removed when dropped (after the process, which
+/// is declared later and so dropped first).
+pub fn temp_dir(name: &str) -> TestDir {
+    let dir = TestDir::new(name);
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
@@ -109,29 +166,19 @@ pub async fn spawn_local_broker(
         .env("BYOK_BROKER_ADMIN_KEY", ADMIN_KEY)
         .env("BYOK_BROKER_DATA_DIR", data_dir)
         .env("BYOK_BROKER_LISTEN", format!("127.0.0.1:{port}"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .env("RUST_LOG", "warn");
     for (name, value) in settings {
         command.env(name, value);
     }
-    let child = command.spawn().expect("spawn broker");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        // A served /healthz, not just a connect: the probe connection must not linger as a silent one.
-        if request(port, APP_KEY, "GET", "/healthz", "")
-            .await
-            .is_some()
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "broker did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    BrokerProcess { child, port }
+    start(command, port, Probe::Health).await
 }
 
 impl BrokerProcess {
+    /// What the broker wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+    }
+
     /// Waits up to `limit` for the process to exit; `None` if it is still running.
     pub async fn exited_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + limit;
@@ -149,5 +196,6 @@ impl Drop for BrokerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.stderr_log);
     }
 }

@@ -2,7 +2,7 @@
 //! independent keyrings (two broker processes), all end on one KEK; the losing process's orphan key
 //! is scheduled for deletion; later keyrings find the KEK without creating one.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

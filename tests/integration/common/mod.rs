@@ -1,13 +1,12 @@
-//! Shared LocalStack fixture for integration tests. Uses the LocalStack that `LOCALSTACK_ENDPOINT`
-//! names; otherwise installs (once) and starts one on `BYOK_TEST_LOCALSTACK_PORT` (default 4566)
-//! through the scripts in `localstack/`, and leaves it running for the next test binary to reuse.
-#![allow(dead_code)] // each test binary uses a different part of the fixture
+//! Shared fixtures: the LocalStack that `LOCALSTACK_ENDPOINT` names (otherwise installed once and
+//! started on `BYOK_TEST_LOCALSTACK_PORT`, default 4566, and left running for the next run), test
+//! directories, tenant accounts and BYOK request bodies; the brokers are in `broker` and `process`.
 
 pub mod broker;
-pub mod local_broker;
 pub mod process;
 
-use std::path::Path;
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -19,10 +18,63 @@ use byok_broker::kms::aws::{AwsKms, AwsOptions, load_sdk_config};
 use byok_broker::kms::{
     AliasOutcome, GeneratedDataKey, KekRef, KeyDescription, KeyProvider, KmsError,
 };
+use serde_json::{Value, json};
 
 pub const REGION: &str = "us-east-1";
 /// The broker's own (platform) account in LocalStack.
 pub const PLATFORM_ACCOUNT: &str = "000000000000";
+/// A tenant's own AWS account (BYOK), and a second one to check isolation between tenants.
+pub const TENANT_ACCOUNT: &str = "111111111111";
+pub const OTHER_TENANT_ACCOUNT: &str = "222222222222";
+
+/// The role in `account` that tenants let the broker assume.
+pub fn role_arn(account: &str) -> String {
+    format!("arn:aws:iam::{account}:role/byok-broker-access")
+}
+
+/// A BYOK key's KMS key and role (in `TENANT_ACCOUNT`), as rotation and registration send them.
+pub fn key_spec(key_arn: &str) -> Value {
+    json!({"key_arn": key_arn, "role_arn": role_arn(TENANT_ACCOUNT)})
+}
+
+/// A BYOK registration of `key_arn` for `org`, reached through the role in `account`.
+pub fn registration(org: &str, key_arn: &str, account: &str) -> Value {
+    json!({
+        "match_context": {"organization_id": org},
+        "provider": "aws_kms",
+        "key_arn": key_arn,
+        "role_arn": role_arn(account),
+    })
+}
+
+/// A directory under the system's temporary directory, removed when dropped: a test leaves
+/// nothing behind, even when it fails. Not created here (the broker creates its own, private).
+pub struct TestDir(PathBuf);
+
+impl TestDir {
+    pub fn new(name: &str) -> Self {
+        Self(std::env::temp_dir().join(format!("byok-{name}-{}", uuid::Uuid::new_v4().simple())))
+    }
+}
+
+impl Deref for TestDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TestDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
 
 /// The LocalStack endpoint, starting LocalStack if the environment does not name one.
 pub fn localstack_endpoint() -> &'static str {

@@ -2,14 +2,12 @@
 //! binding, key pinning across tenants, revocation classes, and a tenant CMK in another account
 //! reached through AssumeRole with an ExternalId.
 
-mod common;
+use crate::common;
 
 use byok_broker::envelope::{SealedValue, ValueBinding, WrappedKey, open_value, seal_value};
 use byok_broker::kms::{KekRef, KeyProvider, KmsErrorClass, KmsFailure, TenantAccess};
 use common::*;
 use uuid::Uuid;
-
-const TENANT_ACCOUNT: &str = "111111111111";
 
 #[tokio::test]
 async fn envelope_round_trip_through_kms() {

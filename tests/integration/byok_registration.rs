@@ -3,32 +3,11 @@
 //! enabled, `match_context` must name the organization, and verification failures carry a reason
 //! and a fixed message, never KMS or STS text.
 
-mod common;
+use crate::common;
 
-use common::broker::{ADMIN_KEY, HttpResponse, TestBroker};
-use common::create_key;
+use common::broker::{HttpResponse, TestBroker, admin};
+use common::{TENANT_ACCOUNT, create_key, registration};
 use serde_json::{Value, json};
-
-const TENANT_ACCOUNT: &str = "111111111111";
-
-async fn admin(
-    broker: &TestBroker,
-    method: &str,
-    path: &str,
-    body: Option<&Value>,
-) -> HttpResponse {
-    broker
-        .call_with(method, path, body, Some(ADMIN_KEY), &[])
-        .await
-}
-
-fn role() -> String {
-    format!("arn:aws:iam::{TENANT_ACCOUNT}:role/byok-broker-access")
-}
-
-fn registration(org: &str, key_arn: &str) -> Value {
-    json!({"match_context": {"organization_id": org}, "provider": "aws_kms", "key_arn": key_arn, "role_arn": role()})
-}
 
 fn code(response: &HttpResponse) -> (u16, Option<&str>) {
     (response.status, response.body["code"].as_str())
@@ -57,7 +36,7 @@ async fn the_broker_generates_one_external_id_per_organization_and_uses_it() {
     );
 
     // A caller may not choose the external id (it could name another tenant's)...
-    let mut chosen = registration("org_ext", &create_key(TENANT_ACCOUNT).await);
+    let mut chosen = registration("org_ext", &create_key(TENANT_ACCOUNT).await, TENANT_ACCOUNT);
     chosen["external_id"] = json!("org_ext-external-id");
     let refused = admin(&broker, "POST", "/admin/v1/byok-keys", Some(&chosen)).await;
     assert_eq!(
@@ -67,7 +46,7 @@ async fn the_broker_generates_one_external_id_per_organization_and_uses_it() {
         refused.body
     );
     // ...but may echo the broker's; omitted, the broker's is used. Either way it is returned.
-    let mut echoed = registration("org_ext", &create_key(TENANT_ACCOUNT).await);
+    let mut echoed = registration("org_ext", &create_key(TENANT_ACCOUNT).await, TENANT_ACCOUNT);
     echoed["external_id"] = json!(external_id);
     let created = admin(&broker, "POST", "/admin/v1/byok-keys", Some(&echoed)).await;
     assert_eq!(created.status, 201, "{:?}", created.body);
@@ -79,6 +58,7 @@ async fn the_broker_generates_one_external_id_per_organization_and_uses_it() {
         Some(&registration(
             "org_other",
             &create_key(TENANT_ACCOUNT).await,
+            TENANT_ACCOUNT,
         )),
     )
     .await;
@@ -90,7 +70,7 @@ async fn the_broker_generates_one_external_id_per_organization_and_uses_it() {
 async fn role_and_organization_are_required_unless_direct_access_is_enabled() {
     let broker = TestBroker::start("byok-role-required").await;
     let key = create_key(TENANT_ACCOUNT).await;
-    let mut direct = registration("org_direct", &key);
+    let mut direct = registration("org_direct", &key, TENANT_ACCOUNT);
     direct.as_object_mut().unwrap().remove("role_arn");
     let refused = admin(&broker, "POST", "/admin/v1/byok-keys", Some(&direct)).await;
     assert_eq!(
@@ -100,7 +80,7 @@ async fn role_and_organization_are_required_unless_direct_access_is_enabled() {
         refused.body
     );
 
-    let mut no_org = registration("x", &key);
+    let mut no_org = registration("x", &key, TENANT_ACCOUNT);
     no_org["match_context"] = json!({"data_type": "pii"});
     let refused = admin(&broker, "POST", "/admin/v1/byok-keys", Some(&no_org)).await;
     assert_eq!(
@@ -120,7 +100,7 @@ async fn role_and_organization_are_required_unless_direct_access_is_enabled() {
     )
     .await;
     let own_key = create_key(common::PLATFORM_ACCOUNT).await;
-    let mut direct = registration("org_direct", &own_key);
+    let mut direct = registration("org_direct", &own_key, TENANT_ACCOUNT);
     direct.as_object_mut().unwrap().remove("role_arn");
     let created = admin(&direct_broker, "POST", "/admin/v1/byok-keys", Some(&direct)).await;
     assert_eq!(created.status, 201, "{:?}", created.body);
@@ -144,7 +124,7 @@ async fn verification_failures_name_the_reason_without_kms_text() {
         &broker,
         "POST",
         "/admin/v1/byok-keys",
-        Some(&registration("org_unknown", &unknown)),
+        Some(&registration("org_unknown", &unknown, TENANT_ACCOUNT)),
     )
     .await;
     assert_eq!(

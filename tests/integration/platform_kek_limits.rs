@@ -2,101 +2,12 @@
 //! select one, with the local key provider in process: per API key per hour (429 with
 //! Retry-After), in total across restarts (403), and selector fields (shared KEK, 422 if missing).
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-
-use byok_broker::broker::Broker;
-use byok_broker::cli::http_client::HttpClient;
-use byok_broker::config::Config;
+use crate::common::TestDir;
+use crate::common::broker::{APP_KEY, TestBroker};
 use serde_json::{Value, json};
 
-const APP_KEY: &str = "limits-app-key-0123456789abcdef";
-const ADMIN_KEY: &str = "limits-admin-key-0123456789abcdef";
-
-struct LocalBroker {
-    address: SocketAddr,
-    broker: Arc<Broker>,
-}
-
-struct Answer {
-    status: u16,
-    headers: HashMap<String, String>,
-    body: Value,
-}
-
-fn data_dir(test: &str) -> PathBuf {
-    std::env::temp_dir().join(format!(
-        "byok-limits-{test}-{}",
-        uuid::Uuid::new_v4().simple()
-    ))
-}
-
-impl LocalBroker {
-    async fn start(data_dir: &Path, settings: &[(&str, &str)]) -> Self {
-        let mut env: HashMap<String, String> = [
-            ("BYOK_BROKER_KMS", "local"),
-            ("BYOK_BROKER_LISTEN", "127.0.0.1:0"),
-            ("BYOK_BROKER_APP_KEY", APP_KEY),
-            ("BYOK_BROKER_ADMIN_KEY", ADMIN_KEY),
-        ]
-        .into_iter()
-        .chain(settings.iter().copied())
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-        env.insert(
-            "BYOK_BROKER_DATA_DIR".into(),
-            data_dir.display().to_string(),
-        );
-        let config = Config::load(None, |name| env.get(name).cloned()).expect("config");
-        let broker = Broker::start(config).await.expect("broker starts");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let address = listener.local_addr().expect("address");
-        let app = byok_broker::http::router(Arc::clone(&broker));
-        tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
-        Self { address, broker }
-    }
-
-    async fn call(&self, key: &str, method: &str, path: &str, body: &Value) -> Answer {
-        let client = HttpClient::new(&format!("http://{}", self.address), Some(key.to_owned()))
-            .expect("url");
-        let response = client
-            .send(method, path, body.to_string().as_bytes(), &[])
-            .await
-            .expect("the broker answers");
-        Answer {
-            status: response.status,
-            headers: response.headers,
-            body: serde_json::from_slice(&response.body).unwrap_or(Value::Null),
-        }
-    }
-
-    /// Asks for a data key under `context` with `key`.
-    async fn data_key(&self, key: &str, context: Value) -> Answer {
-        self.call(
-            key,
-            "POST",
-            "/vault/v1/keys/data-key",
-            &json!({ "context": context }),
-        )
-        .await
-    }
-
-    async fn new_app_key(&self, name: &str) -> String {
-        let created = self
-            .call(
-                ADMIN_KEY,
-                "POST",
-                "/admin/v1/api-keys",
-                &json!({"name": name, "role": "app"}),
-            )
-            .await;
-        assert_eq!(created.status, 201, "{:?}", created.body);
-        created.body["key"].as_str().expect("token").to_owned()
-    }
+fn data_dir(test: &str) -> TestDir {
+    TestDir::new(&format!("limits-{test}"))
 }
 
 fn org(name: &str) -> Value {
@@ -106,7 +17,7 @@ fn org(name: &str) -> Value {
 #[tokio::test]
 async fn new_platform_keks_are_limited_per_api_key_per_hour() {
     let dir = data_dir("hourly");
-    let broker = LocalBroker::start(
+    let broker = TestBroker::start_local_in(
         &dir,
         &[("BYOK_BROKER_NEW_PLATFORM_KEKS_PER_KEY_PER_HOUR", "2")],
     )
@@ -128,7 +39,6 @@ async fn new_platform_keks_are_limited_per_api_key_per_hour() {
     // other key (a write by the first key reuses it).
     assert_eq!(broker.broker.keyring.stats().keks_created, 3);
     assert!(broker.data_key(APP_KEY, org("org_3")).await.status < 300);
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]
@@ -136,7 +46,7 @@ async fn platform_keks_are_limited_in_total_across_restarts() {
     let dir = data_dir("total");
     let settings = [("BYOK_BROKER_MAX_PLATFORM_KEKS", "2")];
     {
-        let broker = LocalBroker::start(&dir, &settings).await;
+        let broker = TestBroker::start_local_in(&dir, &settings).await;
         assert!(broker.data_key(APP_KEY, org("org_1")).await.status < 300);
         let other_key = broker.new_app_key("other").await;
         assert!(broker.data_key(&other_key, org("org_2")).await.status < 300);
@@ -145,18 +55,17 @@ async fn platform_keks_are_limited_in_total_across_restarts() {
         assert_eq!(refused.body["code"], "kek_limit_reached");
     }
     // A restart does not reset the count: it is kept in the store.
-    let broker = LocalBroker::start(&dir, &settings).await;
+    let broker = TestBroker::start_local_in(&dir, &settings).await;
     let refused = broker.data_key(APP_KEY, org("org_4")).await;
     assert_eq!(refused.status, 403, "{:?}", refused.body);
     assert_eq!(refused.body["code"], "kek_limit_reached");
     assert!(broker.data_key(APP_KEY, org("org_2")).await.status < 300);
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]
 async fn the_operator_chooses_which_context_fields_select_the_kek() {
     let dir = data_dir("selector");
-    let broker = LocalBroker::start(
+    let broker = TestBroker::start_local_in(
         &dir,
         &[("BYOK_BROKER_PLATFORM_KEK_CONTEXT_FIELDS", "organization_id")],
     )
@@ -167,20 +76,18 @@ async fn the_operator_chooses_which_context_fields_select_the_kek() {
     for (name, context) in [("pii", &pii), ("logs", &logs)] {
         let created = broker
             .call(
-                APP_KEY,
                 "POST",
                 "/vault/v1/kv",
-                &json!({"name": name, "value": name, "key_context": context}),
+                Some(&json!({"name": name, "value": name, "key_context": context})),
             )
             .await;
         assert_eq!(created.status, 201, "{:?}", created.body);
         kek_ids.push(created.body["key_id"].as_str().expect("key id").to_owned());
         let read = broker
             .call(
-                APP_KEY,
                 "GET",
                 &format!("/vault/v1/kv/{}", created.body["id"].as_str().expect("id")),
-                &Value::Null,
+                None,
             )
             .await;
         assert_eq!(read.body["value"], name, "{:?}", read.body);
@@ -198,7 +105,6 @@ async fn the_operator_chooses_which_context_fields_select_the_kek() {
         "{:?}",
         missing.body
     );
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]
@@ -206,13 +112,12 @@ async fn objects_and_data_keys_made_before_a_selector_stay_readable_after_it() {
     let dir = data_dir("selector-later");
     let context = json!({"organization_id": "org_a", "data_type": "pii"});
     let (object_path, blob) = {
-        let broker = LocalBroker::start(&dir, &[]).await;
+        let broker = TestBroker::start_local_in(&dir, &[]).await;
         let created = broker
             .call(
-                APP_KEY,
                 "POST",
                 "/vault/v1/kv",
-                &json!({"name": "before", "value": "kept", "key_context": context}),
+                Some(&json!({"name": "before", "value": "kept", "key_context": context})),
             )
             .await;
         assert_eq!(created.status, 201, "{:?}", created.body);
@@ -225,26 +130,22 @@ async fn objects_and_data_keys_made_before_a_selector_stay_readable_after_it() {
     };
     // The operator now selects KEKs by organization only: new data goes to another KEK, and what
     // the whole-context KEK protects must still open (it is the broker's own key for the context).
-    let broker = LocalBroker::start(
+    let broker = TestBroker::start_local_in(
         &dir,
         &[("BYOK_BROKER_PLATFORM_KEK_CONTEXT_FIELDS", "organization_id")],
     )
     .await;
-    let read = broker
-        .call(APP_KEY, "GET", &object_path, &Value::Null)
-        .await;
+    let read = broker.call("GET", &object_path, None).await;
     assert_eq!(read.status, 200, "{:?}", read.body);
     assert_eq!(read.body["value"], "kept");
     let opened = broker
         .call(
-            APP_KEY,
             "POST",
             "/vault/v1/keys/decrypt",
-            &json!({ "keys": blob }),
+            Some(&json!({ "keys": blob })),
         )
         .await;
     assert_eq!(opened.status, 200, "{:?}", opened.body);
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]

@@ -1,19 +1,13 @@
 //! `byok-broker rewrap` against a running broker (both the binary, LocalStack behind): it starts a
 //! job, prints progress, exits 0 on completion and non-zero when objects could not be moved.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 
 use common::process::{ADMIN_KEY, APP_KEY, request, spawn_broker, temp_dir};
-use common::{create_key, raw_kms};
+use common::{TENANT_ACCOUNT as TENANT, create_key, key_spec, raw_kms};
 use serde_json::{Value, json};
-
-const TENANT: &str = "111111111111";
-
-fn key_spec(key_arn: &str) -> Value {
-    json!({"key_arn": key_arn, "role_arn": format!("arn:aws:iam::{TENANT}:role/byok-broker-access")})
-}
 
 fn rewrap_cli(port: u16, byok_id: &str) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_byok-broker"))
@@ -126,5 +120,4 @@ async fn the_cli_runs_a_job_to_completion_and_fails_loudly() {
     );
     broker.child.kill().unwrap();
     broker.child.wait().unwrap();
-    let _ = std::fs::remove_dir_all(data_dir);
 }

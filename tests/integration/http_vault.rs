@@ -1,8 +1,9 @@
-//! The `/vault/v1` wire API over real HTTP, backed by LocalStack: every endpoint's happy path and
-//! the error paths (401, 404, 405, 409, 413, 422), version checks under concurrency, pagination,
-//! idempotent creates, and data keys (create, decrypt, rekey).
+//! The `/vault/v1` wire API over real HTTP: every endpoint's happy path and the error paths (401,
+//! 404, 405, 409, 413, 422), version checks under concurrency, pagination, idempotent creates and
+//! data keys on the local key provider; the KEK's ARN, a KEK disabled in AWS and readiness on
+//! LocalStack.
 
-mod common;
+use crate::common;
 
 use common::broker::{ADMIN_KEY, TestBroker};
 use futures_util::future::join_all;
@@ -146,7 +147,7 @@ async fn object_lifecycle_over_http() {
 
 #[tokio::test]
 async fn error_paths_answer_json_with_stable_codes() {
-    let broker = TestBroker::start("errors").await;
+    let broker = TestBroker::start_local("errors").await;
     let cases: Vec<(u16, &str, common::broker::HttpResponse)> = vec![
         (
             401,
@@ -343,7 +344,7 @@ async fn error_paths_answer_json_with_stable_codes() {
 /// context is parsed, instead of the last value silently winning; nothing is written.
 #[tokio::test]
 async fn duplicate_context_names_are_refused_everywhere() {
-    let broker = TestBroker::start("dup-context").await;
+    let broker = TestBroker::start_local("dup-context").await;
     let dup = r#"{"organization_id":"org_a","organization_id":"org_b"}"#;
     let cases = [
         (
@@ -402,7 +403,7 @@ async fn duplicate_context_names_are_refused_everywhere() {
 
 #[tokio::test]
 async fn of_fifty_concurrent_updates_with_one_version_check_exactly_one_wins() {
-    let broker = TestBroker::start("race").await;
+    let broker = TestBroker::start_local("race").await;
     let created = broker
         .call(
             "POST",
@@ -437,7 +438,7 @@ async fn of_fifty_concurrent_updates_with_one_version_check_exactly_one_wins() {
 
 #[tokio::test]
 async fn listing_pages_filters_and_idempotent_create() {
-    let broker = TestBroker::start("list").await;
+    let broker = TestBroker::start_local("list").await;
     for i in 0..5 {
         let r = broker
             .call(
@@ -536,7 +537,7 @@ async fn listing_pages_filters_and_idempotent_create() {
 
 #[tokio::test]
 async fn data_keys_create_decrypt_and_rekey() {
-    let broker = TestBroker::start("datakeys").await;
+    let broker = TestBroker::start_local("datakeys").await;
     let created = broker
         .call(
             "POST",
@@ -627,7 +628,8 @@ async fn a_disabled_kek_fails_closed_with_403() {
 #[tokio::test]
 async fn a_key_over_its_rate_limit_gets_429_with_retry_after() {
     let broker =
-        TestBroker::start_with("ratelimit", &[("BYOK_BROKER_RATE_LIMIT_PER_SECOND", "2")]).await;
+        TestBroker::start_local_with("ratelimit", &[("BYOK_BROKER_RATE_LIMIT_PER_SECOND", "2")])
+            .await;
     let mut statuses = Vec::new();
     for _ in 0..150 {
         statuses.push(broker.call("GET", "/vault/v1/kv", None).await);

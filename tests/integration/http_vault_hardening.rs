@@ -2,7 +2,7 @@
 //! nothing about other scopes' names (and a refused probe costs no KMS call), list cursors keep
 //! their position when their object is deleted, and loose input gets a clear 422.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::Ordering;
 

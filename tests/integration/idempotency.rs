@@ -1,9 +1,9 @@
 //! `Idempotency-Key` on creates under concurrency and with bad keys: the key is claimed atomically,
 //! so one key never yields two objects or a `name_taken` for a retry of the same request.
 
-mod common;
+use crate::common;
 
-use common::local_broker::LocalBroker;
+use common::broker::TestBroker;
 use futures_util::future::join_all;
 use serde_json::json;
 
@@ -15,7 +15,7 @@ fn create_body(name: &str) -> Vec<u8> {
 
 #[tokio::test]
 async fn fifty_concurrent_retries_of_one_create_make_one_object_and_replay_it() {
-    let broker = LocalBroker::start("idem-same", &[]).await;
+    let broker = TestBroker::start_local_with("idem-same", &[]).await;
     let body = create_body("charged-once");
     let headers = [("Idempotency-Key", "retry-same-body")];
     let answers =
@@ -40,7 +40,7 @@ async fn fifty_concurrent_retries_of_one_create_make_one_object_and_replay_it() 
 
 #[tokio::test]
 async fn twenty_concurrent_creates_with_one_key_and_different_bodies_make_one_object() {
-    let broker = LocalBroker::start("idem-diff", &[]).await;
+    let broker = TestBroker::start_local_with("idem-diff", &[]).await;
     let bodies: Vec<Vec<u8>> = (0..20).map(|i| create_body(&format!("item-{i}"))).collect();
     let headers = [("Idempotency-Key", "retry-different-bodies")];
     let answers = join_all(
@@ -69,7 +69,7 @@ async fn twenty_concurrent_creates_with_one_key_and_different_bodies_make_one_ob
 
 #[tokio::test]
 async fn a_failed_first_attempt_releases_the_key_for_a_retry() {
-    let broker = LocalBroker::start("idem-release", &[]).await;
+    let broker = TestBroker::start_local_with("idem-release", &[]).await;
     let headers = [("Idempotency-Key", "retry-after-failure")];
     // The name is taken by another object: the first attempt fails with 409 name_taken.
     let (status, _) = broker
@@ -87,7 +87,7 @@ async fn a_failed_first_attempt_releases_the_key_for_a_retry() {
 
 #[tokio::test]
 async fn idempotency_keys_must_be_1_to_255_printable_ascii_characters() {
-    let broker = LocalBroker::start("idem-invalid", &[]).await;
+    let broker = TestBroker::start_local_with("idem-invalid", &[]).await;
     let huge = "k".repeat(100 * 1024);
     let longest = "k".repeat(255);
     // 100 KB does not even reach the handler: the header section is over the server's bound.

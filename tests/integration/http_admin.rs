@@ -1,27 +1,16 @@
 //! The admin plane over HTTP: API keys (create, list, revoke, scopes) and audit events (filters,
-//! pagination), against a LocalStack-backed broker.
+//! pagination), on the local key provider (no LocalStack).
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::Ordering;
 
-use common::broker::{ADMIN_KEY, APP_KEY, TestBroker};
+use common::broker::{APP_KEY, TestBroker, admin};
 use serde_json::{Value, json};
-
-async fn admin(
-    broker: &TestBroker,
-    method: &str,
-    path: &str,
-    body: Option<&Value>,
-) -> common::broker::HttpResponse {
-    broker
-        .call_with(method, path, body, Some(ADMIN_KEY), &[])
-        .await
-}
 
 #[tokio::test]
 async fn api_keys_are_created_listed_scoped_and_revoked() {
-    let broker = TestBroker::start("apikeys").await;
+    let broker = TestBroker::start_local("apikeys").await;
     let created = admin(&broker, "POST", "/admin/v1/api-keys", Some(&json!({"name": "acme backend", "role": "app", "scope": {"organization_id": "org_acme"}}))).await;
     assert_eq!(created.status, 201, "{:?}", created.body);
     let token = created.body["key"].as_str().unwrap().to_owned();
@@ -116,7 +105,7 @@ async fn api_keys_are_created_listed_scoped_and_revoked() {
 
 #[tokio::test]
 async fn admin_endpoints_refuse_app_keys_and_bad_input() {
-    let broker = TestBroker::start("adminerr").await;
+    let broker = TestBroker::start_local("adminerr").await;
     let as_app = broker
         .call_with("GET", "/admin/v1/api-keys", None, Some(APP_KEY), &[])
         .await;
@@ -162,7 +151,7 @@ async fn admin_endpoints_refuse_app_keys_and_bad_input() {
 
 #[tokio::test]
 async fn audit_events_are_recorded_filtered_and_paginated() {
-    let broker = TestBroker::start("events").await;
+    let broker = TestBroker::start_local("events").await;
     let acme = json!({"organization_id": "org_acme"});
     let created = broker
         .call(

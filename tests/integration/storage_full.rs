@@ -2,9 +2,10 @@
 //! writes and reads answer 507 `storage_full` instead of 500 or a 200 whose audit event is lost,
 //! and the broker recovers without a restart once space is freed.
 
-mod common;
+use crate::common;
 
-use common::local_broker::LocalBroker;
+use byok_broker::kms::local::LocalKms;
+use common::broker::TestBroker;
 use serde_json::json;
 
 /// 4 KiB pages: room for the schema, the API keys and a few dozen 16 KiB values.
@@ -17,7 +18,7 @@ fn create_body(name: &str) -> Vec<u8> {
         .into_bytes()
 }
 
-fn read_events(broker: &LocalBroker) -> i64 {
+fn read_events(broker: &TestBroker<LocalKms>) -> i64 {
     let db = rusqlite::Connection::open(broker.data_dir.join("broker.db")).expect("open db");
     db.query_row(
         "SELECT COUNT(*) FROM audit_events WHERE event = 'vault.data.read'",
@@ -30,7 +31,8 @@ fn read_events(broker: &LocalBroker) -> i64 {
 #[tokio::test]
 async fn a_full_database_answers_storage_full_and_recovers_without_a_restart() {
     let broker =
-        LocalBroker::start("full", &[("BYOK_BROKER_STORE_MAX_PAGE_COUNT", MAX_PAGES)]).await;
+        TestBroker::start_local_with("full", &[("BYOK_BROKER_STORE_MAX_PAGE_COUNT", MAX_PAGES)])
+            .await;
     let mut ids = Vec::new();
     let full = loop {
         assert!(ids.len() < 200, "the database never filled up");

@@ -2,52 +2,16 @@
 //! unknown key, bad role), routing and fail-closed behaviour, admin disable, AWS-side disable with
 //! the measured revocation bound, recovery, rotation, deletion, and isolation of other tenants.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::broker::{ADMIN_KEY, HttpResponse, TestBroker};
-use common::{create_key, raw_kms};
+use common::broker::{TestBroker, admin, register};
+use common::{OTHER_TENANT_ACCOUNT, TENANT_ACCOUNT, create_key, raw_kms, registration};
 use serde_json::{Value, json};
 
-const TENANT_ACCOUNT: &str = "111111111111";
-const OTHER_TENANT_ACCOUNT: &str = "222222222222";
 const WATCH_INTERVAL_MS: u64 = 1000;
-
-async fn admin(
-    broker: &TestBroker,
-    method: &str,
-    path: &str,
-    body: Option<&Value>,
-) -> HttpResponse {
-    broker
-        .call_with(method, path, body, Some(ADMIN_KEY), &[])
-        .await
-}
-
-fn registration(org: &str, key_arn: &str, account: &str) -> Value {
-    json!({
-        "match_context": {"organization_id": org},
-        "provider": "aws_kms",
-        "key_arn": key_arn,
-        "role_arn": format!("arn:aws:iam::{account}:role/byok-broker-access"),
-    })
-}
-
-async fn register(broker: &TestBroker, org: &str, account: &str) -> (String, String) {
-    let key_arn = create_key(account).await;
-    let response = admin(
-        broker,
-        "POST",
-        "/admin/v1/byok-keys",
-        Some(&registration(org, &key_arn, account)),
-    )
-    .await;
-    assert_eq!(response.status, 201, "{:?}", response.body);
-    assert_eq!(response.body["state"], "active");
-    (response.body["id"].as_str().unwrap().to_owned(), key_arn)
-}
 
 async fn create_object(broker: &TestBroker, name: &str, context: Value) -> Value {
     let response = broker

@@ -4,50 +4,23 @@
 //! (CMK → platform KEK, then delete), and a disabled source reported and finished by a re-run.
 //! `BYOK_REWRAP_TEST_OBJECTS` sets the object count (1,000 by default; 10,000 for the long run).
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use byok_broker::envelope::SealedValue;
-use common::broker::{ADMIN_KEY, HttpResponse, TestBroker};
-use common::{create_key, raw_kms};
+use common::broker::{TestBroker, admin, register};
+use common::{TENANT_ACCOUNT as TENANT, create_key, key_spec, raw_kms};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-
-const TENANT: &str = "111111111111";
 
 fn object_count() -> usize {
     std::env::var("BYOK_REWRAP_TEST_OBJECTS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000)
-}
-
-async fn admin(
-    broker: &TestBroker,
-    method: &str,
-    path: &str,
-    body: Option<&Value>,
-) -> HttpResponse {
-    broker
-        .call_with(method, path, body, Some(ADMIN_KEY), &[])
-        .await
-}
-
-fn key_spec(key_arn: &str) -> Value {
-    json!({"key_arn": key_arn, "role_arn": format!("arn:aws:iam::{TENANT}:role/byok-broker-access")})
-}
-
-async fn register(broker: &TestBroker, org: &str) -> (String, String) {
-    let key_arn = create_key(TENANT).await;
-    let mut body = key_spec(&key_arn);
-    body["match_context"] = json!({"organization_id": org});
-    body["provider"] = json!("aws_kms");
-    let response = admin(broker, "POST", "/admin/v1/byok-keys", Some(&body)).await;
-    assert_eq!(response.status, 201, "{:?}", response.body);
-    (response.body["id"].as_str().unwrap().to_owned(), key_arn)
 }
 
 /// Creates `count` objects (16 at a time) and returns id → value.
@@ -166,7 +139,7 @@ async fn start() -> TestBroker {
 async fn rotation_rewrap_then_old_cmk_disabled_everything_still_readable() {
     let broker = start().await;
     let count = object_count();
-    let (id, key_a) = register(&broker, "org_rot").await;
+    let (id, key_a) = register(&broker, "org_rot", TENANT).await;
     let objects = create_objects(&broker, "org_rot", count).await;
     let before = data_ciphertexts(&broker.data_dir);
 
@@ -227,7 +200,7 @@ async fn concurrent_updates_during_a_job_are_never_lost() {
         ],
     )
     .await;
-    let (id, _key_a) = register(&broker, "org_race").await;
+    let (id, _key_a) = register(&broker, "org_race", TENANT).await;
     let mut objects = create_objects(&broker, "org_race", 300).await;
     let key_b = create_key(TENANT).await;
     assert_eq!(
@@ -289,7 +262,7 @@ async fn onboarding_and_offboarding() {
         .into_keys()
         .next()
         .unwrap();
-    let (id, cmk) = register(&broker, "org_onboard").await;
+    let (id, cmk) = register(&broker, "org_onboard", TENANT).await;
     let job = start_job(&broker, json!({"kek_id": platform_kek})).await;
     let status = wait_for_job(&broker, &job).await;
     assert_eq!(
@@ -352,7 +325,7 @@ async fn onboarding_and_offboarding() {
 #[tokio::test]
 async fn a_disabled_source_is_reported_and_a_rerun_finishes() {
     let broker = start().await;
-    let (id, key_a) = register(&broker, "org_stuck").await;
+    let (id, key_a) = register(&broker, "org_stuck", TENANT).await;
     let objects = create_objects(&broker, "org_stuck", 50).await;
     let key_b = create_key(TENANT).await;
     assert_eq!(

@@ -3,7 +3,7 @@
 //! LocalStack). Throttling and 5xx: 503 `kms_unavailable`, no state change, nothing recorded, on the
 //! request path and in a watcher pass. AccessDenied: the CMK is marked unavailable (the control).
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -13,12 +13,10 @@ use byok_broker::byok::watcher::check_all;
 use byok_broker::context::KeyContext;
 use byok_broker::store::{ByokKeyRecord, TenantKekRecord};
 use common::broker::{ADMIN_KEY, TestBroker};
-use common::{PLATFORM_ACCOUNT, options_for};
+use common::{PLATFORM_ACCOUNT, TENANT_ACCOUNT, options_for};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-
-const TENANT_ACCOUNT: &str = "111111111111";
 
 /// What the stand-in answers every AssumeRole with: HTTP status, STS error type and code.
 type Fault = (u16, &'static str, &'static str);

@@ -1,0 +1,26 @@
+//! The one integration test binary: each module is a former test binary, sharing the fixtures in
+//! `common`. One binary links once instead of once per file. Run a part of it by module path, e.g.
+//! `cargo test --test integration -- rewrap_localstack:: rewrap_crash::`.
+
+mod common;
+
+mod byok_localstack;
+mod byok_registration;
+mod byok_sts_faults;
+mod cache_localstack;
+mod cli_rewrap;
+mod hardening_keys_localstack;
+mod http_admin;
+mod http_hardening;
+mod http_vault;
+mod http_vault_hardening;
+mod idempotency;
+mod keyring_localstack;
+mod kms_localstack;
+mod local_provider;
+mod platform_kek_limits;
+mod platform_kek_localstack;
+mod process_lifecycle;
+mod rewrap_crash;
+mod rewrap_localstack;
+mod storage_full;
