@@ -162,13 +162,12 @@ async fn objects_stay_readable_whatever_the_selector_is_changed_to() {
     ];
     let mut written = Vec::new();
     for (round, selector) in selectors.iter().enumerate() {
-        let broker = LocalBroker::start(&dir, selector).await;
+        let broker = TestBroker::start_local_in(&dir, selector).await;
         let created = broker
             .call(
-                APP_KEY,
                 "POST",
                 "/vault/v1/kv",
-                &json!({"name": format!("round-{round}"), "value": format!("v{round}"), "key_context": context}),
+                Some(&json!({"name": format!("round-{round}"), "value": format!("v{round}"), "key_context": context})),
             )
             .await;
         assert_eq!(created.status, 201, "{:?}", created.body);
@@ -178,10 +177,9 @@ async fn objects_stay_readable_whatever_the_selector_is_changed_to() {
         ));
         // Everything written under every earlier selector still opens under this one.
         for (path, value) in &written {
-            let read = broker.call(APP_KEY, "GET", path, &Value::Null).await;
+            let read = broker.call("GET", path, None).await;
             assert_eq!(read.status, 200, "round {round}, {path}: {:?}", read.body);
             assert_eq!(&read.body["value"], value);
         }
     }
-    let _ = std::fs::remove_dir_all(dir);
 }
