@@ -134,9 +134,17 @@ impl Keyring {
         Arc::clone(&self.bindings.borrow())
     }
 
-    /// Installs a new view of the BYOK bindings; the next request routes by it.
-    pub fn replace_bindings(&self, set: BindingSet) {
-        self.bindings.send_replace(Arc::new(set));
+    /// Installs a view of the BYOK bindings unless the current one was read at a later revision
+    /// (a slow reload finishing after a newer one must not undo, say, an admin disable: that
+    /// would fail open). Equal revisions read the same stored state. Returns true if installed.
+    pub fn install_bindings(&self, set: BindingSet) -> bool {
+        self.bindings.send_if_modified(|current| {
+            if set.revision() < current.revision() {
+                return false;
+            }
+            *current = Arc::new(set);
+            true
+        })
     }
 
     /// The KEK a new DEK for `context` is wrapped under. A context a BYOK binding covers gets that

@@ -11,7 +11,7 @@ use crate::broker::Broker;
 use crate::context::KeyContext;
 use crate::error::Error;
 use crate::kms::KmsError;
-use crate::store::{ByokFlag, ByokKeyRecord, StoreError, TenantKekRecord};
+use crate::store::{ByokFlag, ByokKeyRecord, ByokSnapshot, StoreError, TenantKekRecord};
 use crate::timestamp::Timestamp;
 
 pub const PROVIDER_AWS_KMS: &str = "aws_kms";
@@ -128,15 +128,21 @@ impl Broker {
 
     /// Rebuilds the routing view from the store. Called after every BYOK change and at start.
     pub async fn reload_bindings(&self) -> Result<(), Error> {
-        let records = self.store.list_byok_keys().await?;
-        let set = BindingSet::from_records(records).map_err(Error::Internal)?;
+        let snapshot = self.store.byok_snapshot().await?;
+        self.install_bindings(snapshot)
+    }
+
+    /// Installs a routing view read from the store; a view older than the installed one is
+    /// dropped. Split from [`Self::reload_bindings`] so a test can finish a reload late.
+    pub fn install_bindings(&self, snapshot: ByokSnapshot) -> Result<(), Error> {
+        let set = BindingSet::from_snapshot(snapshot).map_err(Error::Internal)?;
         // Registered tenant accounts are the only tenant accounts metrics may name.
         self.metrics.allow_accounts_of(
             set.all()
                 .iter()
                 .flat_map(|b| b.record.keks.iter().map(|k| k.key_arn.as_str())),
         );
-        self.keyring.replace_bindings(set);
+        self.keyring.install_bindings(set);
         Ok(())
     }
 
