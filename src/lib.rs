@@ -10,7 +10,6 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod context;
-pub mod context_json;
 pub mod data_key;
 pub mod envelope;
 pub mod error;

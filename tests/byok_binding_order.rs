@@ -4,8 +4,8 @@
 
 mod common;
 
-use byok_broker::byok::bindings::BindingState;
 use byok_broker::context::KeyContext;
+use byok_broker::keyring::bindings::BindingState;
 use byok_broker::store::{ByokKeyRecord, TenantKekRecord};
 use common::broker::TestBroker;
 use serde_json::json;

@@ -1,7 +1,6 @@
 //! Bring your own key: tenant CMK bindings (registration with verification, enable/disable,
-//! rotation, deletion), the routing view every request consults, and the key-state watcher.
+//! rotation, deletion) and the key-state watcher; the routing view lives in `keyring::bindings`.
 
-pub mod bindings;
 pub mod external_id;
 pub mod service;
 mod verify;

@@ -4,12 +4,12 @@
 
 use serde_json::json;
 
-use super::bindings::{Binding, BindingSet, kek_ref};
 use super::verify::verify_kek;
 use crate::audit;
 use crate::broker::Broker;
 use crate::context::KeyContext;
 use crate::error::Error;
+use crate::keyring::bindings::{Binding, BindingSet, kek_ref};
 use crate::kms::KmsError;
 use crate::store::{ByokFlag, ByokKeyRecord, ByokSnapshot, StoreError, TenantKekRecord};
 use crate::timestamp::Timestamp;

@@ -11,26 +11,11 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 
-use super::bindings::kek_ref;
 use crate::broker::Broker;
+pub use crate::config::workers::WatcherConfig;
+use crate::keyring::bindings::kek_ref;
 use crate::kms::KmsErrorClass;
 use crate::platform_kek_watch::check_platform_keks;
-
-#[derive(Debug, Clone, Copy)]
-pub struct WatcherConfig {
-    pub interval: Duration,
-    /// Most DescribeKey calls in flight at once.
-    pub concurrency: usize,
-}
-
-impl Default for WatcherConfig {
-    fn default() -> Self {
-        Self {
-            interval: Duration::from_secs(5),
-            concurrency: 16,
-        }
-    }
-}
 
 /// Runs until the broker is dropped.
 pub async fn run(broker: Weak<Broker>, config: WatcherConfig) {

@@ -16,10 +16,10 @@ use serde_json::{Value, json};
 
 use super::extract::{AdminCaller, JsonBody};
 use crate::broker::Broker;
-use crate::byok::bindings::Binding;
 use crate::byok::service::{KeySpec, PROVIDER_AWS_KMS};
-use crate::context_json::ContextJson;
+use crate::context::json::ContextJson;
 use crate::error::Error;
+use crate::keyring::bindings::Binding;
 
 pub fn routes() -> Router<Arc<Broker>> {
     Router::new()
@@ -92,10 +92,10 @@ async fn binding_json_with(
     let current = binding.current_kek();
     let state = binding.state();
     let reason = match &state {
-        crate::byok::bindings::BindingState::Unavailable(reason) => Some(reason.clone()),
-        crate::byok::bindings::BindingState::Disabled => Some("disabled_by_admin".to_owned()),
-        crate::byok::bindings::BindingState::Active
-        | crate::byok::bindings::BindingState::Retired => None,
+        crate::keyring::bindings::BindingState::Unavailable(reason) => Some(reason.clone()),
+        crate::keyring::bindings::BindingState::Disabled => Some("disabled_by_admin".to_owned()),
+        crate::keyring::bindings::BindingState::Active
+        | crate::keyring::bindings::BindingState::Retired => None,
     };
     let keks: Vec<Value> = record
         .keks

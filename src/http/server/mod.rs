@@ -3,7 +3,6 @@
 //! idle connection is closed to make room), and a drain on shutdown bounded in time.
 
 mod connection;
-pub mod settings;
 mod stream;
 
 use std::collections::HashMap;
@@ -17,8 +16,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::config::server::{ServerSettings, open_file_limit};
 use connection::ConnectionState;
-use settings::{ServerSettings, open_file_limit};
 
 /// Serves `router` on `listener` until `shutdown` resolves, then lets requests in flight finish for
 /// at most `settings.shutdown_drain` and closes whatever is left.

@@ -12,11 +12,14 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::byok::bindings::{Binding, BindingSet, BindingState, kek_ref};
+pub mod bindings;
+mod error_mapping;
+
 use crate::context::{ContextHash, KeyContext};
 use crate::kms::{AliasOutcome, KekRef, KeyProvider, KmsError, KmsFailure};
 use crate::platform_kek::{self, CreationQuota, KekCreator};
 use crate::store::KekCreationRefused;
+use bindings::{Binding, BindingSet, BindingState, kek_ref};
 
 /// Attempts to read back an alias another creator just won; covers its brief write window.
 const ALIAS_READBACK_ATTEMPTS: u32 = 5;
