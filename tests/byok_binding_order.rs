@@ -46,7 +46,7 @@ async fn bind(broker: &TestBroker<byok_broker::kms::local::LocalKms>, org: &str)
         .insert_byok_key(record, kek)
         .await
         .expect("insert");
-    broker.broker.reload_bindings().await.expect("reload");
+    broker.broker.byok.reload_bindings().await.expect("reload");
     id
 }
 
@@ -58,9 +58,18 @@ async fn a_slow_reload_never_undoes_an_admin_disable() {
     // A reload reads the bindings (still active) and stalls before installing them...
     let stale = broker.broker.store.byok_snapshot().await.expect("snapshot");
     // ...while an admin disables the key, which reloads and installs its own view...
-    broker.broker.disable_byok_key(&id).await.expect("disable");
+    broker
+        .broker
+        .byok
+        .disable_byok_key(&id)
+        .await
+        .expect("disable");
     // ...then the slow reload finishes.
-    broker.broker.install_bindings(stale).expect("late install");
+    broker
+        .broker
+        .byok
+        .install_bindings(stale)
+        .expect("late install");
 
     let bindings = broker.broker.keyring.bindings();
     let binding = bindings.get(&id).expect("binding");

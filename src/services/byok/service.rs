@@ -1,4 +1,4 @@
-//! BYOK use cases on the broker: register (verified), enable/disable, rotate, delete, and state
+//! BYOK use cases: register (verified), enable/disable, rotate, delete, and state
 //! changes from the watcher or from requests. Every change is written to the store first, then
 //! the routing view is rebuilt and the affected CMKs' cached DEKs are purged.
 
@@ -6,7 +6,6 @@ use serde_json::json;
 
 use super::verify::verify_kek;
 use crate::audit;
-use crate::broker::Broker;
 use crate::context::KeyContext;
 use crate::error::Error;
 use crate::keyring::bindings::{Binding, BindingSet, kek_ref};
@@ -17,7 +16,7 @@ use crate::timestamp::Timestamp;
 pub const PROVIDER_AWS_KMS: &str = "aws_kms";
 
 /// What an admin sends to register or rotate a key. `external_id` is the broker's own for the
-/// organization (see [`Broker::byok_external_id`]): an admin may echo it, never choose it.
+/// organization (see [`super::Byok::byok_external_id`]): an admin may echo it, never choose it.
 #[derive(Debug, Clone)]
 pub struct KeySpec {
     pub key_arn: String,
@@ -81,7 +80,7 @@ fn organization(context: &KeyContext) -> Option<&str> {
     context.get("organization_id")
 }
 
-impl Broker {
+impl super::Byok {
     /// Settles how the broker reaches the key: through the tenant's role with the broker-generated
     /// external id of the match context's organization (the confused-deputy defence), or, only
     /// when the operator allows it, directly with the broker's own identity.
@@ -97,7 +96,7 @@ impl Broker {
             ));
         };
         if spec.role_arn.is_none() {
-            if !self.config.byok_allow_direct_key_access {
+            if !self.allow_direct_key_access {
                 return Err(Error::invalid(
                     "role_arn_required",
                     "role_arn is required: the broker reaches tenant keys through a role the tenant trusts",
