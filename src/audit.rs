@@ -53,6 +53,7 @@ enum Command {
     Flush(oneshot::Sender<()>),
 }
 
+#[derive(Clone)]
 pub struct AuditLog {
     sender: mpsc::Sender<Command>,
 }

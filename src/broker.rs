@@ -13,8 +13,9 @@ use crate::kms::local::LocalKms;
 use crate::kms::{KeyProvider, KmsError};
 use crate::metrics::{MeteredProvider, Metrics};
 use crate::platform_kek::CreationQuota;
-use crate::platform_kek_watch::PlatformKekStates;
 use crate::rate_limit::RateLimiter;
+use crate::services::byok::platform_kek_watch::PlatformKekStates;
+use crate::services::byok::{Byok, ByokParts};
 use crate::store::Store;
 
 #[derive(Debug, thiserror::Error)]
@@ -33,7 +34,7 @@ pub enum StartError {
 
 pub struct Broker {
     pub config: Config,
-    pub keyring: Keyring,
+    pub keyring: Arc<Keyring>,
     pub dek_cache: DekCache,
     pub store: Store,
     pub rate_limiter: RateLimiter,
@@ -41,7 +42,9 @@ pub struct Broker {
     pub audit: AuditLog,
     pub metrics: Arc<Metrics>,
     /// Platform KEKs the watcher found unusable in KMS (refused without consulting the cache).
-    pub platform_kek_states: PlatformKekStates,
+    pub platform_kek_states: Arc<PlatformKekStates>,
+    /// BYOK registrations, state changes and the key-state watcher's passes.
+    pub byok: Arc<Byok>,
 }
 
 impl Broker {
@@ -69,9 +72,11 @@ impl Broker {
             metrics: Arc::clone(&metrics),
         });
         let store = Store::open_with(&config.data_dir.join("broker.db"), config.store).await?;
-        let keyring = Keyring::new(provider, &config.kek_alias_prefix)?.with_platform_policy(
-            config.platform_keks.context_fields.clone(),
-            CreationQuota::new(store.clone(), &config.platform_keks),
+        let keyring = Arc::new(
+            Keyring::new(provider, &config.kek_alias_prefix)?.with_platform_policy(
+                config.platform_keks.context_fields.clone(),
+                CreationQuota::new(store.clone(), &config.platform_keks),
+            ),
         );
         let dek_cache = DekCache::new(config.dek_cache);
         if let Some(token) = &config.bootstrap_app_key {
@@ -85,21 +90,36 @@ impl Broker {
         }
         let rate_limiter = RateLimiter::new(config.rate_limit);
         let watcher = config.watcher;
+        let audit = AuditLog::start(store.clone());
+        let platform_kek_states = Arc::new(PlatformKekStates::default());
+        let byok = Arc::new(Byok::new(ByokParts {
+            store: store.clone(),
+            keyring: Arc::clone(&keyring),
+            dek_cache: dek_cache.clone(),
+            audit: audit.clone(),
+            metrics: Arc::clone(&metrics),
+            platform_kek_states: Arc::clone(&platform_kek_states),
+            allow_direct_key_access: config.byok_allow_direct_key_access,
+        }));
         let broker = Arc::new(Self {
             auth: Authenticator::new(store.clone()),
-            audit: AuditLog::start(store.clone()),
+            audit,
             rate_limiter,
             config,
             keyring,
             dek_cache,
             store,
             metrics,
-            platform_kek_states: PlatformKekStates::default(),
+            platform_kek_states,
+            byok,
         });
-        broker.reload_bindings().await?;
+        broker.byok.reload_bindings().await?;
         broker.resume_rewrap_jobs().await?;
         // The watcher holds only a weak reference: it ends when the broker is dropped.
-        tokio::spawn(crate::byok::watcher::run(Arc::downgrade(&broker), watcher));
+        tokio::spawn(crate::services::byok::watcher::run(
+            Arc::downgrade(&broker.byok),
+            watcher,
+        ));
         Ok(broker)
     }
 

@@ -9,15 +9,16 @@ use std::time::Duration;
 use serde::Deserialize;
 
 mod platform_keks;
+pub mod server;
+pub mod workers;
 
-use crate::byok::watcher::WatcherConfig;
 use crate::cache::DekCacheConfig;
-use crate::http::server::settings::{RawServer, ServerSettings};
 use crate::kms::aws::AwsOptions;
 use crate::platform_kek::PlatformKekConfig;
 use crate::rate_limit::RateLimitConfig;
-use crate::rewrap::RewrapConfig;
 use crate::store::StoreOptions;
+use server::{RawServer, ServerSettings};
+use workers::{RewrapConfig, WatcherConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

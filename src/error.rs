@@ -5,9 +5,8 @@ use axum::http::StatusCode;
 
 use crate::context::ContextError;
 use crate::envelope::{EnvelopeError, FormatError};
-use crate::keyring::KeyAccessError;
 use crate::kms::{KmsError, KmsErrorClass, KmsFailure};
-use crate::store::{KekCreationRefused, StoreError};
+use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -166,32 +165,6 @@ impl From<StoreError> for Error {
             StoreError::Full(cause) => Error::StorageFull(cause),
             StoreError::Unavailable(cause) => Error::StorageUnavailable(cause),
             StoreError::Internal(message) => Error::Internal(message),
-        }
-    }
-}
-
-impl From<KeyAccessError> for Error {
-    fn from(e: KeyAccessError) -> Self {
-        match e {
-            KeyAccessError::Revoked { .. } => Error::KeyRevoked,
-            KeyAccessError::Unavailable { reason } => Error::KeyUnavailable { reason },
-            KeyAccessError::Kms(e) => Error::from_kms(e),
-            // Reached from stored rows only (blobs map it to 422 themselves): the database names
-            // a key that does not protect the object, which is corruption or tampering.
-            KeyAccessError::NotHeldForContext => Error::Internal(
-                "integrity failure: a stored row names a KEK not held for its context".into(),
-            ),
-            KeyAccessError::MissingSelectorField { field } => Error::invalid(
-                "invalid_context",
-                format!("the key context must contain {field:?}: it selects the platform key"),
-            ),
-            KeyAccessError::CreationRefused(KekCreationRefused::HourlyQuota { retry_after }) => {
-                Error::KekQuotaExceeded(retry_after)
-            }
-            KeyAccessError::CreationRefused(KekCreationRefused::Total { limit }) => {
-                Error::KekLimitReached(limit)
-            }
-            KeyAccessError::Store(e) => e.into(),
         }
     }
 }

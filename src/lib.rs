@@ -5,12 +5,10 @@ pub mod aead;
 pub mod audit;
 pub mod auth;
 pub mod broker;
-pub mod byok;
 pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod context;
-pub mod context_json;
 pub mod data_key;
 pub mod envelope;
 pub mod error;
@@ -19,9 +17,12 @@ pub mod keyring;
 pub mod kms;
 pub mod metrics;
 pub mod platform_kek;
-pub mod platform_kek_watch;
 pub mod rate_limit;
 pub mod rewrap;
+pub mod services;
 pub mod store;
 pub mod timestamp;
 pub mod vault;
+
+// The BYOK service keeps its pre-services path for callers outside the crate.
+pub use services::byok;

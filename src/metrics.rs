@@ -10,10 +10,10 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use async_trait::async_trait;
 
-use crate::byok::bindings::BindingSet;
 use crate::cache::DekCacheStats;
 use crate::context::KeyContext;
 use crate::data_key::DataKey;
+use crate::keyring::bindings::BindingSet;
 use crate::kms::{AliasOutcome, GeneratedDataKey, KekRef, KeyDescription, KeyProvider, KmsError};
 
 /// The label for key ids in accounts the broker does not know: a caller may name any key id in

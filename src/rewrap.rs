@@ -11,32 +11,13 @@ use futures_util::StreamExt;
 use tokio::sync::Mutex;
 
 use crate::broker::Broker;
+pub use crate::config::workers::RewrapConfig;
 use crate::context::KeyContext;
 use crate::envelope::{SealedValue, WrappedKey};
 use crate::error::Error;
 use crate::kms::{KekRef, KmsError};
 use crate::platform_kek::KekCreator;
 use crate::store::{RewrapCandidate, RewrapJobRecord, StoreError};
-
-#[derive(Debug, Clone, Copy)]
-pub struct RewrapConfig {
-    /// KMS calls per second one job may make (0 = unpaced), so live traffic keeps its quota.
-    pub kms_calls_per_second: u32,
-    /// Objects rewrapped at once.
-    pub concurrency: usize,
-    /// Objects per checkpoint.
-    pub batch_size: usize,
-}
-
-impl Default for RewrapConfig {
-    fn default() -> Self {
-        Self {
-            kms_calls_per_second: 100,
-            concurrency: 8,
-            batch_size: 200,
-        }
-    }
-}
 
 /// What a job moves away from.
 #[derive(Debug, Clone)]

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use super::extract::{AdminCaller, JsonBody};
 use crate::auth::{self, Role};
 use crate::broker::Broker;
-use crate::context_json::ContextJson;
+use crate::context::json::ContextJson;
 use crate::error::Error;
 use crate::store::{ApiKeyRecord, EventQuery, NewApiKey};
 use crate::timestamp::Timestamp;

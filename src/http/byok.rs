@@ -16,10 +16,10 @@ use serde_json::{Value, json};
 
 use super::extract::{AdminCaller, JsonBody};
 use crate::broker::Broker;
-use crate::byok::bindings::Binding;
-use crate::byok::service::{KeySpec, PROVIDER_AWS_KMS};
-use crate::context_json::ContextJson;
+use crate::context::json::ContextJson;
 use crate::error::Error;
+use crate::keyring::bindings::Binding;
+use crate::services::byok::service::{KeySpec, PROVIDER_AWS_KMS};
 
 pub fn routes() -> Router<Arc<Broker>> {
     Router::new()
@@ -92,10 +92,10 @@ async fn binding_json_with(
     let current = binding.current_kek();
     let state = binding.state();
     let reason = match &state {
-        crate::byok::bindings::BindingState::Unavailable(reason) => Some(reason.clone()),
-        crate::byok::bindings::BindingState::Disabled => Some("disabled_by_admin".to_owned()),
-        crate::byok::bindings::BindingState::Active
-        | crate::byok::bindings::BindingState::Retired => None,
+        crate::keyring::bindings::BindingState::Unavailable(reason) => Some(reason.clone()),
+        crate::keyring::bindings::BindingState::Disabled => Some("disabled_by_admin".to_owned()),
+        crate::keyring::bindings::BindingState::Active
+        | crate::keyring::bindings::BindingState::Retired => None,
     };
     let keks: Vec<Value> = record
         .keks
@@ -151,7 +151,7 @@ async fn register(
         role_arn: body.role_arn,
         external_id: body.external_id,
     };
-    let binding = broker.register_byok_key(match_context, spec).await?;
+    let binding = broker.byok.register_byok_key(match_context, spec).await?;
     Ok((
         StatusCode::CREATED,
         Json(binding_json(&broker, &binding).await?),
@@ -193,7 +193,7 @@ async fn rotate(
         role_arn: body.role_arn,
         external_id: body.external_id,
     };
-    let binding = broker.rotate_byok_key(&id, spec).await?;
+    let binding = broker.byok.rotate_byok_key(&id, spec).await?;
     Ok(Json(binding_json(&broker, &binding).await?))
 }
 
@@ -202,7 +202,7 @@ async fn disable(
     AdminCaller(_admin): AdminCaller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, Error> {
-    let binding = broker.disable_byok_key(&id).await?;
+    let binding = broker.byok.disable_byok_key(&id).await?;
     Ok(Json(binding_json(&broker, &binding).await?))
 }
 
@@ -211,7 +211,7 @@ async fn enable(
     AdminCaller(_admin): AdminCaller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, Error> {
-    let binding = broker.enable_byok_key(&id).await?;
+    let binding = broker.byok.enable_byok_key(&id).await?;
     Ok(Json(binding_json(&broker, &binding).await?))
 }
 
@@ -220,7 +220,7 @@ async fn retire(
     AdminCaller(_admin): AdminCaller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, Error> {
-    let binding = broker.retire_byok_key(&id).await?;
+    let binding = broker.byok.retire_byok_key(&id).await?;
     Ok(Json(binding_json(&broker, &binding).await?))
 }
 
@@ -229,7 +229,7 @@ async fn remove(
     AdminCaller(_admin): AdminCaller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, Error> {
-    broker.delete_byok_key(&id).await?;
+    broker.byok.delete_byok_key(&id).await?;
     Ok(Json(json!({"id": id, "deleted": true})))
 }
 
@@ -240,7 +240,7 @@ async fn external_id(
     AdminCaller(_admin): AdminCaller,
     Path(organization_id): Path<String>,
 ) -> Result<Json<Value>, Error> {
-    let id = broker.byok_external_id(&organization_id).await?;
+    let id = broker.byok.byok_external_id(&organization_id).await?;
     Ok(Json(json!({
         "object": "byok_external_id",
         "organization_id": id.organization_id,

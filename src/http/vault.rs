@@ -20,7 +20,7 @@ use super::idempotency::{self, Begin};
 use super::wire::{Metadata, Object};
 use crate::broker::Broker;
 use crate::context::KeyContext;
-use crate::context_json::ContextJson;
+use crate::context::json::ContextJson;
 use crate::error::Error;
 use crate::store::{ListQuery, Order};
 use crate::timestamp::Timestamp;

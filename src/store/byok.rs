@@ -44,6 +44,13 @@ pub struct ByokKeyRecord {
     pub keks: Vec<TenantKekRecord>,
 }
 
+/// The stored BYOK bindings at one revision (see [`Store::byok_snapshot`]).
+#[derive(Debug, Clone)]
+pub struct ByokSnapshot {
+    pub revision: u64,
+    pub records: Vec<ByokKeyRecord>,
+}
+
 fn load_all(c: &Connection) -> Result<Vec<ByokKeyRecord>, StoreError> {
     let mut keks: HashMap<String, Vec<TenantKekRecord>> = HashMap::new();
     let mut statement = c.prepare("SELECT key_arn, byok_key_id, region, role_arn, external_id, available, reason, last_checked_at FROM tenant_keks ORDER BY added_at")?;
@@ -109,8 +116,21 @@ fn upsert_kek(c: &Connection, kek: &TenantKekRecord) -> Result<(), StoreError> {
 }
 
 impl Store {
-    pub async fn list_byok_keys(&self) -> Result<Vec<ByokKeyRecord>, StoreError> {
-        self.read(load_all).await
+    /// Every binding with its CMKs, and the revision they were read at, from one read
+    /// transaction: a snapshot with a higher revision is never older than one with a lower.
+    pub async fn byok_snapshot(&self) -> Result<ByokSnapshot, StoreError> {
+        self.read(|c| {
+            let tx = c.unchecked_transaction()?;
+            let revision: i64 =
+                tx.query_row("SELECT revision FROM byok_revision", [], |r| r.get(0))?;
+            let records = load_all(&tx)?;
+            tx.finish()?;
+            Ok(ByokSnapshot {
+                revision: revision.max(0) as u64,
+                records,
+            })
+        })
+        .await
     }
 
     /// Inserts a binding and its first CMK; a second binding for the same match context, or a CMK

@@ -166,6 +166,21 @@ INSERT INTO platform_keks (creator, kek_id, context_hash, created_unix)
     SELECT DISTINCT NULL, kek_id, '', 0 FROM versions
     WHERE kek_id NOT IN (SELECT key_arn FROM tenant_keks);
 "#,
+    // The BYOK routing revision: bumped by triggers in the transaction of every change to a
+    // binding or its CMKs, so a routing snapshot read with it can be ordered against another.
+    r#"
+CREATE TABLE byok_revision (
+    id        INTEGER PRIMARY KEY CHECK (id = 1),
+    revision  INTEGER NOT NULL
+);
+INSERT INTO byok_revision (id, revision) VALUES (1, 1);
+CREATE TRIGGER byok_keys_insert AFTER INSERT ON byok_keys BEGIN UPDATE byok_revision SET revision = revision + 1; END;
+CREATE TRIGGER byok_keys_update AFTER UPDATE ON byok_keys BEGIN UPDATE byok_revision SET revision = revision + 1; END;
+CREATE TRIGGER byok_keys_delete AFTER DELETE ON byok_keys BEGIN UPDATE byok_revision SET revision = revision + 1; END;
+CREATE TRIGGER tenant_keks_insert AFTER INSERT ON tenant_keks BEGIN UPDATE byok_revision SET revision = revision + 1; END;
+CREATE TRIGGER tenant_keks_update AFTER UPDATE ON tenant_keks BEGIN UPDATE byok_revision SET revision = revision + 1; END;
+CREATE TRIGGER tenant_keks_delete AFTER DELETE ON tenant_keks BEGIN UPDATE byok_revision SET revision = revision + 1; END;
+"#,
 ];
 
 pub(super) fn apply(connection: &mut Connection) -> Result<(), StoreError> {

@@ -23,7 +23,7 @@ use rusqlite::{Connection, OpenFlags};
 
 pub use api_keys::{ApiKeyRecord, NewApiKey};
 pub use audit::{AuditEvent, EventQuery};
-pub use byok::{ByokFlag, ByokKeyRecord, TenantKekRecord};
+pub use byok::{ByokFlag, ByokKeyRecord, ByokSnapshot, TenantKekRecord};
 pub use idempotency::{ClaimOutcome, IdempotencyClaim, IdempotencyRecord, StoredResponse};
 pub use object_list::{ListPosition, ListQuery, ListedObject, Order};
 pub use objects::{NewObject, NewVersion, ObjectRecord, VersionRecord};

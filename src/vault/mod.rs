@@ -194,7 +194,7 @@ impl Broker {
             && e.is_revoked()
             && self.keyring.bindings().owner_of(&kek.key_id).is_some()
         {
-            self.mark_kek_unavailable(&kek.key_id, e).await;
+            self.byok.mark_kek_unavailable(&kek.key_id, e).await;
         }
         result
     }

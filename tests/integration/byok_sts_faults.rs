@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use byok_broker::byok::watcher::check_all;
 use byok_broker::context::KeyContext;
 use byok_broker::store::{ByokKeyRecord, TenantKekRecord};
 use common::broker::{ADMIN_KEY, TestBroker};
@@ -141,7 +140,7 @@ async fn bind(broker: &TestBroker, org: &str) -> (String, String) {
         .insert_byok_key(record, kek)
         .await
         .expect("insert");
-    broker.broker.reload_bindings().await.expect("reload");
+    broker.broker.byok.reload_bindings().await.expect("reload");
     (id, key_arn)
 }
 
@@ -202,7 +201,7 @@ async fn throttled_or_failing_sts_is_retryable_and_access_denied_revokes() {
             "{fault:?}: request path"
         );
 
-        check_all(&broker.broker, 4).await;
+        broker.broker.byok.check_all(4).await;
         assert_eq!(
             state(&broker, &id).await.0,
             "active",
@@ -217,7 +216,7 @@ async fn throttled_or_failing_sts_is_retryable_and_access_denied_revokes() {
 
     // Control: a real denial is a revocation, from the watcher as from a request.
     sts.answer(ACCESS_DENIED);
-    check_all(&broker.broker, 4).await;
+    broker.broker.byok.check_all(4).await;
     assert_eq!(
         state(&broker, &id).await,
         ("unavailable".to_owned(), json!("role_not_assumable"))

@@ -4,6 +4,7 @@
 
 mod common;
 
+mod byok_binding_order;
 mod byok_localstack;
 mod byok_registration;
 mod byok_sts_faults;

@@ -18,8 +18,8 @@ use tokio::net::TcpStream;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
-use super::settings::ServerSettings;
 use super::stream::ObservedStream;
+use crate::config::server::ServerSettings;
 
 /// What the watchdog and the eviction policy need to know about one connection.
 pub struct ConnectionState {

@@ -3,7 +3,6 @@
 //! idle connection is closed to make room), and a drain on shutdown bounded in time.
 
 mod connection;
-pub mod settings;
 mod stream;
 
 use std::collections::HashMap;
@@ -17,8 +16,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
+use crate::config::server::{ServerSettings, open_file_limit};
 use connection::ConnectionState;
-use settings::{ServerSettings, open_file_limit};
 
 /// At most this many 503 refusals are being written at once; beyond it a newcomer at the bound is
 /// closed at once. It is a part of the descriptors kept in reserve below the open-file limit.

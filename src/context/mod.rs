@@ -8,6 +8,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub mod json;
+
 pub const MAX_PAIRS: usize = 10;
 pub const MAX_NAME_CHARS: usize = 120;
 pub const MAX_VALUE_CHARS: usize = 500;
@@ -77,7 +79,7 @@ impl KeyContext {
 
     /// Validates a JSON value as sent on the wire (`{"organization_id": "org_acme"}`). A parsed
     /// `Value` has already lost duplicate names: request bodies go through
-    /// [`ContextJson`](crate::context_json::ContextJson) instead, which sees every pair.
+    /// [`ContextJson`](crate::context::json::ContextJson) instead, which sees every pair.
     pub fn from_json(value: &serde_json::Value) -> Result<Self, ContextError> {
         let object = value.as_object().ok_or(ContextError::NotAnObject)?;
         Self::from_json_pairs(object.iter().map(|(k, v)| (k.clone(), v.clone())))
@@ -196,7 +198,7 @@ impl KeyContext {
 
 impl<'de> Deserialize<'de> for KeyContext {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        crate::context_json::ContextJson::deserialize(deserializer)?
+        crate::context::json::ContextJson::deserialize(deserializer)?
             .into_context()
             .map_err(serde::de::Error::custom)
     }
@@ -265,5 +267,4 @@ fn take_string(rest: &mut &[u8]) -> Option<String> {
 }
 
 #[cfg(test)]
-#[path = "context_tests.rs"]
 mod tests;

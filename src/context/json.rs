@@ -7,7 +7,7 @@ use std::fmt;
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
-use crate::context::{ContextError, KeyContext};
+use super::{ContextError, KeyContext};
 
 /// The outcome of reading a context field: deserialization itself only fails on malformed JSON,
 /// so a bad context becomes the caller's 422 `invalid_context`, not a generic body error.

@@ -12,11 +12,14 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::byok::bindings::{Binding, BindingSet, BindingState, kek_ref};
+pub mod bindings;
+mod error_mapping;
+
 use crate::context::{ContextHash, KeyContext};
 use crate::kms::{AliasOutcome, KekRef, KeyProvider, KmsError, KmsFailure};
 use crate::platform_kek::{self, CreationQuota, KekCreator};
 use crate::store::{KekCreationRefused, StoreError};
+use bindings::{Binding, BindingSet, BindingState, kek_ref};
 
 /// Attempts to read back an alias another creator just won; covers its brief write window.
 const ALIAS_READBACK_ATTEMPTS: u32 = 5;
@@ -134,9 +137,17 @@ impl Keyring {
         Arc::clone(&self.bindings.borrow())
     }
 
-    /// Installs a new view of the BYOK bindings; the next request routes by it.
-    pub fn replace_bindings(&self, set: BindingSet) {
-        self.bindings.send_replace(Arc::new(set));
+    /// Installs a view of the BYOK bindings unless the current one was read at a later revision
+    /// (a slow reload finishing after a newer one must not undo, say, an admin disable: that
+    /// would fail open). Equal revisions read the same stored state. Returns true if installed.
+    pub fn install_bindings(&self, set: BindingSet) -> bool {
+        self.bindings.send_if_modified(|current| {
+            if set.revision() < current.revision() {
+                return false;
+            }
+            *current = Arc::new(set);
+            true
+        })
     }
 
     /// The KEK a new DEK for `context` is wrapped under. A context a BYOK binding covers gets that

@@ -6,45 +6,29 @@
 //! (`platform_kek_watch`). The published bound: from `DisableKey` to refusal, at most one interval
 //! plus one check, for tenant CMKs and platform KEKs alike.
 
-use std::sync::{Arc, Weak};
+use std::sync::Weak;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 
-use super::bindings::kek_ref;
-use crate::broker::Broker;
+use super::Byok;
+pub use crate::config::workers::WatcherConfig;
+use crate::keyring::bindings::kek_ref;
 use crate::kms::KmsErrorClass;
-use crate::platform_kek_watch::check_platform_keks;
 
-#[derive(Debug, Clone, Copy)]
-pub struct WatcherConfig {
-    pub interval: Duration,
-    /// Most DescribeKey calls in flight at once.
-    pub concurrency: usize,
-}
-
-impl Default for WatcherConfig {
-    fn default() -> Self {
-        Self {
-            interval: Duration::from_secs(5),
-            concurrency: 16,
-        }
-    }
-}
-
-/// Runs until the broker is dropped.
-pub async fn run(broker: Weak<Broker>, config: WatcherConfig) {
+/// Runs until the BYOK service is dropped.
+pub async fn run(byok: Weak<Byok>, config: WatcherConfig) {
     let mut last_pass = Duration::ZERO;
     loop {
         // Passes *start* at most one interval apart, however long a pass over many keys takes.
         tokio::time::sleep(jittered(config.interval).saturating_sub(last_pass)).await;
-        let Some(broker) = broker.upgrade() else {
+        let Some(byok) = byok.upgrade() else {
             return;
         };
         let started = Instant::now();
         let (tenant_keks, platform_keks) = tokio::join!(
-            check_all(&broker, config.concurrency),
-            check_platform_keks(&broker, config.concurrency)
+            byok.check_all(config.concurrency),
+            byok.check_platform_keks(config.concurrency)
         );
         let checked = tenant_keks + platform_keks;
         last_pass = started.elapsed();
@@ -56,19 +40,21 @@ pub async fn run(broker: Weak<Broker>, config: WatcherConfig) {
     }
 }
 
-/// One pass over every watched CMK; returns how many were checked.
-pub async fn check_all(broker: &Arc<Broker>, concurrency: usize) -> usize {
-    let bindings = broker.keyring.bindings();
-    let keks: Vec<_> = bindings
-        .all()
-        .iter()
-        .filter(|b| !b.record.admin_disabled)
-        .flat_map(|b| b.record.keks.iter().cloned())
-        .collect();
-    let count = keks.len();
-    futures_util::stream::iter(keks)
+impl Byok {
+    /// One pass over every watched CMK; returns how many were checked. Tests call it directly.
+    pub async fn check_all(&self, concurrency: usize) -> usize {
+        let byok = self;
+        let bindings = byok.keyring.bindings();
+        let keks: Vec<_> = bindings
+            .all()
+            .iter()
+            .filter(|b| !b.record.admin_disabled)
+            .flat_map(|b| b.record.keks.iter().cloned())
+            .collect();
+        let count = keks.len();
+        futures_util::stream::iter(keks)
         .for_each_concurrent(concurrency.max(1), |kek| async move {
-            let verdict = match broker.provider().describe(&kek_ref(&kek)).await {
+            let verdict = match byok.provider().describe(&kek_ref(&kek)).await {
                 Ok(d) if d.enabled => Some((true, None)),
                 Ok(d) => Some((false, Some(format!("key_{}", d.state.to_ascii_lowercase())))),
                 Err(e) if e.class() == KmsErrorClass::Revoked => Some((false, Some(e.failure.as_str().to_owned()))),
@@ -78,14 +64,15 @@ pub async fn check_all(broker: &Arc<Broker>, concurrency: usize) -> usize {
                 }
             };
             if let Some((available, reason)) = verdict {
-                broker.metrics.record_key_check(&kek.key_arn, available);
-                if let Err(e) = broker.record_kek_state(&kek.key_arn, available, reason).await {
+                byok.metrics.record_key_check(&kek.key_arn, available);
+                if let Err(e) = byok.record_kek_state(&kek.key_arn, available, reason).await {
                     tracing::error!(key_arn = %kek.key_arn, error = %e, "could not record key state");
                 }
             }
         })
         .await;
-    count
+        count
+    }
 }
 
 /// Jitter of up to 20 % so many brokers do not poll KMS in lockstep. Only downwards: the pause

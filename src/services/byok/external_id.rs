@@ -2,7 +2,6 @@
 //! by a caller, so one tenant cannot name another's), stored once and never changed, shown to the
 //! tenant's IT admin for the role's trust policy, and sent on every AssumeRole into that tenant.
 
-use crate::broker::Broker;
 use crate::context::{KeyContext, hex};
 use crate::error::Error;
 
@@ -24,7 +23,7 @@ fn generate() -> Result<String, Error> {
     Ok(format!("byok-{}", hex(&bytes)))
 }
 
-impl Broker {
+impl super::Byok {
     /// The organization's external id, generated and stored on first use; the same ever after.
     pub async fn byok_external_id(&self, organization_id: &str) -> Result<ExternalId, Error> {
         // The same rules as an `organization_id` context value (1-500 characters).

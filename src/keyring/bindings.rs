@@ -1,12 +1,13 @@
 //! The in-memory view of BYOK bindings that every request consults: which binding covers a
 //! context (the most specific `match_context` that is a subset wins), which binding owns a stored
-//! KEK, and each binding's state. Built from the store; replaced whole on every change.
+//! KEK, and each binding's state. Built from a store snapshot and replaced whole on every change;
+//! it carries the snapshot's revision so an older view never replaces a newer one.
 
 use std::collections::HashMap;
 
 use crate::context::KeyContext;
 use crate::kms::{KekRef, TenantAccess};
-use crate::store::{ByokKeyRecord, TenantKekRecord};
+use crate::store::{ByokKeyRecord, ByokSnapshot, TenantKekRecord};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BindingState {
@@ -89,6 +90,8 @@ pub fn kek_ref(kek: &TenantKekRecord) -> KekRef {
 
 #[derive(Debug, Default)]
 pub struct BindingSet {
+    /// The store revision this view was read at (0: built without the store).
+    revision: u64,
     bindings: Vec<Binding>,
     owner_by_kek: HashMap<String, usize>,
 }
@@ -111,6 +114,17 @@ impl BindingSet {
             });
         }
         Ok(set)
+    }
+
+    /// Builds the set from a store snapshot, keeping its revision.
+    pub fn from_snapshot(snapshot: ByokSnapshot) -> Result<Self, String> {
+        let mut set = Self::from_records(snapshot.records)?;
+        set.revision = snapshot.revision;
+        Ok(set)
+    }
+
+    pub fn revision(&self) -> u64 {
+        self.revision
     }
 
     pub fn all(&self) -> &[Binding] {

@@ -134,7 +134,7 @@ proptest! {
 #[test]
 fn duplicate_names_in_json_are_refused_not_overwritten() {
     let text = r#"{"organization_id":"a","organization_id":"b"}"#;
-    let parsed: crate::context_json::ContextJson = serde_json::from_str(text).unwrap();
+    let parsed: crate::context::json::ContextJson = serde_json::from_str(text).unwrap();
     assert_eq!(
         parsed.into_context(),
         Err(ContextError::DuplicateName {
@@ -144,18 +144,18 @@ fn duplicate_names_in_json_are_refused_not_overwritten() {
     let err = serde_json::from_str::<KeyContext>(text).unwrap_err();
     assert!(err.to_string().contains("appears twice"), "{err}");
     // Not an object, or a non-string value: the same errors as `from_json`.
-    let number: crate::context_json::ContextJson = serde_json::from_str("7").unwrap();
+    let number: crate::context::json::ContextJson = serde_json::from_str("7").unwrap();
     assert_eq!(number.into_context(), Err(ContextError::NotAnObject));
-    let list: crate::context_json::ContextJson =
+    let list: crate::context::json::ContextJson =
         serde_json::from_str(r#"["a", {"b": 1}]"#).unwrap();
     assert_eq!(list.into_context(), Err(ContextError::NotAnObject));
-    let nested: crate::context_json::ContextJson =
+    let nested: crate::context::json::ContextJson =
         serde_json::from_str(r#"{"a": {"a": "x", "a": "y"}}"#).unwrap();
     assert_eq!(
         nested.into_context(),
         Err(ContextError::NotAString { name: "a".into() })
     );
-    let fine: crate::context_json::ContextJson =
+    let fine: crate::context::json::ContextJson =
         serde_json::from_str(r#"{"b":"2","a":"1"}"#).unwrap();
     assert_eq!(fine.into_context(), Ok(ctx(&[("a", "1"), ("b", "2")])));
 }

@@ -1,23 +1,22 @@
-//! BYOK use cases on the broker: register (verified), enable/disable, rotate, delete, and state
+//! BYOK use cases: register (verified), enable/disable, rotate, delete, and state
 //! changes from the watcher or from requests. Every change is written to the store first, then
 //! the routing view is rebuilt and the affected CMKs' cached DEKs are purged.
 
 use serde_json::json;
 
-use super::bindings::{Binding, BindingSet, kek_ref};
 use super::verify::verify_kek;
 use crate::audit;
-use crate::broker::Broker;
 use crate::context::KeyContext;
 use crate::error::Error;
+use crate::keyring::bindings::{Binding, BindingSet, kek_ref};
 use crate::kms::KmsError;
-use crate::store::{ByokFlag, ByokKeyRecord, StoreError, TenantKekRecord};
+use crate::store::{ByokFlag, ByokKeyRecord, ByokSnapshot, StoreError, TenantKekRecord};
 use crate::timestamp::Timestamp;
 
 pub const PROVIDER_AWS_KMS: &str = "aws_kms";
 
 /// What an admin sends to register or rotate a key. `external_id` is the broker's own for the
-/// organization (see [`Broker::byok_external_id`]): an admin may echo it, never choose it.
+/// organization (see [`super::Byok::byok_external_id`]): an admin may echo it, never choose it.
 #[derive(Debug, Clone)]
 pub struct KeySpec {
     pub key_arn: String,
@@ -81,7 +80,7 @@ fn organization(context: &KeyContext) -> Option<&str> {
     context.get("organization_id")
 }
 
-impl Broker {
+impl super::Byok {
     /// Settles how the broker reaches the key: through the tenant's role with the broker-generated
     /// external id of the match context's organization (the confused-deputy defence), or, only
     /// when the operator allows it, directly with the broker's own identity.
@@ -97,7 +96,7 @@ impl Broker {
             ));
         };
         if spec.role_arn.is_none() {
-            if !self.config.byok_allow_direct_key_access {
+            if !self.allow_direct_key_access {
                 return Err(Error::invalid(
                     "role_arn_required",
                     "role_arn is required: the broker reaches tenant keys through a role the tenant trusts",
@@ -128,15 +127,21 @@ impl Broker {
 
     /// Rebuilds the routing view from the store. Called after every BYOK change and at start.
     pub async fn reload_bindings(&self) -> Result<(), Error> {
-        let records = self.store.list_byok_keys().await?;
-        let set = BindingSet::from_records(records).map_err(Error::Internal)?;
+        let snapshot = self.store.byok_snapshot().await?;
+        self.install_bindings(snapshot)
+    }
+
+    /// Installs a routing view read from the store; a view older than the installed one is
+    /// dropped. Split from [`Self::reload_bindings`] so a test can finish a reload late.
+    pub fn install_bindings(&self, snapshot: ByokSnapshot) -> Result<(), Error> {
+        let set = BindingSet::from_snapshot(snapshot).map_err(Error::Internal)?;
         // Registered tenant accounts are the only tenant accounts metrics may name.
         self.metrics.allow_accounts_of(
             set.all()
                 .iter()
                 .flat_map(|b| b.record.keks.iter().map(|k| k.key_arn.as_str())),
         );
-        self.keyring.replace_bindings(set);
+        self.keyring.install_bindings(set);
         Ok(())
     }
 
