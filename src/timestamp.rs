@@ -43,7 +43,10 @@ impl Timestamp {
 
     fn parse_rfc3339(text: &str) -> Option<Self> {
         let b = text.as_bytes();
+        // The fixed-width prefix is sliced by byte offsets below, so it must be ASCII: a
+        // multi-byte character there would put a slice boundary inside it and panic.
         if b.len() < 20
+            || !b[..19].is_ascii()
             || b[4] != b'-'
             || b[7] != b'-'
             || !matches!(b[10], b'T' | b't' | b' ')
@@ -125,7 +128,10 @@ impl Timestamp {
         micros: i64,
         offset_seconds: i64,
     ) -> Option<Self> {
-        let valid = (1..=12).contains(&month)
+        // Four-digit years only (RFC 3339 has no others, and JavaScript's form could otherwise
+        // carry a year large enough to overflow the day and second arithmetic below).
+        let valid = (0..=9999).contains(&year)
+            && (1..=12).contains(&month)
             && (1..=days_in_month(year, month)).contains(&day)
             && hour < 24
             && minute < 60
@@ -243,6 +249,33 @@ mod tests {
             "2024-02-30T00:00:00Z",
             "2024-01-01T00:00:00",
             "Mon Foo 01 2024 00:00:00 GMT+0000",
+        ] {
+            assert_eq!(Timestamp::parse(bad), None, "{bad}");
+        }
+    }
+
+    /// Untrusted query text reaches `parse`; a panic there would cut the client's connection.
+    #[test]
+    fn multi_byte_characters_are_refused_not_sliced() {
+        for bad in [
+            "2024-01-01T00:00:0\u{e9}",
+            "2024-01-01T00:00:0\u{e9}Z",
+            "2024-01-01T00:00:00\u{e9}",
+            "2024-01-01T00:00:00.\u{e9}Z",
+            "2024-01-01T00:00:00+0\u{e9}",
+            "Mon Jan 01 2024 00:00:00 GMT+\u{e9}",
+        ] {
+            assert_eq!(Timestamp::parse(bad), None, "{bad}");
+        }
+    }
+
+    /// JavaScript's form has no fixed year width; an absurd year must not overflow the arithmetic.
+    #[test]
+    fn huge_years_are_refused_not_overflowed() {
+        for bad in [
+            "Mon Jan 01 999999999999999 00:00:00 GMT+0000",
+            "Mon Jan 01 9223372036854775807 00:00:00 GMT+0000",
+            "Mon Jan 01 10000 00:00:00 GMT+0000",
         ] {
             assert_eq!(Timestamp::parse(bad), None, "{bad}");
         }
