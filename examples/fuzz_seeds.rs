@@ -6,8 +6,11 @@ use std::fs;
 use std::path::Path;
 
 use byok_broker::context::KeyContext;
-use byok_broker::envelope::{DataKeyBlob, SealedValue, WrappedKey};
+use byok_broker::data_key::DataKey;
+use byok_broker::envelope::{DataKeyBlob, SealedValue, ValueFormat, WrappedKey};
+use byok_broker::store::ListPosition;
 use byok_broker::timestamp::Timestamp;
+use byok_broker::vault::cursor;
 use uuid::Uuid;
 
 type Error = Box<dyn std::error::Error>;
@@ -39,13 +42,22 @@ fn main() -> Result<(), Error> {
     )?;
 
     for (index, (name, context)) in contexts.iter().enumerate() {
-        let sealed = SealedValue {
-            dek_id: fixed_uuid(index),
-            key: kms_wrapped(index),
-            context: context.clone(),
-            ciphertext: fake_ciphertext(index),
-        };
-        write(&corpus, "sealed_value", name, &sealed.encode()?)?;
+        // Both stored formats: values written before versions were bound still decode.
+        for (format, suffix) in [(ValueFormat::V2, ""), (ValueFormat::V1, "-v1")] {
+            let sealed = SealedValue {
+                format,
+                dek_id: fixed_uuid(index),
+                key: kms_wrapped(index),
+                context: context.clone(),
+                ciphertext: fake_ciphertext(index),
+            };
+            write(
+                &corpus,
+                "sealed_value",
+                &format!("{name}{suffix}"),
+                &sealed.encode()?,
+            )?;
+        }
     }
 
     let (_, context) = &contexts[1];
@@ -56,8 +68,24 @@ fn main() -> Result<(), Error> {
             entries: (0..entry_count).map(kms_wrapped).collect(),
         };
         let name = format!("entries-{entry_count}");
-        write(&corpus, "data_key_blob", &name, &blob.encode()?)?;
+        // Tagged with a fixed DEK, so the seeds are deterministic; the target checks the tag.
+        write(&corpus, "data_key_blob", &name, &blob.encode(&seed_dek()?)?)?;
     }
+
+    // List cursors as the broker issues them, and an object id (also accepted as a cursor).
+    for (name, micros) in [("cursor-epoch", 0), ("cursor-now", 1_741_659_534_250_931)] {
+        let position = ListPosition {
+            created_at: Timestamp(micros),
+            id: fixed_uuid(3),
+        };
+        write(&corpus, "list_cursor", name, cursor::encode(&position).as_bytes())?;
+    }
+    write(
+        &corpus,
+        "list_cursor",
+        "object-id",
+        fixed_uuid(4).to_string().as_bytes(),
+    )?;
 
     for (name, micros) in [
         ("epoch", 0),
@@ -131,4 +159,9 @@ fn write(corpus: &Path, target: &str, name: &str, bytes: &[u8]) -> Result<(), Er
     fs::create_dir_all(&dir)?;
     fs::write(dir.join(name), bytes)?;
     Ok(())
+}
+
+/// The DEK the data-key blob seeds are tagged with (the fuzz target uses the same bytes).
+fn seed_dek() -> Result<DataKey, Error> {
+    Ok(DataKey::from_slice(&[7u8; 32])?)
 }
