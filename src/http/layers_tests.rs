@@ -1,0 +1,82 @@
+//! The layers over a router of test routes: a panic and a slow handler answer JSON with the
+//! request id, and request ids are kept when sane and replaced otherwise.
+
+use axum::body::{Body, to_bytes};
+use axum::routing::get;
+use serde_json::Value;
+use tower_service::Service;
+
+use super::*;
+
+fn test_router() -> Router {
+    let router = Router::new()
+        .route(
+            "/panic",
+            get(|| async {
+                if true {
+                    panic!("secret-in-panic");
+                }
+                "unreachable"
+            }),
+        )
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                "late"
+            }),
+        )
+        .route("/ok", get(|| async { "ok" }));
+    apply(router, Duration::from_millis(100))
+}
+
+async fn send(path: &str, request_id: Option<&str>) -> (StatusCode, String, Value) {
+    let mut request = Request::builder().uri(path);
+    if let Some(id) = request_id {
+        request = request.header(REQUEST_ID, id);
+    }
+    let request = request.body(Body::empty()).expect("request");
+    let response = test_router().call(request).await.expect("infallible");
+    let status = response.status();
+    let id = response
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let body = to_bytes(response.into_body(), 1 << 16).await.expect("body");
+    (
+        status,
+        id,
+        serde_json::from_slice(&body).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn a_panic_answers_500_internal_error_json_with_the_request_id() {
+    let (status, id, body) = send("/panic", Some("caller-id-1")).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(body["code"], "internal_error", "{body}");
+    assert!(!body.to_string().contains("secret-in-panic"), "{body}");
+    assert_eq!(id, "caller-id-1");
+}
+
+#[tokio::test]
+async fn a_slow_request_answers_503_processing_timeout_json() {
+    let (status, id, body) = send("/slow", None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["code"], "processing_timeout", "{body}");
+    assert!(id.starts_with("req_"), "{id}");
+}
+
+#[tokio::test]
+async fn request_ids_are_kept_when_sane_and_replaced_otherwise() {
+    let (status, id, _) = send("/ok", Some("abc-123")).await;
+    assert_eq!((status, id.as_str()), (StatusCode::OK, "abc-123"));
+    let (_, id, _) = send("/ok", None).await;
+    assert!(id.starts_with("req_") && id.len() == 36, "{id}");
+    let (_, id, _) = send("/ok", Some(&"x".repeat(MAX_REQUEST_ID_BYTES + 1))).await;
+    assert!(id.starts_with("req_"), "{id}");
+    let (_, id, _) = send("/ok", Some("")).await;
+    assert!(id.starts_with("req_"), "{id}");
+}
