@@ -7,7 +7,6 @@ pub mod auth;
 pub mod broker;
 pub mod byok;
 pub mod cache;
-pub mod cli;
 pub mod config;
 pub mod context;
 pub mod context_json;

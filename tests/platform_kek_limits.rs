@@ -2,14 +2,19 @@
 //! select one, with the local key provider in process: per API key per hour (429 with
 //! Retry-After), in total across restarts (403), and selector fields (shared KEK, 422 if missing).
 
+// The CLI's client, included by path: it is no part of the library's public API.
+#[path = "../src/cli/http_client.rs"]
+#[allow(dead_code)] // this test uses only `send`
+mod http_client;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use byok_broker::broker::Broker;
-use byok_broker::cli::http_client::HttpClient;
 use byok_broker::config::Config;
+use http_client::HttpClient;
 use serde_json::{Value, json};
 
 const APP_KEY: &str = "limits-app-key-0123456789abcdef";

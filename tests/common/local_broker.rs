@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use super::http_client::HttpClient;
 use byok_broker::broker::Broker;
-use byok_broker::cli::http_client::HttpClient;
 use byok_broker::config::Config;
 use serde_json::Value;
 

@@ -4,6 +4,9 @@
 #![allow(dead_code)] // each test binary uses a different part of the fixture
 
 pub mod broker;
+// The CLI's client, included by path: it is no part of the library's public API.
+#[path = "../../src/cli/http_client.rs"]
+pub mod http_client;
 pub mod local_broker;
 pub mod process;
 
