@@ -1,16 +1,18 @@
-//! The tower-http layers every route runs under, outermost first: a sane `X-Request-ID` (the
-//! caller's, or a fresh `req_…`) on the request and its response, a tracing span per request named
-//! by its route template, panics answered with 500 `internal_error` JSON (never a cut connection),
-//! and a request timeout answered with 503 `processing_timeout` JSON.
+//! The layers every route runs under, outermost first: a sane `X-Request-ID` (the caller's, or a
+//! fresh `req_…`) on the request and its response, a tracing span per request named by its route
+//! template, its latency by route template, method and status, panics answered with 500
+//! `internal_error` JSON (never a cut connection), and a request timeout answered with 503
+//! `processing_timeout` JSON. All but the latency recorder are tower-http's.
 
 use std::any::Any;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::header::CONTENT_TYPE;
-use axum::http::{HeaderValue, StatusCode};
-use axum::middleware;
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::Response;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{
@@ -20,13 +22,14 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use super::errors::error_response;
+use crate::metrics::Metrics;
 
 const REQUEST_ID: &str = "x-request-id";
 /// Longest caller-chosen request id kept; a longer (or empty, or non-text) one is replaced.
 const MAX_REQUEST_ID_BYTES: usize = 200;
 
 /// Wraps every route of `router` (so the route template is known to the span) in the layers.
-pub fn apply<S>(router: Router<S>, request_timeout: Duration) -> Router<S>
+pub fn apply<S>(router: Router<S>, request_timeout: Duration, metrics: Arc<Metrics>) -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
 {
@@ -37,6 +40,7 @@ where
         ))
         .layer(middleware::map_response(timeout_as_json))
         .layer(CatchPanicLayer::custom(panic_as_json))
+        .layer(middleware::from_fn_with_state(metrics, record_latency))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(FreshRequestId))
@@ -68,17 +72,53 @@ async fn drop_insane_request_id(mut request: Request) -> Request {
     request
 }
 
+/// The matched route template (`/vault/v1/kv/name/{name}`), never the raw path: names and ids
+/// stay out of logs and metric labels.
+fn route_of(request: &Request) -> &str {
+    request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+}
+
+/// Outside the panic catcher and the timeout, so their 500 and 503 are measured too; the time is
+/// to the response head (bodies here are small and already in memory).
+async fn record_latency(
+    State(metrics): State<Arc<Metrics>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let route = route_of(&request).to_owned();
+    let method = match *request.method() {
+        // A caller can send any token as a method: only the standard ones become label values.
+        Method::GET
+        | Method::POST
+        | Method::PUT
+        | Method::DELETE
+        | Method::PATCH
+        | Method::HEAD
+        | Method::OPTIONS => request.method().as_str(),
+        _ => "other",
+    }
+    .to_owned();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    metrics.record_request(
+        &route,
+        &method,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}
+
 fn request_span(request: &Request) -> tracing::Span {
     let id = request
         .headers()
         .get(REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    // The template (`/vault/v1/kv/name/{name}`), never the raw path: names stay out of the log.
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", MatchedPath::as_str);
+    let route = route_of(request);
     tracing::info_span!("request", request_id = %id, method = %request.method(), route)
 }
 

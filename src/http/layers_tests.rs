@@ -1,5 +1,6 @@
 //! The layers over a router of test routes: a panic and a slow handler answer JSON with the
-//! request id, and request ids are kept when sane and replaced otherwise.
+//! request id, request ids are kept when sane and replaced otherwise, and latency is recorded by
+//! route template.
 
 use axum::body::{Body, to_bytes};
 use axum::routing::get;
@@ -7,8 +8,10 @@ use serde_json::Value;
 use tower_service::Service;
 
 use super::*;
+use crate::byok::bindings::BindingSet;
+use crate::cache::DekCacheStats;
 
-fn test_router() -> Router {
+fn test_router(metrics: Arc<Metrics>) -> Router {
     let router = Router::new()
         .route(
             "/panic",
@@ -26,17 +29,29 @@ fn test_router() -> Router {
                 "late"
             }),
         )
-        .route("/ok", get(|| async { "ok" }));
-    apply(router, Duration::from_millis(100))
+        .route("/ok", get(|| async { "ok" }))
+        .route("/items/{id}", get(|| async { "item" }));
+    apply(router, Duration::from_millis(100), metrics)
 }
 
 async fn send(path: &str, request_id: Option<&str>) -> (StatusCode, String, Value) {
+    send_counted(path, request_id, Arc::default()).await
+}
+
+async fn send_counted(
+    path: &str,
+    request_id: Option<&str>,
+    metrics: Arc<Metrics>,
+) -> (StatusCode, String, Value) {
     let mut request = Request::builder().uri(path);
     if let Some(id) = request_id {
         request = request.header(REQUEST_ID, id);
     }
     let request = request.body(Body::empty()).expect("request");
-    let response = test_router().call(request).await.expect("infallible");
+    let response = test_router(metrics)
+        .call(request)
+        .await
+        .expect("infallible");
     let status = response.status();
     let id = response
         .headers()
@@ -79,4 +94,22 @@ async fn request_ids_are_kept_when_sane_and_replaced_otherwise() {
     assert!(id.starts_with("req_"), "{id}");
     let (_, id, _) = send("/ok", Some("")).await;
     assert!(id.starts_with("req_"), "{id}");
+}
+
+#[tokio::test]
+async fn latency_is_recorded_by_route_template_never_the_raw_path() {
+    let metrics = Arc::new(Metrics::default());
+    send_counted("/items/secret-name", None, Arc::clone(&metrics)).await;
+    send_counted("/panic", None, Arc::clone(&metrics)).await;
+    send_counted("/slow", None, Arc::clone(&metrics)).await;
+    let text = metrics.render(&BindingSet::default(), DekCacheStats::default());
+    for series in [
+        "route=\"/items/{id}\",method=\"GET\",status=\"200\"} 1",
+        "route=\"/panic\",method=\"GET\",status=\"500\"} 1",
+        "route=\"/slow\",method=\"GET\",status=\"503\"} 1",
+    ] {
+        let count = format!("byok_broker_http_request_duration_seconds_count{{{series}");
+        assert!(text.contains(&count), "{count} in:\n{text}");
+    }
+    assert!(!text.contains("secret-name"), "{text}");
 }

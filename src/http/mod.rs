@@ -45,7 +45,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
             Arc::clone(&broker),
             guard::check_request_head,
         ));
-    layers::apply(routes, request_timeout).with_state(broker)
+    layers::apply(routes, request_timeout, Arc::clone(&broker.metrics)).with_state(broker)
 }
 
 async fn healthz() -> Json<serde_json::Value> {
