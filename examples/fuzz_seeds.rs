@@ -78,7 +78,12 @@ fn main() -> Result<(), Error> {
             created_at: Timestamp(micros),
             id: fixed_uuid(3),
         };
-        write(&corpus, "list_cursor", name, cursor::encode(&position).as_bytes())?;
+        write(
+            &corpus,
+            "list_cursor",
+            name,
+            cursor::encode(&position).as_bytes(),
+        )?;
     }
     write(
         &corpus,

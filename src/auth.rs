@@ -9,6 +9,7 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use crate::context::KeyContext;
@@ -66,8 +67,9 @@ pub fn generate_token(role: Role) -> Result<Zeroizing<String>, Error> {
     )))
 }
 
+/// Compares two hashes in time independent of where they differ (only their lengths may leak).
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.ct_eq(b).into()
 }
 
 /// How long a verified key is trusted without asking the database again. A revocation through

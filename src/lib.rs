@@ -6,7 +6,6 @@ pub mod audit;
 pub mod auth;
 pub mod broker;
 pub mod cache;
-pub mod cli;
 pub mod config;
 pub mod context;
 pub mod data_key;

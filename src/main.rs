@@ -8,9 +8,12 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use byok_broker::broker::Broker;
-use byok_broker::cli::http_client::HttpClient;
-use byok_broker::cli::rewrap;
 use byok_broker::config::{Config, ProviderKind};
+
+use cli::http_client::HttpClient;
+use cli::rewrap;
+
+mod cli;
 
 #[derive(Parser)]
 #[command(

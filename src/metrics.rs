@@ -1,14 +1,21 @@
-//! Counters for operators, rendered in the Prometheus text format at `/admin/v1/metrics`:
-//! KMS calls per key account, operation and outcome (through [`MeteredProvider`]), key-state
-//! checks and revocations; gauges for BYOK key states and the DEK cache are computed at render.
-//! Label values come only from bounded sets the broker knows (its own account, registered tenant
-//! accounts, fixed names), never from caller input, and are escaped per the exposition format.
+//! Metrics for operators, rendered by `prometheus-client` in the text format at
+//! `/admin/v1/metrics`: KMS calls per key account, operation and outcome (through
+//! [`MeteredProvider`]), key-state checks, revocations and request latency by route template,
+//! method and status; BYOK key states and the DEK cache are read at render. Label values come only
+//! from bounded sets the broker knows (its own account, registered tenant accounts, route
+//! templates, fixed names), never from caller input; escaping is the crate's.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write as _;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::collections::BTreeSet;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
 
 use async_trait::async_trait;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
 
 use crate::cache::DekCacheStats;
 use crate::context::KeyContext;
@@ -20,36 +27,63 @@ use crate::kms::{AliasOutcome, GeneratedDataKey, KekRef, KeyDescription, KeyProv
 /// an `encrypted_keys` blob, and each distinct label value would be a new series.
 const OTHER_ACCOUNT: &str = "other";
 
-#[derive(Default)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KmsCallLabels {
+    account: String,
+    operation: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KeyCheckLabels {
+    account: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CauseLabels {
+    cause: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    method: String,
+    status: u16,
+}
+
+type LatencyFamily = Family<RequestLabels, Histogram, fn() -> Histogram>;
+
+/// Request latency buckets: 0.5 ms to about 12 s (a KMS call with retries and a slow disk).
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.5, 12))
+}
+
 pub struct Metrics {
-    /// Rendered series (`name{labels}`) → count.
-    counters: Mutex<BTreeMap<String, u64>>,
+    kms_calls: Family<KmsCallLabels, Counter>,
+    key_checks: Family<KeyCheckLabels, Counter>,
+    revocations: Family<CauseLabels, Counter>,
+    request_latency: LatencyFamily,
     /// Accounts that may appear as label values: the broker's own (learned from KMS answers about
     /// keys it created or resolved) and those of registered BYOK keys.
     known_accounts: RwLock<BTreeSet<String>>,
 }
 
-/// `name{k="v",...}` with label values escaped as the text exposition format requires
-/// (backslash, double quote and line feed), so no value can end a line or a label early.
-fn series(name: &str, labels: &[(&str, &str)]) -> String {
-    let rendered: Vec<String> = labels
-        .iter()
-        .map(|(k, v)| format!("{k}=\"{}\"", escape_label_value(v)))
-        .collect();
-    format!("{name}{{{}}}", rendered.join(","))
-}
-
-fn escape_label_value(value: &str) -> String {
-    let mut escaped = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '\\' => escaped.push_str("\\\\"),
-            '"' => escaped.push_str("\\\""),
-            '\n' => escaped.push_str("\\n"),
-            other => escaped.push(other),
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            kms_calls: Family::default(),
+            key_checks: Family::default(),
+            revocations: Family::default(),
+            request_latency: Family::new_with_constructor(latency_histogram),
+            known_accounts: RwLock::default(),
         }
     }
-    escaped
 }
 
 /// The AWS account in a key ARN, `None` for anything else.
@@ -92,70 +126,108 @@ impl Metrics {
         }
     }
 
-    pub fn increment(&self, name: &str, labels: &[(&str, &str)]) {
-        let mut counters = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
-        *counters.entry(series(name, labels)).or_default() += 1;
-    }
-
     pub fn record_key_check(&self, key_arn: &str, available: bool) {
         let outcome = if available {
             "available"
         } else {
             "unavailable"
         };
-        self.increment(
-            "byok_broker_key_checks_total",
-            &[
-                ("account", &self.account_label(key_arn)),
-                ("outcome", outcome),
-            ],
-        );
+        let labels = KeyCheckLabels {
+            account: self.account_label(key_arn),
+            outcome: outcome.into(),
+        };
+        self.key_checks.get_or_create(&labels).inc();
     }
 
     pub fn record_revocation(&self, cause: &str) {
-        self.increment("byok_broker_revocations_total", &[("cause", cause)]);
+        let labels = CauseLabels {
+            cause: cause.into(),
+        };
+        self.revocations.get_or_create(&labels).inc();
+    }
+
+    /// One answered request: `route` is the matched route template (or "unmatched"), never the
+    /// raw path, and `method` one of a fixed set, so the series stay bounded.
+    pub fn record_request(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+        let labels = RequestLabels {
+            route: route.into(),
+            method: method.into(),
+            status,
+        };
+        self.request_latency
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
     }
 
     fn record_kms_call(&self, key_id: &str, operation: &str, error: Option<&KmsError>) {
         let outcome = error.map_or_else(|| "ok".to_owned(), |e| e.class().to_string());
-        self.increment(
-            "byok_broker_kms_calls_total",
-            &[
-                ("account", &self.account_label(key_id)),
-                ("operation", operation),
-                ("outcome", &outcome),
-            ],
-        );
+        let labels = KmsCallLabels {
+            account: self.account_label(key_id),
+            operation: operation.into(),
+            outcome,
+        };
+        self.kms_calls.get_or_create(&labels).inc();
     }
 
+    /// The text exposition: the recorded families plus the BYOK key states and DEK cache
+    /// counters as they are now.
     pub fn render(&self, bindings: &BindingSet, cache: DekCacheStats) -> String {
-        let mut out = String::new();
-        let counters = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
-        for (series, value) in counters.iter() {
-            let _ = writeln!(out, "{series} {value}");
+        let mut registry = Registry::default();
+        // Counters are named without `_total`: the encoder appends it.
+        registry.register(
+            "byok_broker_kms_calls",
+            "KMS calls by key account, operation and outcome",
+            self.kms_calls.clone(),
+        );
+        registry.register(
+            "byok_broker_key_checks",
+            "Key-state checks by key account and outcome",
+            self.key_checks.clone(),
+        );
+        registry.register(
+            "byok_broker_revocations",
+            "Keys marked revoked or unavailable, by cause",
+            self.revocations.clone(),
+        );
+        registry.register(
+            "byok_broker_http_request_duration_seconds",
+            "Time from a routed request to its response head, by route template, method and status",
+            self.request_latency.clone(),
+        );
+        let states: Family<StateLabels, Gauge> = Family::default();
+        for state in ["active", "disabled", "unavailable"] {
+            let labels = StateLabels {
+                state: state.into(),
+            };
+            states.get_or_create(&labels).set(0);
         }
-        drop(counters);
-        let mut states: BTreeMap<&str, u64> =
-            [("active", 0), ("disabled", 0), ("unavailable", 0)].into();
         for binding in bindings.all() {
-            *states.entry(binding.state().as_str()).or_default() += 1;
+            let labels = StateLabels {
+                state: binding.state().as_str().into(),
+            };
+            states.get_or_create(&labels).inc();
         }
-        for (state, count) in states {
-            let _ = writeln!(
-                out,
-                "{} {count}",
-                series("byok_broker_byok_keys", &[("state", state)])
-            );
-        }
+        registry.register("byok_broker_byok_keys", "BYOK keys by state", states);
         for (name, value) in [
             ("hits", cache.hits),
             ("misses", cache.misses),
             ("kms_calls", cache.kms_calls),
             ("evictions", cache.evictions),
         ] {
-            let _ = writeln!(out, "byok_broker_dek_cache_{name}_total {value}");
+            registry.register(
+                format!("byok_broker_dek_cache_{name}"),
+                format!("DEK cache {name}"),
+                ConstCounter::new(value),
+            );
         }
-        let _ = writeln!(out, "byok_broker_dek_cache_entries {}", cache.entries);
+        registry.register(
+            "byok_broker_dek_cache_entries",
+            "DEKs in the cache",
+            ConstGauge::new(i64::try_from(cache.entries).unwrap_or(i64::MAX)),
+        );
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
         out
     }
 }

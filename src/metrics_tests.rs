@@ -24,16 +24,40 @@ fn renders_counters_and_gauges() {
 
 #[test]
 fn label_values_are_escaped_per_the_exposition_format() {
-    assert_eq!(
-        series("m", &[("l", "a\\b\"c\nd")]),
-        "m{l=\"a\\\\b\\\"c\\nd\"}"
+    let metrics = Metrics::default();
+    let arn = "arn:aws:kms:us-east-1:a\\b\"c\nd:key/x";
+    metrics.allow_accounts_of([arn]);
+    metrics.record_key_check(arn, true);
+    let text = metrics.render(&BindingSet::default(), DekCacheStats::default());
+    assert!(
+        text.contains(
+            "byok_broker_key_checks_total{account=\"a\\\\b\\\"c\\nd\",outcome=\"available\"} 1"
+        ),
+        "{text}"
     );
+}
+
+#[test]
+fn request_latency_is_labelled_by_route_template_method_and_status() {
+    let metrics = Metrics::default();
+    metrics.record_request("/vault/v1/kv/{id}", "GET", 404, Duration::from_millis(3));
+    metrics.record_request("/vault/v1/kv/{id}", "GET", 404, Duration::from_millis(30));
+    let text = metrics.render(&BindingSet::default(), DekCacheStats::default());
+    let series = "byok_broker_http_request_duration_seconds_count{route=\"/vault/v1/kv/{id}\",method=\"GET\",status=\"404\"} 2";
+    assert!(text.contains(series), "{text}");
+    assert_only_broker_series(&text);
 }
 
 /// Every line of the exposition is a comment or `name{labels} value` with the names the broker
 /// defines; anything else was injected.
 fn assert_only_broker_series(text: &str) {
     for line in text.lines() {
+        let comment = ["# HELP byok_broker_", "# TYPE byok_broker_"]
+            .iter()
+            .any(|prefix| line.starts_with(prefix));
+        if comment || line == "# EOF" {
+            continue;
+        }
         assert!(
             line.starts_with("byok_broker_") && line.rsplit_once(' ').is_some(),
             "foreign line {line:?} in:\n{text}"

@@ -4,7 +4,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use byok_broker::cli::http_client::HttpClient;
+use crate::http_client::HttpClient;
 use futures_util::StreamExt;
 use serde_json::json;
 

@@ -27,6 +27,8 @@ pub struct ServerSettings {
     pub max_uri_bytes: usize,
     /// Largest header section accepted (names, values, separators), in bytes; larger gets 431.
     pub max_header_bytes: usize,
+    /// Time a request may take from routing to its response head; then 503 `processing_timeout`.
+    pub request_timeout: Duration,
 }
 
 impl Default for ServerSettings {
@@ -39,6 +41,7 @@ impl Default for ServerSettings {
             shutdown_drain: Duration::from_secs(10),
             max_uri_bytes: 8 * 1024,
             max_header_bytes: 16 * 1024,
+            request_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -53,6 +56,7 @@ pub struct RawServer {
     shutdown_drain_ms: Option<u64>,
     max_uri_bytes: Option<usize>,
     max_header_bytes: Option<usize>,
+    request_timeout_ms: Option<u64>,
 }
 
 impl ServerSettings {
@@ -117,11 +121,17 @@ impl ServerSettings {
                 raw.max_header_bytes,
                 defaults.max_header_bytes,
             )?,
+            request_timeout: millis(
+                "BYOK_BROKER_REQUEST_TIMEOUT_MS",
+                raw.request_timeout_ms,
+                defaults.request_timeout,
+            )?,
         };
         let timeouts = [
             settings.header_read_timeout,
             settings.body_timeout,
             settings.idle_timeout,
+            settings.request_timeout,
         ];
         if timeouts.iter().any(Duration::is_zero) {
             return Err(invalid("server.*_timeout_ms", "timeouts must be positive"));
@@ -199,6 +209,11 @@ mod tests {
         };
         let settings = ServerSettings::load(RawServer::default(), &env).unwrap();
         assert_eq!(settings.idle_timeout, Duration::from_millis(1500));
+        assert_eq!(settings.request_timeout, Duration::from_secs(60));
+        let request =
+            |name: &str| (name == "BYOK_BROKER_REQUEST_TIMEOUT_MS").then(|| "250".to_owned());
+        let settings = ServerSettings::load(RawServer::default(), &request).unwrap();
+        assert_eq!(settings.request_timeout, Duration::from_millis(250));
         let zero = |name: &str| (name == "BYOK_BROKER_MAX_CONNECTIONS").then(|| "0".to_owned());
         let err = ServerSettings::load(RawServer::default(), &zero).unwrap_err();
         assert!(err.to_string().contains("max_connections"), "{err}");

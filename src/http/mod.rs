@@ -8,6 +8,7 @@ mod errors;
 mod extract;
 mod guard;
 mod idempotency;
+mod layers;
 mod rewrap;
 pub mod server;
 mod vault;
@@ -15,14 +16,13 @@ mod wire;
 
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderValue, StatusCode};
-use axum::middleware::{self, Next};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
-use tracing::Instrument;
 
 pub use errors::error_response;
 
@@ -30,7 +30,8 @@ use crate::broker::Broker;
 
 pub fn router(broker: Arc<Broker>) -> Router {
     let body_limit = broker.config.limits.max_request_bytes;
-    Router::new()
+    let request_timeout = broker.config.server.request_timeout;
+    let routes = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .merge(vault::routes())
@@ -43,9 +44,8 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .layer(middleware::from_fn_with_state(
             Arc::clone(&broker),
             guard::check_request_head,
-        ))
-        .layer(middleware::from_fn(request_id))
-        .with_state(broker)
+        ));
+    layers::apply(routes, request_timeout, Arc::clone(&broker.metrics)).with_state(broker)
 }
 
 async fn healthz() -> Json<serde_json::Value> {
@@ -76,22 +76,4 @@ async fn method_not_allowed() -> Response {
         "method_not_allowed",
         "method not allowed on this endpoint",
     )
-}
-
-async fn request_id(request: Request, next: Next) -> Response {
-    let id = request
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 200)
-        .map_or_else(
-            || format!("req_{}", uuid::Uuid::new_v4().simple()),
-            str::to_owned,
-        );
-    let span = tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path());
-    let mut response = next.run(request).instrument(span).await;
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert("x-request-id", value);
-    }
-    response
 }

@@ -377,3 +377,25 @@ async fn loose_input_gets_a_clear_422() {
         );
     }
 }
+
+/// A timestamp whose last character is multi-byte used to panic inside the parser (a slice cut
+/// through `é`), and the client got a cut connection instead of an answer.
+#[tokio::test]
+async fn a_non_ascii_updated_after_gets_422_not_a_cut_connection() {
+    let broker = TestBroker::start_local("updated-after-utf8").await;
+    for text in [
+        "2024-01-01T00:00:0%C3%A9",
+        "2024-01-01T00:00:%C3%A9Z",
+        "%C3%A9",
+    ] {
+        let response = broker
+            .call("GET", &format!("/vault/v1/kv?updated_after={text}"), None)
+            .await;
+        assert_eq!(
+            (response.status, response.body["code"].as_str()),
+            (422, Some("invalid_updated_after")),
+            "{text}: {:?}",
+            response.body
+        );
+    }
+}

@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::http_client::HttpClient;
 use byok_broker::broker::Broker;
-use byok_broker::cli::http_client::HttpClient;
 use byok_broker::config::Config;
 use byok_broker::kms::KeyProvider;
 use byok_broker::kms::aws::{AwsKms, AwsOptions};

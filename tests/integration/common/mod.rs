@@ -3,6 +3,10 @@
 //! directories, tenant accounts and BYOK request bodies; the brokers are in `broker` and `process`.
 
 pub mod broker;
+// The CLI's client, included by path: it is no part of the library's public API.
+#[path = "../../../src/cli/http_client.rs"]
+#[allow(dead_code)] // the tests use `send`, not the CLI's `call` helpers
+pub mod http_client;
 pub mod process;
 
 use std::ops::Deref;

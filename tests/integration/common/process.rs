@@ -7,8 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::TestDir;
-
-use byok_broker::cli::http_client::HttpClient;
+use super::http_client::HttpClient;
 
 pub const APP_KEY: &str = "process-test-app-key-0123456789";
 pub const ADMIN_KEY: &str = "process-test-admin-key-0123456789";

@@ -1,0 +1,157 @@
+//! The layers every route runs under, outermost first: a sane `X-Request-ID` (the caller's, or a
+//! fresh `req_…`) on the request and its response, a tracing span per request named by its route
+//! template, its latency by route template, method and status, panics answered with 500
+//! `internal_error` JSON (never a cut connection), and a request timeout answered with 503
+//! `processing_timeout` JSON. All but the latency recorder are tower-http's.
+
+use std::any::Any;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use super::errors::error_response;
+use crate::metrics::Metrics;
+
+const REQUEST_ID: &str = "x-request-id";
+/// Longest caller-chosen request id kept; a longer (or empty, or non-text) one is replaced.
+const MAX_REQUEST_ID_BYTES: usize = 200;
+
+/// Wraps every route of `router` (so the route template is known to the span) in the layers.
+pub fn apply<S>(router: Router<S>, request_timeout: Duration, metrics: Arc<Metrics>) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    router
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            request_timeout,
+        ))
+        .layer(middleware::map_response(timeout_as_json))
+        .layer(CatchPanicLayer::custom(panic_as_json))
+        .layer(middleware::from_fn_with_state(metrics, record_latency))
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(FreshRequestId))
+        .layer(middleware::map_request(drop_insane_request_id))
+}
+
+/// `req_<32 hex>` for requests that bring no usable id of their own.
+#[derive(Clone, Copy)]
+struct FreshRequestId;
+
+impl MakeRequestId for FreshRequestId {
+    fn make_request_id<B>(&mut self, _request: &Request<B>) -> Option<RequestId> {
+        let id = format!("req_{}", uuid::Uuid::new_v4().simple());
+        HeaderValue::from_str(&id).ok().map(RequestId::new)
+    }
+}
+
+/// tower-http keeps any id the caller sent; an empty, overlong or non-text one is dropped first so
+/// that a fresh one replaces it (and no log line carries a caller's arbitrary bytes).
+async fn drop_insane_request_id(mut request: Request) -> Request {
+    let sane = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| !v.is_empty() && v.len() <= MAX_REQUEST_ID_BYTES);
+    if !sane {
+        request.headers_mut().remove(REQUEST_ID);
+    }
+    request
+}
+
+/// The matched route template (`/vault/v1/kv/name/{name}`), never the raw path: names and ids
+/// stay out of logs and metric labels.
+fn route_of(request: &Request) -> &str {
+    request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+}
+
+/// Outside the panic catcher and the timeout, so their 500 and 503 are measured too; the time is
+/// to the response head (bodies here are small and already in memory).
+async fn record_latency(
+    State(metrics): State<Arc<Metrics>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let route = route_of(&request).to_owned();
+    let method = match *request.method() {
+        // A caller can send any token as a method: only the standard ones become label values.
+        Method::GET
+        | Method::POST
+        | Method::PUT
+        | Method::DELETE
+        | Method::PATCH
+        | Method::HEAD
+        | Method::OPTIONS => request.method().as_str(),
+        _ => "other",
+    }
+    .to_owned();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    metrics.record_request(
+        &route,
+        &method,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}
+
+fn request_span(request: &Request) -> tracing::Span {
+    let id = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let route = route_of(request);
+    tracing::info_span!("request", request_id = %id, method = %request.method(), route)
+}
+
+/// tower-http's timeout answers with an empty body; every refusal of the broker is JSON. Only the
+/// timeout's 503 lacks a content type: every 503 the broker writes itself is JSON already.
+async fn timeout_as_json(response: Response) -> Response {
+    if response.status() != StatusCode::SERVICE_UNAVAILABLE
+        || response.headers().contains_key(CONTENT_TYPE)
+    {
+        return response;
+    }
+    tracing::warn!("request timed out before its response was ready");
+    let mut response = error_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "processing_timeout",
+        "the request took longer than the server's request timeout; retry shortly",
+    );
+    response
+        .headers_mut()
+        .insert("retry-after", HeaderValue::from_static("1"));
+    response
+}
+
+fn panic_as_json(_payload: Box<dyn Any + Send + 'static>) -> Response {
+    // The payload may quote request data (a secret, a token), so it is not logged.
+    tracing::error!("a request handler panicked");
+    error_response(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal_error",
+        "internal error",
+    )
+}
+
+#[cfg(test)]
+#[path = "layers_tests.rs"]
+mod tests;
