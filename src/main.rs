@@ -11,6 +11,7 @@ use byok_broker::broker::Broker;
 use byok_broker::cli::http_client::HttpClient;
 use byok_broker::cli::rewrap;
 use byok_broker::config::{Config, ProviderKind};
+use byok_broker::supervisor::Supervisor;
 
 #[derive(Parser)]
 #[command(
@@ -106,7 +107,11 @@ async fn serve(config_file: Option<PathBuf>) -> Result<(), String> {
     if config.provider == ProviderKind::Local {
         tracing::info!(data_dir = %config.data_dir.display(), "using the embedded local key provider (development default)");
     }
-    let broker = Broker::start(config).await.map_err(|e| e.to_string())?;
+    // Owns every background task; stops them in order once the server has drained.
+    let supervisor = Supervisor::new();
+    let broker = Broker::start(config, &supervisor)
+        .await
+        .map_err(|e| e.to_string())?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
@@ -119,8 +124,9 @@ async fn serve(config_file: Option<PathBuf>) -> Result<(), String> {
         shutdown_signal(),
     )
     .await;
-    // Audit events of the last requests are committed before the process exits.
-    broker.audit.flush().await;
+    // Workers stop at a checkpoint, then the audit queue is committed, then the database closes.
+    tracing::info!("stopping background tasks");
+    supervisor.shutdown(broker.config.server.worker_stop).await;
     Ok(())
 }
 
