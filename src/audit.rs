@@ -8,10 +8,12 @@
 
 use serde_json::{Map, Value, json};
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use crate::auth::Principal;
 use crate::error::Error;
 use crate::store::{AuditEvent, Store, StoreError};
+use crate::supervisor::{Stage, Supervisor};
 use crate::timestamp::Timestamp;
 
 /// Events queued at most before callers wait.
@@ -59,10 +61,13 @@ pub struct AuditLog {
 }
 
 impl AuditLog {
-    /// Starts the writer task; it ends when the log is dropped, after committing what is queued.
-    pub fn start(store: Store) -> Self {
+    /// Hands the writer task to `supervisor`; it ends when shutdown reaches the audit stage (or
+    /// the log is dropped), after committing every event queued until then.
+    pub fn start(store: Store, supervisor: &Supervisor) -> Self {
         let (sender, receiver) = mpsc::channel(QUEUE);
-        tokio::spawn(write_batches(store, receiver));
+        supervisor.spawn(Stage::Audit, "audit writer", move |stop| {
+            write_batches(store, receiver, stop)
+        });
         Self { sender }
     }
 
@@ -89,9 +94,26 @@ impl AuditLog {
 
 /// No linger: callers wait for their commit, and whatever queues while one batch commits forms
 /// the next batch, so a busy broker commits large batches and an idle one answers at once.
-async fn write_batches(store: Store, mut receiver: mpsc::Receiver<Command>) {
+/// On `stop`, the queue closes (later `record` calls fail) and what it holds is still committed.
+async fn write_batches(
+    store: Store,
+    mut receiver: mpsc::Receiver<Command>,
+    stop: CancellationToken,
+) {
     let mut commands = Vec::with_capacity(BATCH);
-    while receiver.recv_many(&mut commands, BATCH).await > 0 {
+    let mut stopping = false;
+    loop {
+        let received = tokio::select! {
+            received = receiver.recv_many(&mut commands, BATCH) => received,
+            () = stop.cancelled(), if !stopping => {
+                stopping = true;
+                receiver.close();
+                continue;
+            }
+        };
+        if received == 0 {
+            return;
+        }
         let mut events = Vec::with_capacity(commands.len());
         let mut acks = Vec::with_capacity(commands.len());
         let mut flushes = Vec::new();

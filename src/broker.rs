@@ -17,6 +17,7 @@ use crate::rate_limit::RateLimiter;
 use crate::services::byok::platform_kek_watch::PlatformKekStates;
 use crate::services::byok::{Byok, ByokParts};
 use crate::store::Store;
+use crate::supervisor::{Stage, Supervisor};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -45,11 +46,14 @@ pub struct Broker {
     pub platform_kek_states: Arc<PlatformKekStates>,
     /// BYOK registrations, state changes and the key-state watcher's passes.
     pub byok: Arc<Byok>,
+    /// Owns the background tasks; rewrap jobs started by requests are handed to it.
+    pub supervisor: Supervisor,
 }
 
 impl Broker {
-    /// Starts with the key provider the configuration names.
-    pub async fn start(config: Config) -> Result<Arc<Self>, StartError> {
+    /// Starts with the key provider the configuration names; its background tasks (the watcher,
+    /// rewrap jobs, the audit writer, the database's close) belong to `supervisor`.
+    pub async fn start(config: Config, supervisor: &Supervisor) -> Result<Arc<Self>, StartError> {
         create_private_dir(&config.data_dir)?;
         let provider: Arc<dyn KeyProvider> = match config.provider {
             ProviderKind::Local => {
@@ -57,13 +61,14 @@ impl Broker {
             }
             ProviderKind::Aws => Arc::new(AwsKms::connect(&config.aws).await?),
         };
-        Self::start_with_provider(config, provider).await
+        Self::start_with_provider(config, provider, supervisor).await
     }
 
     /// Starts with a given key provider (tests wrap the real one to count KMS calls).
     pub async fn start_with_provider(
         config: Config,
         provider: Arc<dyn KeyProvider>,
+        supervisor: &Supervisor,
     ) -> Result<Arc<Self>, StartError> {
         create_private_dir(&config.data_dir)?;
         let metrics = Arc::new(Metrics::default());
@@ -72,6 +77,13 @@ impl Broker {
             metrics: Arc::clone(&metrics),
         });
         let store = Store::open_with(&config.data_dir.join("broker.db"), config.store).await?;
+        let closing = store.clone();
+        supervisor.spawn(Stage::Database, "database", move |stop| async move {
+            stop.cancelled().await;
+            if let Err(e) = closing.close().await {
+                tracing::error!(error = %e, "the database did not close cleanly");
+            }
+        });
         let keyring = Arc::new(
             Keyring::new(provider, &config.kek_alias_prefix)?.with_platform_policy(
                 config.platform_keks.context_fields.clone(),
@@ -90,7 +102,7 @@ impl Broker {
         }
         let rate_limiter = RateLimiter::new(config.rate_limit);
         let watcher = config.watcher;
-        let audit = AuditLog::start(store.clone());
+        let audit = AuditLog::start(store.clone(), supervisor);
         let platform_kek_states = Arc::new(PlatformKekStates::default());
         let byok = Arc::new(Byok::new(ByokParts {
             store: store.clone(),
@@ -112,14 +124,15 @@ impl Broker {
             metrics,
             platform_kek_states,
             byok,
+            supervisor: supervisor.clone(),
         });
         broker.byok.reload_bindings().await?;
         broker.resume_rewrap_jobs().await?;
-        // The watcher holds only a weak reference: it ends when the broker is dropped.
-        tokio::spawn(crate::services::byok::watcher::run(
-            Arc::downgrade(&broker.byok),
-            watcher,
-        ));
+        // The watcher holds only a weak reference: it also ends when the broker is dropped.
+        let byok = Arc::downgrade(&broker.byok);
+        supervisor.spawn(Stage::Workers, "key-state watcher", move |stop| {
+            crate::services::byok::watcher::run(byok, watcher, stop)
+        });
         Ok(broker)
     }
 

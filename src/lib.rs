@@ -20,6 +20,7 @@ pub mod rate_limit;
 pub mod rewrap;
 pub mod services;
 pub mod store;
+pub mod supervisor;
 pub mod timestamp;
 pub mod vault;
 

@@ -9,6 +9,7 @@ use tracing_subscriber::EnvFilter;
 
 use byok_broker::broker::Broker;
 use byok_broker::config::{Config, ProviderKind};
+use byok_broker::supervisor::Supervisor;
 
 use cli::http_client::HttpClient;
 use cli::rewrap;
@@ -109,7 +110,11 @@ async fn serve(config_file: Option<PathBuf>) -> Result<(), String> {
     if config.provider == ProviderKind::Local {
         tracing::info!(data_dir = %config.data_dir.display(), "using the embedded local key provider (development default)");
     }
-    let broker = Broker::start(config).await.map_err(|e| e.to_string())?;
+    // Owns every background task; stops them in order once the server has drained.
+    let supervisor = Supervisor::new();
+    let broker = Broker::start(config, &supervisor)
+        .await
+        .map_err(|e| e.to_string())?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
@@ -122,8 +127,9 @@ async fn serve(config_file: Option<PathBuf>) -> Result<(), String> {
         shutdown_signal(),
     )
     .await;
-    // Audit events of the last requests are committed before the process exits.
-    broker.audit.flush().await;
+    // Workers stop at a checkpoint, then the audit queue is committed, then the database closes.
+    tracing::info!("stopping background tasks");
+    supervisor.shutdown(broker.config.server.worker_stop).await;
     Ok(())
 }
 

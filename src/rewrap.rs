@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
 
 use crate::broker::Broker;
 pub use crate::config::workers::RewrapConfig;
@@ -18,6 +19,7 @@ use crate::error::Error;
 use crate::kms::{KekRef, KmsError};
 use crate::platform_kek::KekCreator;
 use crate::store::{RewrapCandidate, RewrapJobRecord, StoreError};
+use crate::supervisor::Stage;
 
 /// What a job moves away from.
 #[derive(Debug, Clone)]
@@ -161,7 +163,12 @@ impl Broker {
                 other => other.into(),
             })?;
         tracing::info!(job_id = %job.id, total = job.total, "rewrap job started");
-        tokio::spawn(run_job(Arc::clone(self), job.clone()));
+        let broker = Arc::clone(self);
+        let running = job.clone();
+        self.supervisor
+            .spawn(Stage::Workers, "rewrap job", move |stop| {
+                run_job(broker, running, stop)
+            });
         Ok(job)
     }
 
@@ -192,7 +199,11 @@ impl Broker {
     pub async fn resume_rewrap_jobs(self: &Arc<Self>) -> Result<(), Error> {
         for job in self.store.running_rewrap_jobs().await? {
             tracing::info!(job_id = %job.id, checkpoint = job.checkpoint_seq, "resuming rewrap job");
-            tokio::spawn(run_job(Arc::clone(self), job));
+            let broker = Arc::clone(self);
+            self.supervisor
+                .spawn(Stage::Workers, "rewrap job", move |stop| {
+                    run_job(broker, job, stop)
+                });
         }
         Ok(())
     }
@@ -261,17 +272,29 @@ impl Broker {
     }
 }
 
-async fn run_job(broker: Arc<Broker>, job: RewrapJobRecord) {
+/// How a job's loop ended.
+enum JobEnd {
+    /// Nothing left, or cancelled by an admin: the job gets its final state.
+    Finished,
+    /// Shutdown, at a checkpoint: the job stays `running` and resumes on the next start.
+    Stopped,
+}
+
+async fn run_job(broker: Arc<Broker>, job: RewrapJobRecord, stop: CancellationToken) {
     let config = broker.config.rewrap;
     let pacer = Pacer::new(config.kms_calls_per_second);
     let mut checkpoint = job.checkpoint_seq;
-    let outcome: Result<(), Error> = async {
+    let outcome: Result<JobEnd, Error> = async {
         loop {
+            // Checked only between batches: a batch, once started, finishes and is checkpointed.
+            if stop.is_cancelled() {
+                return Ok(JobEnd::Stopped);
+            }
             if broker.store.get_rewrap_job(&job.id).await?.state != "running" {
-                return Ok(()); // cancelled
+                return Ok(JobEnd::Finished); // cancelled
             }
             let batch = broker.store.rewrap_candidates(job.source_keks.clone(), checkpoint, config.batch_size).await?;
-            let Some(last) = batch.last() else { return Ok(()) };
+            let Some(last) = batch.last() else { return Ok(JobEnd::Finished) };
             let last_seq = last.seq;
             futures_util::stream::iter(&batch)
                 .for_each_concurrent(config.concurrency.max(1), |candidate| {
@@ -293,8 +316,12 @@ async fn run_job(broker: Arc<Broker>, job: RewrapJobRecord) {
     }
     .await;
     let (state, error) = match outcome {
+        Ok(JobEnd::Stopped) => {
+            tracing::info!(job_id = %job.id, checkpoint, "rewrap job stopped at its checkpoint; it resumes on the next start");
+            return;
+        }
         Err(e) => ("failed", Some(e.to_string())),
-        Ok(()) => match broker.store.get_rewrap_job(&job.id).await {
+        Ok(JobEnd::Finished) => match broker.store.get_rewrap_job(&job.id).await {
             Ok(current) if current.failed > 0 => (
                 "failed",
                 Some(format!("{} objects could not be rewrapped", current.failed)),

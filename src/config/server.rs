@@ -23,6 +23,9 @@ pub struct ServerSettings {
     pub max_connections: usize,
     /// On SIGTERM, time in-flight requests get to finish before remaining connections are cut.
     pub shutdown_drain: Duration,
+    /// On SIGTERM, after the drain: time each shutdown stage (workers to their checkpoint, the
+    /// audit flush, the database close) gets before what is left of it is aborted.
+    pub worker_stop: Duration,
     /// Longest request target (path and query) accepted, in bytes; longer gets 414.
     pub max_uri_bytes: usize,
     /// Largest header section accepted (names, values, separators), in bytes; larger gets 431.
@@ -39,6 +42,7 @@ impl Default for ServerSettings {
             idle_timeout: Duration::from_secs(60),
             max_connections: 1024,
             shutdown_drain: Duration::from_secs(10),
+            worker_stop: Duration::from_secs(10),
             max_uri_bytes: 8 * 1024,
             max_header_bytes: 16 * 1024,
             request_timeout: Duration::from_secs(60),
@@ -54,6 +58,7 @@ pub struct RawServer {
     idle_timeout_ms: Option<u64>,
     max_connections: Option<usize>,
     shutdown_drain_ms: Option<u64>,
+    worker_stop_ms: Option<u64>,
     max_uri_bytes: Option<usize>,
     max_header_bytes: Option<usize>,
     request_timeout_ms: Option<u64>,
@@ -110,6 +115,11 @@ impl ServerSettings {
                 "BYOK_BROKER_SHUTDOWN_DRAIN_MS",
                 raw.shutdown_drain_ms,
                 defaults.shutdown_drain,
+            )?,
+            worker_stop: millis(
+                "BYOK_BROKER_WORKER_STOP_MS",
+                raw.worker_stop_ms,
+                defaults.worker_stop,
             )?,
             max_uri_bytes: count(
                 "BYOK_BROKER_MAX_URI_BYTES",

@@ -84,7 +84,8 @@ const READERS: usize = 4;
 #[derive(Clone)]
 pub struct Store {
     writer: writer::Writer,
-    readers: Arc<[Mutex<Connection>]>,
+    /// `None` once the store is closed.
+    readers: Arc<[Mutex<Option<Connection>>]>,
     next_reader: Arc<AtomicUsize>,
     records: Arc<record_cache::RecordCache>,
 }
@@ -131,7 +132,7 @@ impl Store {
                         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
                     )?;
                     configure(&reader)?;
-                    Ok(Mutex::new(reader))
+                    Ok(Mutex::new(Some(reader)))
                 })
                 .collect::<Result<Vec<_>, StoreError>>()?;
             Ok((writer, readers))
@@ -168,10 +169,32 @@ impl Store {
             let guard = readers[index]
                 .lock()
                 .map_err(|_| StoreError::Internal("database lock poisoned".into()))?;
-            work(&guard)
+            let reader = guard
+                .as_ref()
+                .ok_or_else(|| StoreError::Unavailable("the database is closed".into()))?;
+            work(reader)
         })
         .await
         .map_err(|e| StoreError::Internal(e.to_string()))?
+    }
+
+    /// Shutdown's last step: commits every queued write, joins the writer thread (closing its
+    /// connection) and closes the readers. Later calls fail; closing twice is harmless.
+    pub async fn close(&self) -> Result<(), StoreError> {
+        self.writer.close().await?;
+        for reader in self.readers.iter() {
+            let taken = reader
+                .lock()
+                .map_err(|_| StoreError::Internal("database lock poisoned".into()))?
+                .take();
+            drop(taken);
+        }
+        Ok(())
+    }
+
+    /// Whether `close` has joined the writer thread.
+    pub fn is_closed(&self) -> bool {
+        self.writer.has_joined()
     }
 
     /// Readiness: the database answers a trivial query.

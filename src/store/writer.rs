@@ -3,6 +3,9 @@
 //! and commits once (one fsync for the whole group). A write's result is delivered only after the
 //! commit, so an acknowledged write is durable; a write that fails rolls back its savepoint alone.
 
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
 use rusqlite::{Connection, Savepoint};
 use tokio::sync::{mpsc, oneshot};
 
@@ -22,20 +25,55 @@ type Job = Box<
         + Send,
 >;
 
+enum Message {
+    Write(Job),
+    /// Commit what is queued, refuse what comes later, end the thread (closing the connection).
+    Close,
+}
+
 #[derive(Clone)]
 pub(super) struct Writer {
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::Sender<Message>,
+    /// `None` once the thread has been joined.
+    thread: Arc<Mutex<Option<JoinHandle<()>>>>,
 }
 
 impl Writer {
     /// Moves `connection` into the writer thread.
     pub fn start(connection: Connection) -> Result<Self, StoreError> {
         let (jobs, receiver) = mpsc::channel(QUEUE);
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("byok-db-writer".into())
             .spawn(move || write_groups(connection, receiver))
             .map_err(|e| StoreError::Internal(format!("cannot start the database writer: {e}")))?;
-        Ok(Self { jobs })
+        Ok(Self {
+            jobs,
+            thread: Arc::new(Mutex::new(Some(thread))),
+        })
+    }
+
+    /// Commits every write queued before the call, then joins the writer thread; later writes
+    /// fail with "the database writer has stopped".
+    pub async fn close(&self) -> Result<(), StoreError> {
+        // Fails only if the thread already ended, which is what closing asks for.
+        let _ = self.jobs.send(Message::Close).await;
+        let thread = self
+            .thread
+            .lock()
+            .map_err(|_| StoreError::Internal("database writer lock poisoned".into()))?
+            .take();
+        if let Some(thread) = thread {
+            tokio::task::spawn_blocking(move || thread.join())
+                .await
+                .map_err(|e| StoreError::Internal(e.to_string()))?
+                .map_err(|_| StoreError::Internal("the database writer panicked".into()))?;
+        }
+        Ok(())
+    }
+
+    /// Whether `close` has joined the writer thread.
+    pub fn has_joined(&self) -> bool {
+        self.thread.lock().is_ok_and(|thread| thread.is_none())
     }
 
     /// Runs `work` in the next group; resolves after that group committed (or failed, with the
@@ -59,7 +97,7 @@ impl Writer {
             (ended, completion)
         });
         self.jobs
-            .send(job)
+            .send(Message::Write(job))
             .await
             .map_err(|_| StoreError::Internal("the database writer has stopped".into()))?;
         delivered
@@ -68,9 +106,20 @@ impl Writer {
     }
 }
 
-fn write_groups(mut connection: Connection, mut receiver: mpsc::Receiver<Job>) {
+fn write_groups(mut connection: Connection, mut receiver: mpsc::Receiver<Message>) {
+    let mut messages = Vec::with_capacity(GROUP);
     let mut group = Vec::with_capacity(GROUP);
-    while receiver.blocking_recv_many(&mut group, GROUP) > 0 {
+    while receiver.blocking_recv_many(&mut messages, GROUP) > 0 {
+        for message in messages.drain(..) {
+            match message {
+                Message::Write(job) => group.push(job),
+                // What is already queued still runs (the loop ends once it is drained).
+                Message::Close => receiver.close(),
+            }
+        }
+        if group.is_empty() {
+            continue;
+        }
         let mut completions = Vec::with_capacity(group.len());
         let mut jobs = group.drain(..);
         let outcome = run_group(&mut connection, &mut jobs, &mut completions);

@@ -143,7 +143,10 @@ async fn the_embedded_default_keeps_its_data_directory_private() {
         _ => None,
     })
     .unwrap();
-    let broker = byok_broker::broker::Broker::start(config).await.unwrap();
+    let supervisor = byok_broker::supervisor::Supervisor::new();
+    let broker = byok_broker::broker::Broker::start(config, &supervisor)
+        .await
+        .unwrap();
     assert_eq!(
         std::fs::metadata(&data_dir).unwrap().permissions().mode() & 0o777,
         0o700

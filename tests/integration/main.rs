@@ -24,4 +24,5 @@ mod platform_kek_localstack;
 mod process_lifecycle;
 mod rewrap_crash;
 mod rewrap_localstack;
+mod shutdown;
 mod storage_full;

@@ -1,9 +1,11 @@
-//! A rewrap job survives `kill -9` of the broker: after a restart it resumes from its checkpoint
-//! and finishes without losing or double-wrapping any object (the broker binary, LocalStack).
+//! A rewrap job survives `kill -9` of the broker, and SIGTERM stops it at a checkpoint: after a
+//! restart it resumes and finishes without losing or double-wrapping any object (the broker
+//! binary, LocalStack).
 
 use crate::common;
 
 use std::collections::HashMap;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::process::{ADMIN_KEY, APP_KEY, request, spawn_broker, temp_dir};
@@ -38,45 +40,7 @@ async fn a_job_killed_mid_way_resumes_and_finishes_exactly_once() {
     let mut broker = spawn_broker(&data_dir, &prefix, &settings).await;
     let port = broker.port;
 
-    let key_a = create_key(TENANT).await;
-    let mut registration = key_spec(&key_a);
-    registration["match_context"] = json!({"organization_id": "org_crash"});
-    registration["provider"] = json!("aws_kms");
-    let (status, body) = call(port, ADMIN_KEY, "POST", "/admin/v1/byok-keys", registration).await;
-    assert_eq!(status, 201, "{body}");
-    let byok_id = body["id"].as_str().unwrap().to_owned();
-
-    let objects: HashMap<String, String> = futures_util::stream::iter(0..count)
-        .map(|i| async move {
-            let value = format!("crash test value {i}");
-            let (status, body) = call(port, APP_KEY, "POST", "/vault/v1/kv", json!({"name": format!("crash-{i}"), "value": value, "key_context": {"organization_id": "org_crash"}})).await;
-            assert_eq!(status, 201, "{body}");
-            (body["id"].as_str().unwrap().to_owned(), value)
-        })
-        .buffer_unordered(16)
-        .collect()
-        .await;
-
-    let key_b = create_key(TENANT).await;
-    let (status, _) = call(
-        port,
-        ADMIN_KEY,
-        "PUT",
-        &format!("/admin/v1/byok-keys/{byok_id}"),
-        key_spec(&key_b),
-    )
-    .await;
-    assert_eq!(status, 200);
-    let (status, job) = call(
-        port,
-        ADMIN_KEY,
-        "POST",
-        "/admin/v1/rewrap-jobs",
-        json!({"source": {"byok_key_id": byok_id}}),
-    )
-    .await;
-    assert_eq!(status, 202, "{job}");
-    let job_id = job["id"].as_str().unwrap().to_owned();
+    let (job_id, objects, key_a, key_b) = start_rotation_job(port, count, "org_crash").await;
 
     tokio::time::sleep(Duration::from_millis(800)).await;
     broker.child.kill().unwrap(); // SIGKILL, mid-job
@@ -101,22 +65,7 @@ async fn a_job_killed_mid_way_resumes_and_finishes_exactly_once() {
         "the kill landed mid-job"
     );
 
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let finished = loop {
-        let (_, status) = call(
-            port,
-            ADMIN_KEY,
-            "GET",
-            &format!("/admin/v1/rewrap-jobs/{job_id}"),
-            Value::Null,
-        )
-        .await;
-        if status["state"] != "running" {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "job never finished: {status}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let finished = wait_until_finished(port, &job_id).await;
     println!("resumed job: {finished}");
     assert_eq!(finished["state"], "completed");
     assert_eq!(
@@ -158,4 +107,180 @@ async fn a_job_killed_mid_way_resumes_and_finishes_exactly_once() {
     }
     restarted.child.kill().unwrap();
     restarted.child.wait().unwrap();
+}
+
+/// The job's counters as the stopped broker left them, read from its database file.
+fn job_counters(data_dir: &std::path::Path, job_id: &str) -> (String, i64, i64) {
+    let db = rusqlite::Connection::open(data_dir.join("broker.db")).expect("open the database");
+    db.query_row(
+        "SELECT state, done + skipped + failed, checkpoint_seq FROM rewrap_jobs WHERE id = ?1",
+        [job_id],
+        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+    )
+    .expect("the job's row")
+}
+
+#[tokio::test]
+async fn sigterm_stops_a_job_at_a_checkpoint_and_a_restart_finishes_it_exactly_once() {
+    let count: usize = 1000;
+    // The default batch size (objects per checkpoint).
+    let batch: i64 = 200;
+    let (drain, worker_stop) = (Duration::from_secs(2), Duration::from_secs(5));
+    let data_dir = temp_dir("rewrap-sigterm");
+    let prefix = common::unique_prefix("rewrap-sigterm");
+    let settings = [
+        ("BYOK_BROKER_REWRAP_KMS_CALLS_PER_SECOND", "400"),
+        ("BYOK_BROKER_REWRAP_CONCURRENCY", "4"),
+        ("BYOK_BROKER_SHUTDOWN_DRAIN_MS", "2000"),
+        ("BYOK_BROKER_WORKER_STOP_MS", "5000"),
+    ];
+    let mut broker = spawn_broker(&data_dir, &prefix, &settings).await;
+    let port = broker.port;
+    let (job_id, objects, _, key_b) = start_rotation_job(port, count, "org_sigterm").await;
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The last request before the signal: its audit event must be in the database afterwards.
+    let (last_id, _) = objects.iter().next().expect("an object");
+    let (status, read) = call(
+        port,
+        APP_KEY,
+        "GET",
+        &format!("/vault/v1/kv/{last_id}"),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, 200, "{read}");
+    let last_name = read["name"].as_str().expect("name").to_owned();
+    let pid = broker.child.id().to_string();
+    let signalled = Instant::now();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let exit = broker
+        .exited_within(drain + worker_stop)
+        .await
+        .expect("the broker exits within the drain bound plus the worker stop bound");
+    println!("exited {exit} {:?} after SIGTERM", signalled.elapsed());
+    assert!(exit.success(), "an ordered shutdown exits 0, got {exit}");
+
+    let (state, processed, checkpoint) = job_counters(&data_dir, &job_id);
+    println!("after SIGTERM: {processed} of {count} processed, checkpoint {checkpoint}, {state}");
+    assert_eq!(state, "running", "a stopped job is resumed, not finished");
+    assert!(
+        processed > 0 && processed < count as i64,
+        "the signal landed mid-job"
+    );
+    assert_eq!(
+        processed % batch,
+        0,
+        "stopped at a checkpoint, not mid-batch"
+    );
+    let db = rusqlite::Connection::open(data_dir.join("broker.db")).expect("open the database");
+    let reads: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM audit_events WHERE event = 'vault.data.read' AND data_json LIKE ?1",
+            [format!("%\"kv_name\":\"{last_name}\"%")],
+            |row| row.get(0),
+        )
+        .expect("count events");
+    assert_eq!(reads, 1, "the last request's audit event was committed");
+    drop(db);
+
+    let restarted = spawn_broker(&data_dir, &prefix, &settings).await;
+    let finished = wait_until_finished(restarted.port, &job_id).await;
+    println!("resumed job: {finished}");
+    assert_eq!(finished["state"], "completed");
+    assert_eq!(
+        (
+            finished["done"].as_u64(),
+            finished["failed"].as_u64(),
+            finished["remaining"].as_u64()
+        ),
+        (Some(count as u64), Some(0), Some(0)),
+        "every object exactly once"
+    );
+    let (status, body) = call(
+        restarted.port,
+        APP_KEY,
+        "GET",
+        &format!("/vault/v1/kv/{last_id}"),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["metadata"]["key_id"].as_str(), Some(key_b.as_str()));
+}
+
+/// Registers a BYOK key over `count` new objects under `organization`, rotates it to a second CMK
+/// and starts the rewrap job; returns the job id, the objects (id -> value) and both CMKs.
+async fn start_rotation_job(
+    port: u16,
+    count: usize,
+    organization: &str,
+) -> (String, HashMap<String, String>, String, String) {
+    let key_a = create_key(TENANT).await;
+    let mut registration = key_spec(&key_a);
+    registration["match_context"] = json!({"organization_id": organization});
+    registration["provider"] = json!("aws_kms");
+    let (status, body) = call(port, ADMIN_KEY, "POST", "/admin/v1/byok-keys", registration).await;
+    assert_eq!(status, 201, "{body}");
+    let byok_id = body["id"].as_str().unwrap().to_owned();
+
+    let objects: HashMap<String, String> = futures_util::stream::iter(0..count)
+        .map(|i| async move {
+            let value = format!("crash test value {i}");
+            let (status, body) = call(port, APP_KEY, "POST", "/vault/v1/kv", json!({"name": format!("crash-{i}"), "value": value, "key_context": {"organization_id": organization}})).await;
+            assert_eq!(status, 201, "{body}");
+            (body["id"].as_str().unwrap().to_owned(), value)
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+
+    let key_b = create_key(TENANT).await;
+    let (status, _) = call(
+        port,
+        ADMIN_KEY,
+        "PUT",
+        &format!("/admin/v1/byok-keys/{byok_id}"),
+        key_spec(&key_b),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, job) = call(
+        port,
+        ADMIN_KEY,
+        "POST",
+        "/admin/v1/rewrap-jobs",
+        json!({"source": {"byok_key_id": byok_id}}),
+    )
+    .await;
+    assert_eq!(status, 202, "{job}");
+    let job_id = job["id"].as_str().unwrap().to_owned();
+
+    (job_id, objects, key_a, key_b)
+}
+
+/// Polls the job until it is no longer running (at most five minutes).
+async fn wait_until_finished(port: u16, job_id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let (_, status) = call(
+            port,
+            ADMIN_KEY,
+            "GET",
+            &format!("/admin/v1/rewrap-jobs/{job_id}"),
+            Value::Null,
+        )
+        .await;
+        if status["state"] != "running" {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "job never finished: {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -10,26 +10,40 @@ use std::sync::Weak;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use tokio_util::sync::CancellationToken;
 
 use super::Byok;
 pub use crate::config::workers::WatcherConfig;
 use crate::keyring::bindings::kek_ref;
 use crate::kms::KmsErrorClass;
 
-/// Runs until the BYOK service is dropped.
-pub async fn run(byok: Weak<Byok>, config: WatcherConfig) {
+/// Runs until `stop` is cancelled or the BYOK service is dropped. A pass cut short by `stop` is
+/// safe: each key's check is independent and the next start checks every key again.
+pub async fn run(byok: Weak<Byok>, config: WatcherConfig, stop: CancellationToken) {
     let mut last_pass = Duration::ZERO;
     loop {
         // Passes *start* at most one interval apart, however long a pass over many keys takes.
-        tokio::time::sleep(jittered(config.interval).saturating_sub(last_pass)).await;
+        let pause = jittered(config.interval).saturating_sub(last_pass);
+        if stop
+            .run_until_cancelled(tokio::time::sleep(pause))
+            .await
+            .is_none()
+        {
+            return;
+        }
         let Some(byok) = byok.upgrade() else {
             return;
         };
         let started = Instant::now();
-        let (tenant_keks, platform_keks) = tokio::join!(
-            byok.check_all(config.concurrency),
-            byok.check_platform_keks(config.concurrency)
-        );
+        let pass = async {
+            tokio::join!(
+                byok.check_all(config.concurrency),
+                byok.check_platform_keks(config.concurrency)
+            )
+        };
+        let Some((tenant_keks, platform_keks)) = stop.run_until_cancelled(pass).await else {
+            return;
+        };
         let checked = tenant_keks + platform_keks;
         last_pass = started.elapsed();
         tracing::debug!(

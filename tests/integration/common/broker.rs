@@ -13,6 +13,7 @@ use byok_broker::config::Config;
 use byok_broker::kms::KeyProvider;
 use byok_broker::kms::aws::{AwsKms, AwsOptions};
 use byok_broker::kms::local::LocalKms;
+use byok_broker::supervisor::Supervisor;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
@@ -30,6 +31,8 @@ pub struct TestBroker<P = AwsKms> {
     pub data_dir: PathBuf,
     /// The broker's provider, counting the calls that reach KMS.
     pub kms: Arc<CountingProvider<P>>,
+    /// The broker's background tasks, which `shutdown` stops as the binary does on SIGTERM.
+    pub supervisor: Supervisor,
     server: JoinHandle<()>,
     /// `None` when the test owns the directory (restart tests start several brokers on one).
     _owned_dir: Option<TestDir>,
@@ -127,7 +130,8 @@ async fn serve<P: KeyProvider + 'static>(
 ) -> TestBroker<P> {
     let data_dir = config.data_dir.clone();
     let kms = Arc::new(CountingProvider::new(kms));
-    let broker = Broker::start_with_provider(config, kms.clone())
+    let supervisor = Supervisor::new();
+    let broker = Broker::start_with_provider(config, kms.clone(), &supervisor)
         .await
         .expect("broker starts");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -141,6 +145,7 @@ async fn serve<P: KeyProvider + 'static>(
         broker,
         data_dir,
         kms,
+        supervisor,
         server,
         _owned_dir: owned_dir,
     }
@@ -154,6 +159,15 @@ impl<P> Drop for TestBroker<P> {
 }
 
 impl<P> TestBroker<P> {
+    /// The binary's shutdown after its drain: stops serving, then every background task in order
+    /// (workers, audit flush, database close).
+    pub async fn shutdown(&self) {
+        self.server.abort();
+        self.supervisor
+            .shutdown(self.broker.config.server.worker_stop)
+            .await;
+    }
+
     /// Sends one request with the app key (or `key`, or none) and parses the JSON response.
     pub async fn call(&self, method: &str, path: &str, body: Option<&Value>) -> HttpResponse {
         self.call_with(method, path, body, Some(APP_KEY), &[]).await
