@@ -8,15 +8,15 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-mod platform_keks;
+pub mod kms;
+pub mod limits;
+pub mod platform_keks;
 pub mod server;
 pub mod workers;
 
-use crate::cache::DekCacheConfig;
-use crate::kms::aws::AwsOptions;
-use crate::platform_kek::PlatformKekConfig;
-use crate::rate_limit::RateLimitConfig;
-use crate::store::StoreOptions;
+pub use kms::{AwsOptions, ProviderKind};
+pub use limits::{DekCacheConfig, Limits, RateLimitConfig, StoreOptions};
+pub use platform_keks::PlatformKekConfig;
 use server::{RawServer, ServerSettings};
 use workers::{RewrapConfig, WatcherConfig};
 
@@ -31,15 +31,6 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("invalid value for {name}: {message}")]
     Invalid { name: &'static str, message: String },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ProviderKind {
-    /// Embedded provider: KEKs sealed under a master key in the data directory.
-    Local,
-    /// AWS KMS through the standard AWS configuration (`AWS_ENDPOINT_URL` for LocalStack).
-    Aws,
 }
 
 /// The validated configuration the broker runs with.
@@ -65,30 +56,6 @@ pub struct Config {
     /// Bootstrap API keys from `BYOK_BROKER_APP_KEY` / `BYOK_BROKER_ADMIN_KEY` (never from files).
     pub bootstrap_app_key: Option<Redacted>,
     pub bootstrap_admin_key: Option<Redacted>,
-}
-
-/// Request limits for the data plane.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Largest object value accepted, in bytes (UTF-8).
-    pub max_value_bytes: usize,
-    /// Largest request body accepted, in bytes.
-    pub max_request_bytes: usize,
-    /// Whether `encrypted_keys` blobs in the untagged format 1 (issued before format 2) still
-    /// open. Their DEK id is unauthenticated, and a format 2 blob can be rewritten as format 1;
-    /// turn this off once the blobs clients hold are format 2.
-    pub accept_legacy_data_key_blobs: bool,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            max_value_bytes: 1024 * 1024,
-            max_request_bytes: 2 * 1024 * 1024,
-            // Format 1 blobs were issued by releases before format 2 existed: keep them working.
-            accept_legacy_data_key_blobs: true,
-        }
-    }
 }
 
 /// A secret string that prints as `<redacted>`.

@@ -6,7 +6,26 @@ use std::collections::BTreeSet;
 use serde::Deserialize;
 
 use super::{ConfigError, invalid, parse_number};
-use crate::platform_kek::PlatformKekConfig;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlatformKekConfig {
+    /// Context names whose pairs select the KEK; `None`: the whole context (one KEK per context).
+    pub context_fields: Option<Vec<String>>,
+    /// New platform KEKs one API key may cause per rolling hour.
+    pub new_per_key_per_hour: u32,
+    /// Platform KEKs the deployment may hold in all.
+    pub max_total: u64,
+}
+
+impl Default for PlatformKekConfig {
+    fn default() -> Self {
+        Self {
+            context_fields: None,
+            new_per_key_per_hour: 100,
+            max_total: 10_000,
+        }
+    }
+}
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
