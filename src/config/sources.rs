@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use super::{ConfigError, ProviderKind, Redacted, invalid};
 
+// Hand-written rather than a layered-config crate (figment, config): a few dozen lines, no new
+// dependency, and the env names follow no single mapping from file keys (several settings are
+// file-only, `[kms.aws]` is left to the SDK's own variables).
 /// The environment, read through a function so tests pass a map instead of process state.
 pub(crate) struct Sources<'a> {
     env: &'a dyn Fn(&str) -> Option<String>,
