@@ -6,30 +6,13 @@
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+pub use crate::config::limits::DekCacheConfig;
 use crate::context::{ContextHash, KeyContext};
 use crate::data_key::DataKey;
 use crate::kms::{KekRef, KeyProvider, KmsError};
-
-#[derive(Debug, Clone, Copy)]
-pub struct DekCacheConfig {
-    /// How long a plaintext DEK may stay in memory after it was loaded. Zero disables caching.
-    pub ttl: Duration,
-    /// The most DEKs held at once; the least valuable are evicted first.
-    pub capacity: u64,
-}
-
-impl Default for DekCacheConfig {
-    fn default() -> Self {
-        Self {
-            ttl: Duration::from_secs(300),
-            capacity: 100_000,
-        }
-    }
-}
 
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct CacheKey {

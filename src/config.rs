@@ -6,18 +6,20 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
-
-mod platform_keks;
+mod file;
+pub mod kms;
+pub mod limits;
+pub mod platform_keks;
 pub mod server;
+mod sources;
 pub mod workers;
 
-use crate::cache::DekCacheConfig;
-use crate::kms::aws::AwsOptions;
-use crate::platform_kek::PlatformKekConfig;
-use crate::rate_limit::RateLimitConfig;
-use crate::store::StoreOptions;
-use server::{RawServer, ServerSettings};
+use file::RawConfig;
+pub use kms::{AwsOptions, ProviderKind};
+pub use limits::{DekCacheConfig, Limits, RateLimitConfig, StoreOptions};
+pub use platform_keks::PlatformKekConfig;
+use server::ServerSettings;
+use sources::Sources;
 use workers::{RewrapConfig, WatcherConfig};
 
 #[derive(Debug, thiserror::Error)]
@@ -31,15 +33,6 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("invalid value for {name}: {message}")]
     Invalid { name: &'static str, message: String },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ProviderKind {
-    /// Embedded provider: KEKs sealed under a master key in the data directory.
-    Local,
-    /// AWS KMS through the standard AWS configuration (`AWS_ENDPOINT_URL` for LocalStack).
-    Aws,
 }
 
 /// The validated configuration the broker runs with.
@@ -67,30 +60,6 @@ pub struct Config {
     pub bootstrap_admin_key: Option<Redacted>,
 }
 
-/// Request limits for the data plane.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Largest object value accepted, in bytes (UTF-8).
-    pub max_value_bytes: usize,
-    /// Largest request body accepted, in bytes.
-    pub max_request_bytes: usize,
-    /// Whether `encrypted_keys` blobs in the untagged format 1 (issued before format 2) still
-    /// open. Their DEK id is unauthenticated, and a format 2 blob can be rewritten as format 1;
-    /// turn this off once the blobs clients hold are format 2.
-    pub accept_legacy_data_key_blobs: bool,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            max_value_bytes: 1024 * 1024,
-            max_request_bytes: 2 * 1024 * 1024,
-            // Format 1 blobs were issued by releases before format 2 existed: keep them working.
-            accept_legacy_data_key_blobs: true,
-        }
-    }
-}
-
 /// A secret string that prints as `<redacted>`.
 #[derive(Clone)]
 pub struct Redacted(pub zeroize::Zeroizing<String>);
@@ -99,99 +68,6 @@ impl std::fmt::Debug for Redacted {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("<redacted>")
     }
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawConfig {
-    listen: Option<String>,
-    data_dir: Option<PathBuf>,
-    #[serde(default)]
-    kms: RawKms,
-    #[serde(default)]
-    dek_cache: RawCache,
-    #[serde(default)]
-    limits: RawLimits,
-    #[serde(default)]
-    rate_limit: RawRateLimit,
-    #[serde(default)]
-    byok: RawByok,
-    #[serde(default)]
-    rewrap: RawRewrap,
-    #[serde(default)]
-    server: RawServer,
-    #[serde(default)]
-    store: RawStore,
-    #[serde(default)]
-    platform_kek: platform_keks::RawPlatformKek,
-}
-
-/// Operational limits of the embedded store (not in the example configs: rarely needed).
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawStore {
-    max_page_count: Option<u64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRewrap {
-    kms_calls_per_second: Option<u32>,
-    concurrency: Option<usize>,
-    batch_size: Option<usize>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawByok {
-    watch_interval_ms: Option<u64>,
-    watch_concurrency: Option<usize>,
-    allow_direct_key_access: Option<bool>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRateLimit {
-    per_second: Option<u32>,
-    burst: Option<u32>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawLimits {
-    max_value_bytes: Option<usize>,
-    max_request_bytes: Option<usize>,
-    new_platform_keks_per_key_per_hour: Option<u32>,
-    max_platform_keks: Option<u64>,
-    accept_legacy_data_key_blobs: Option<bool>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawKms {
-    provider: Option<ProviderKind>,
-    kek_alias_prefix: Option<String>,
-    #[serde(default)]
-    aws: RawAws,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawAws {
-    region: Option<String>,
-    endpoint_url: Option<String>,
-    sts_endpoint_url: Option<String>,
-    attempt_timeout_ms: Option<u64>,
-    operation_timeout_ms: Option<u64>,
-    max_attempts: Option<u32>,
-    tenant_session_seconds: Option<u64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawCache {
-    ttl_seconds: Option<u64>,
-    capacity: Option<u64>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8787";
@@ -205,87 +81,53 @@ impl Config {
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
         let raw = match file {
-            Some(path) => parse_file(path)?,
+            Some(path) => file::parse_file(path)?,
             None => RawConfig::default(),
         };
-        let listen_text = env("BYOK_BROKER_LISTEN")
-            .or(raw.listen)
-            .unwrap_or_else(|| DEFAULT_LISTEN.into());
+        let sources = Sources::new(&env);
+        let listen_text = sources.value("BYOK_BROKER_LISTEN", raw.listen, DEFAULT_LISTEN.into())?;
         let listen = listen_text.parse().map_err(|e| {
             invalid(
                 "BYOK_BROKER_LISTEN / listen",
                 format!("{listen_text:?}: {e}"),
             )
         })?;
-        let data_dir = env("BYOK_BROKER_DATA_DIR")
-            .map(PathBuf::from)
-            .or(raw.data_dir)
-            .unwrap_or_else(|| PathBuf::from("data"));
-        let provider = match env("BYOK_BROKER_KMS") {
-            Some(text) => parse_provider(&text)?,
-            None => raw.kms.provider.unwrap_or(ProviderKind::Local),
-        };
-        let kek_alias_prefix = env("BYOK_BROKER_KEK_ALIAS_PREFIX")
-            .or(raw.kms.kek_alias_prefix)
-            .unwrap_or_else(|| DEFAULT_ALIAS_PREFIX.into());
-
-        let defaults = AwsOptions::default();
-        let a = raw.kms.aws;
-        let aws = AwsOptions {
-            region: a.region,
-            endpoint_url: a.endpoint_url,
-            sts_endpoint_url: a.sts_endpoint_url,
-            static_credentials: None,
-            attempt_timeout: a
-                .attempt_timeout_ms
-                .map_or(defaults.attempt_timeout, Duration::from_millis),
-            operation_timeout: a
-                .operation_timeout_ms
-                .map_or(defaults.operation_timeout, Duration::from_millis),
-            max_attempts: a.max_attempts.unwrap_or(defaults.max_attempts),
-            tenant_session_length: a
-                .tenant_session_seconds
-                .map_or(defaults.tenant_session_length, Duration::from_secs),
-            ..defaults
-        };
-        if aws.max_attempts == 0 {
-            return Err(invalid("kms.aws.max_attempts", "must be at least 1".into()));
-        }
+        let data_dir = sources.value("BYOK_BROKER_DATA_DIR", raw.data_dir, "data".into())?;
+        let provider = sources.value("BYOK_BROKER_KMS", raw.kms.provider, ProviderKind::Local)?;
+        let kek_alias_prefix = sources.value(
+            "BYOK_BROKER_KEK_ALIAS_PREFIX",
+            raw.kms.kek_alias_prefix,
+            DEFAULT_ALIAS_PREFIX.into(),
+        )?;
+        let aws = aws_options(raw.kms.aws)?;
 
         let cache_defaults = DekCacheConfig::default();
-        let ttl = match env("BYOK_BROKER_DEK_CACHE_TTL_SECONDS") {
-            Some(text) => {
-                Duration::from_secs(parse_number("BYOK_BROKER_DEK_CACHE_TTL_SECONDS", &text)?)
-            }
-            None => raw
-                .dek_cache
-                .ttl_seconds
-                .map_or(cache_defaults.ttl, Duration::from_secs),
-        };
-        let capacity = match env("BYOK_BROKER_DEK_CACHE_CAPACITY") {
-            Some(text) => parse_number("BYOK_BROKER_DEK_CACHE_CAPACITY", &text)?,
-            None => raw.dek_cache.capacity.unwrap_or(cache_defaults.capacity),
+        let dek_cache = DekCacheConfig {
+            ttl: sources.seconds(
+                "BYOK_BROKER_DEK_CACHE_TTL_SECONDS",
+                raw.dek_cache.ttl_seconds,
+                cache_defaults.ttl,
+            )?,
+            capacity: sources.value(
+                "BYOK_BROKER_DEK_CACHE_CAPACITY",
+                raw.dek_cache.capacity,
+                cache_defaults.capacity,
+            )?,
         };
         let limit_defaults = Limits::default();
         let limits = Limits {
-            max_value_bytes: match env("BYOK_BROKER_MAX_VALUE_BYTES") {
-                Some(text) => parse_number("BYOK_BROKER_MAX_VALUE_BYTES", &text)? as usize,
-                None => raw
-                    .limits
-                    .max_value_bytes
-                    .unwrap_or(limit_defaults.max_value_bytes),
-            },
-            max_request_bytes: raw
-                .limits
-                .max_request_bytes
+            max_value_bytes: sources.value(
+                "BYOK_BROKER_MAX_VALUE_BYTES",
+                raw.limits.max_value_bytes,
+                limit_defaults.max_value_bytes,
+            )?,
+            max_request_bytes: (raw.limits.max_request_bytes)
                 .unwrap_or(limit_defaults.max_request_bytes),
-            accept_legacy_data_key_blobs: match env("BYOK_BROKER_ACCEPT_LEGACY_DATA_KEY_BLOBS") {
-                Some(text) => parse_bool("BYOK_BROKER_ACCEPT_LEGACY_DATA_KEY_BLOBS", &text)?,
-                None => raw
-                    .limits
-                    .accept_legacy_data_key_blobs
-                    .unwrap_or(limit_defaults.accept_legacy_data_key_blobs),
-            },
+            accept_legacy_data_key_blobs: sources.value(
+                "BYOK_BROKER_ACCEPT_LEGACY_DATA_KEY_BLOBS",
+                raw.limits.accept_legacy_data_key_blobs,
+                limit_defaults.accept_legacy_data_key_blobs,
+            )?,
         };
         if limits.max_request_bytes < limits.max_value_bytes {
             return Err(invalid(
@@ -295,31 +137,21 @@ impl Config {
         }
         let rate_defaults = RateLimitConfig::default();
         let rate_limit = RateLimitConfig {
-            per_second: match env("BYOK_BROKER_RATE_LIMIT_PER_SECOND") {
-                Some(text) => parse_number("BYOK_BROKER_RATE_LIMIT_PER_SECOND", &text)? as u32,
-                None => raw
-                    .rate_limit
-                    .per_second
-                    .unwrap_or(rate_defaults.per_second),
-            },
+            per_second: sources.value(
+                "BYOK_BROKER_RATE_LIMIT_PER_SECOND",
+                raw.rate_limit.per_second,
+                rate_defaults.per_second,
+            )?,
             burst: raw.rate_limit.burst.unwrap_or(rate_defaults.burst),
         };
         let watcher_defaults = WatcherConfig::default();
         let watcher = WatcherConfig {
-            interval: match env("BYOK_BROKER_BYOK_WATCH_INTERVAL_MS") {
-                Some(text) => Duration::from_millis(parse_number(
-                    "BYOK_BROKER_BYOK_WATCH_INTERVAL_MS",
-                    &text,
-                )?),
-                None => raw
-                    .byok
-                    .watch_interval_ms
-                    .map_or(watcher_defaults.interval, Duration::from_millis),
-            },
-            concurrency: raw
-                .byok
-                .watch_concurrency
-                .unwrap_or(watcher_defaults.concurrency),
+            interval: sources.millis(
+                "BYOK_BROKER_BYOK_WATCH_INTERVAL_MS",
+                raw.byok.watch_interval_ms,
+                watcher_defaults.interval,
+            )?,
+            concurrency: (raw.byok.watch_concurrency).unwrap_or(watcher_defaults.concurrency),
         };
         if watcher.interval < Duration::from_millis(100) || watcher.concurrency == 0 {
             return Err(invalid(
@@ -327,28 +159,23 @@ impl Config {
                 "interval must be at least 100 ms and concurrency at least 1".into(),
             ));
         }
-        let byok_allow_direct_key_access = match env("BYOK_BROKER_BYOK_ALLOW_DIRECT_KEY_ACCESS") {
-            Some(text) => parse_bool("BYOK_BROKER_BYOK_ALLOW_DIRECT_KEY_ACCESS", &text)?,
-            None => raw.byok.allow_direct_key_access.unwrap_or(false),
-        };
+        let byok_allow_direct_key_access = sources.value(
+            "BYOK_BROKER_BYOK_ALLOW_DIRECT_KEY_ACCESS",
+            raw.byok.allow_direct_key_access,
+            false,
+        )?;
         let rewrap_defaults = RewrapConfig::default();
         let rewrap = RewrapConfig {
-            kms_calls_per_second: match env("BYOK_BROKER_REWRAP_KMS_CALLS_PER_SECOND") {
-                Some(text) => {
-                    parse_number("BYOK_BROKER_REWRAP_KMS_CALLS_PER_SECOND", &text)? as u32
-                }
-                None => raw
-                    .rewrap
-                    .kms_calls_per_second
-                    .unwrap_or(rewrap_defaults.kms_calls_per_second),
-            },
-            concurrency: match env("BYOK_BROKER_REWRAP_CONCURRENCY") {
-                Some(text) => parse_number("BYOK_BROKER_REWRAP_CONCURRENCY", &text)? as usize,
-                None => raw
-                    .rewrap
-                    .concurrency
-                    .unwrap_or(rewrap_defaults.concurrency),
-            },
+            kms_calls_per_second: sources.value(
+                "BYOK_BROKER_REWRAP_KMS_CALLS_PER_SECOND",
+                raw.rewrap.kms_calls_per_second,
+                rewrap_defaults.kms_calls_per_second,
+            )?,
+            concurrency: sources.value(
+                "BYOK_BROKER_REWRAP_CONCURRENCY",
+                raw.rewrap.concurrency,
+                rewrap_defaults.concurrency,
+            )?,
             batch_size: raw.rewrap.batch_size.unwrap_or(rewrap_defaults.batch_size),
         };
         if rewrap.concurrency == 0 || rewrap.batch_size == 0 {
@@ -359,10 +186,8 @@ impl Config {
         }
         let server = ServerSettings::load(raw.server, &env)?;
         let store = StoreOptions {
-            max_page_count: match env("BYOK_BROKER_STORE_MAX_PAGE_COUNT") {
-                Some(text) => Some(parse_number("BYOK_BROKER_STORE_MAX_PAGE_COUNT", &text)?),
-                None => raw.store.max_page_count,
-            },
+            max_page_count: sources
+                .optional("BYOK_BROKER_STORE_MAX_PAGE_COUNT", raw.store.max_page_count)?,
         };
         let platform_keks = platform_keks::load(
             raw.platform_kek,
@@ -372,11 +197,6 @@ impl Config {
             },
             &env,
         )?;
-        let secret = |name: &str| {
-            env(name)
-                .filter(|v| !v.is_empty())
-                .map(|v| Redacted(zeroize::Zeroizing::new(v)))
-        };
         Ok(Self {
             limits,
             rate_limit,
@@ -386,52 +206,40 @@ impl Config {
             byok_allow_direct_key_access,
             store,
             platform_keks,
-            bootstrap_app_key: secret("BYOK_BROKER_APP_KEY"),
-            bootstrap_admin_key: secret("BYOK_BROKER_ADMIN_KEY"),
+            bootstrap_app_key: sources.secret("BYOK_BROKER_APP_KEY"),
+            bootstrap_admin_key: sources.secret("BYOK_BROKER_ADMIN_KEY"),
             listen,
             data_dir,
             provider,
             kek_alias_prefix,
             aws,
-            dek_cache: DekCacheConfig { ttl, capacity },
+            dek_cache,
         })
     }
 }
 
-fn parse_file(path: &Path) -> Result<RawConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.into(),
-        source,
-    })?;
-    toml::from_str(&text).map_err(|e| ConfigError::Parse {
-        path: path.into(),
-        message: e.to_string(),
-    })
-}
-
-fn parse_provider(text: &str) -> Result<ProviderKind, ConfigError> {
-    match text {
-        "local" => Ok(ProviderKind::Local),
-        "aws" => Ok(ProviderKind::Aws),
-        other => Err(invalid(
-            "BYOK_BROKER_KMS",
-            format!("{other:?}: expected \"local\" or \"aws\""),
-        )),
+/// `[kms.aws]`: file only, since AWS's own variables (`AWS_REGION`, `AWS_ENDPOINT_URL`) already
+/// reach the SDK through the standard AWS configuration.
+fn aws_options(file: file::RawAws) -> Result<AwsOptions, ConfigError> {
+    let defaults = AwsOptions::default();
+    let aws = AwsOptions {
+        region: file.region,
+        endpoint_url: file.endpoint_url,
+        sts_endpoint_url: file.sts_endpoint_url,
+        static_credentials: None,
+        attempt_timeout: (file.attempt_timeout_ms)
+            .map_or(defaults.attempt_timeout, Duration::from_millis),
+        operation_timeout: (file.operation_timeout_ms)
+            .map_or(defaults.operation_timeout, Duration::from_millis),
+        max_attempts: file.max_attempts.unwrap_or(defaults.max_attempts),
+        tenant_session_length: (file.tenant_session_seconds)
+            .map_or(defaults.tenant_session_length, Duration::from_secs),
+        ..defaults
+    };
+    if aws.max_attempts == 0 {
+        return Err(invalid("kms.aws.max_attempts", "must be at least 1".into()));
     }
-}
-
-fn parse_number(name: &'static str, text: &str) -> Result<u64, ConfigError> {
-    text.trim()
-        .parse()
-        .map_err(|e| invalid(name, format!("{text:?}: {e}")))
-}
-
-fn parse_bool(name: &'static str, text: &str) -> Result<bool, ConfigError> {
-    match text {
-        "true" | "1" => Ok(true),
-        "false" | "0" => Ok(false),
-        other => Err(invalid(name, format!("{other:?} is not true or false"))),
-    }
+    Ok(aws)
 }
 
 fn invalid(name: &'static str, message: String) -> ConfigError {
@@ -493,5 +301,44 @@ mod tests {
         assert!(err.to_string().contains("BYOK_BROKER_LISTEN"), "{err}");
         let err = Config::load(Some(Path::new("/nonexistent/broker.toml")), env(&[])).unwrap_err();
         assert!(matches!(err, ConfigError::Read { .. }));
+    }
+    #[test]
+    fn an_unknown_file_key_is_refused_by_name() {
+        let dir = std::env::temp_dir().join(format!("byok-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("broker.toml");
+        std::fs::write(&file, "[dek_cache]\nttl_secs = 60\n").unwrap();
+        let err = Config::load(Some(&file), env(&[])).unwrap_err();
+        std::fs::remove_dir_all(dir).unwrap();
+        assert!(matches!(err, ConfigError::Parse { .. }), "{err}");
+        assert!(err.to_string().contains("ttl_secs"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_number_in_the_environment_is_named_and_not_replaced_by_the_file() {
+        for (name, text) in [
+            ("BYOK_BROKER_DEK_CACHE_CAPACITY", "lots"),
+            ("BYOK_BROKER_REWRAP_CONCURRENCY", "-1"),
+            ("BYOK_BROKER_RATE_LIMIT_PER_SECOND", "4294967296"),
+            ("BYOK_BROKER_IDLE_TIMEOUT_MS", "1.5"),
+            ("BYOK_BROKER_MAX_PLATFORM_KEKS", ""),
+        ] {
+            let err = Config::load(None, env(&[(name, text)])).unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::Invalid { name: n, .. } if *n == name),
+                "{name}={text:?}: {err}"
+            );
+            assert!(err.to_string().contains(&format!("{text:?}")), "{err}");
+        }
+        let err = Config::load(
+            None,
+            env(&[("BYOK_BROKER_ACCEPT_LEGACY_DATA_KEY_BLOBS", "yes")]),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("BYOK_BROKER_ACCEPT_LEGACY_DATA_KEY_BLOBS"),
+            "{err}"
+        );
     }
 }

@@ -2,28 +2,9 @@
 //! still the encryption context) and creation limits per API key per hour and in total, counted in
 //! the store (a KMS key costs money monthly and uses a per-account quota all tenants share).
 
+pub use crate::config::platform_keks::PlatformKekConfig;
 use crate::context::KeyContext;
 use crate::store::{KekCreationRefused, PlatformKekReservation, Store, StoreError};
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PlatformKekConfig {
-    /// Context names whose pairs select the KEK; `None`: the whole context (one KEK per context).
-    pub context_fields: Option<Vec<String>>,
-    /// New platform KEKs one API key may cause per rolling hour.
-    pub new_per_key_per_hour: u32,
-    /// Platform KEKs the deployment may hold in all.
-    pub max_total: u64,
-}
-
-impl Default for PlatformKekConfig {
-    fn default() -> Self {
-        Self {
-            context_fields: None,
-            new_per_key_per_hour: 100,
-            max_total: 10_000,
-        }
-    }
-}
 
 /// Who causes a KEK creation: an API key (limited per hour and in total) or the broker's own
 /// work started by an admin, such as a rewrap job (limited in total only).

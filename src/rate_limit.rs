@@ -4,22 +4,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-#[derive(Debug, Clone, Copy)]
-pub struct RateLimitConfig {
-    /// Sustained requests per second per API key; 0 disables the limit.
-    pub per_second: u32,
-    /// Requests a key may send at once before the sustained rate applies.
-    pub burst: u32,
-}
-
-impl Default for RateLimitConfig {
-    fn default() -> Self {
-        Self {
-            per_second: 0,
-            burst: 100,
-        }
-    }
-}
+pub use crate::config::limits::RateLimitConfig;
 
 struct Bucket {
     tokens: f64,

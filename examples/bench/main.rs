@@ -3,6 +3,9 @@
 //! raw AWS SDK calls against the same LocalStack). Prints a table, the targets with pass/fail,
 //! and one JSON line. Run it through `bench/run.sh` (which starts LocalStack and builds).
 
+// A benchmark driver, not the broker: it stops at the first setup failure, which is what unwrap says.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 // The CLI's client, included by path: it is no part of the library's public API.
 #[path = "../../src/cli/http_client.rs"]
 mod http_client;

@@ -5,8 +5,28 @@ use std::collections::BTreeSet;
 
 use serde::Deserialize;
 
-use super::{ConfigError, invalid, parse_number};
-use crate::platform_kek::PlatformKekConfig;
+use super::sources::Sources;
+use super::{ConfigError, invalid};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlatformKekConfig {
+    /// Context names whose pairs select the KEK; `None`: the whole context (one KEK per context).
+    pub context_fields: Option<Vec<String>>,
+    /// New platform KEKs one API key may cause per rolling hour.
+    pub new_per_key_per_hour: u32,
+    /// Platform KEKs the deployment may hold in all.
+    pub max_total: u64,
+}
+
+impl Default for PlatformKekConfig {
+    fn default() -> Self {
+        Self {
+            context_fields: None,
+            new_per_key_per_hour: 100,
+            max_total: 10_000,
+        }
+    }
+}
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -23,31 +43,24 @@ pub(super) struct RawPlatformKekLimits {
 pub(super) fn load(
     raw: RawPlatformKek,
     limits: RawPlatformKekLimits,
-    env: &impl Fn(&str) -> Option<String>,
+    env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<PlatformKekConfig, ConfigError> {
+    let sources = Sources::new(env);
     let defaults = PlatformKekConfig::default();
-    let new_per_key_per_hour = match env("BYOK_BROKER_NEW_PLATFORM_KEKS_PER_KEY_PER_HOUR") {
-        Some(text) => {
-            let n = parse_number("BYOK_BROKER_NEW_PLATFORM_KEKS_PER_KEY_PER_HOUR", &text)?;
-            u32::try_from(n).map_err(|_| {
-                invalid(
-                    "BYOK_BROKER_NEW_PLATFORM_KEKS_PER_KEY_PER_HOUR",
-                    "too large".into(),
-                )
-            })?
-        }
-        None => limits
-            .per_key_per_hour
-            .unwrap_or(defaults.new_per_key_per_hour),
-    };
-    let max_total = match env("BYOK_BROKER_MAX_PLATFORM_KEKS") {
-        Some(text) => parse_number("BYOK_BROKER_MAX_PLATFORM_KEKS", &text)?,
-        None => limits.max_total.unwrap_or(defaults.max_total),
-    };
-    let context_fields = match env("BYOK_BROKER_PLATFORM_KEK_CONTEXT_FIELDS") {
-        Some(text) => Some(text.split(',').map(|f| f.trim().to_owned()).collect()),
-        None => raw.context_fields,
-    };
+    let new_per_key_per_hour = sources.value(
+        "BYOK_BROKER_NEW_PLATFORM_KEKS_PER_KEY_PER_HOUR",
+        limits.per_key_per_hour,
+        defaults.new_per_key_per_hour,
+    )?;
+    let max_total = sources.value(
+        "BYOK_BROKER_MAX_PLATFORM_KEKS",
+        limits.max_total,
+        defaults.max_total,
+    )?;
+    let context_fields = sources.optional(
+        "BYOK_BROKER_PLATFORM_KEK_CONTEXT_FIELDS",
+        raw.context_fields,
+    )?;
     if let Some(fields) = &context_fields {
         validate_fields(fields)?;
     }

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::ConfigError;
+use super::ConfigError;
+use super::sources::Sources;
 
 /// Descriptors kept free for the database, the key provider's connections, logs and the listener.
 pub const RESERVED_DESCRIPTORS: u64 = 64;
@@ -66,72 +67,51 @@ pub struct RawServer {
 
 impl ServerSettings {
     /// `raw` from the file, overridden by `BYOK_BROKER_<SETTING>` (e.g. `BYOK_BROKER_IDLE_TIMEOUT_MS`).
-    pub fn load(
-        raw: RawServer,
-        env: &impl Fn(&str) -> Option<String>,
-    ) -> Result<Self, ConfigError> {
+    pub fn load(raw: RawServer, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let sources = Sources::new(env);
         let defaults = Self::default();
-        let number = |name: &'static str, file: Option<u64>| -> Result<Option<u64>, ConfigError> {
-            match env(name) {
-                Some(text) => text
-                    .trim()
-                    .parse()
-                    .map(Some)
-                    .map_err(|e| ConfigError::Invalid {
-                        name,
-                        message: format!("{text:?}: {e}"),
-                    }),
-                None => Ok(file),
-            }
-        };
-        let millis = |name, file, default: Duration| {
-            number(name, file).map(|v| v.map_or(default, Duration::from_millis))
-        };
-        let count = |name, file: Option<usize>, default: usize| {
-            number(name, file.map(|v| v as u64)).map(|v| v.map_or(default, |v| v as usize))
-        };
         let settings = Self {
-            header_read_timeout: millis(
+            header_read_timeout: sources.millis(
                 "BYOK_BROKER_HEADER_READ_TIMEOUT_MS",
                 raw.header_read_timeout_ms,
                 defaults.header_read_timeout,
             )?,
-            body_timeout: millis(
+            body_timeout: sources.millis(
                 "BYOK_BROKER_BODY_TIMEOUT_MS",
                 raw.body_timeout_ms,
                 defaults.body_timeout,
             )?,
-            idle_timeout: millis(
+            idle_timeout: sources.millis(
                 "BYOK_BROKER_IDLE_TIMEOUT_MS",
                 raw.idle_timeout_ms,
                 defaults.idle_timeout,
             )?,
-            max_connections: count(
+            max_connections: sources.value(
                 "BYOK_BROKER_MAX_CONNECTIONS",
                 raw.max_connections,
                 defaults.max_connections,
             )?,
-            shutdown_drain: millis(
+            shutdown_drain: sources.millis(
                 "BYOK_BROKER_SHUTDOWN_DRAIN_MS",
                 raw.shutdown_drain_ms,
                 defaults.shutdown_drain,
             )?,
-            worker_stop: millis(
+            worker_stop: sources.millis(
                 "BYOK_BROKER_WORKER_STOP_MS",
                 raw.worker_stop_ms,
                 defaults.worker_stop,
             )?,
-            max_uri_bytes: count(
+            max_uri_bytes: sources.value(
                 "BYOK_BROKER_MAX_URI_BYTES",
                 raw.max_uri_bytes,
                 defaults.max_uri_bytes,
             )?,
-            max_header_bytes: count(
+            max_header_bytes: sources.value(
                 "BYOK_BROKER_MAX_HEADER_BYTES",
                 raw.max_header_bytes,
                 defaults.max_header_bytes,
             )?,
-            request_timeout: millis(
+            request_timeout: sources.millis(
                 "BYOK_BROKER_REQUEST_TIMEOUT_MS",
                 raw.request_timeout_ms,
                 defaults.request_timeout,

@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OpenFlags};
 
+pub use crate::config::limits::StoreOptions;
 pub use api_keys::{ApiKeyRecord, NewApiKey};
 pub use audit::{AuditEvent, EventQuery};
 pub use byok::{ByokFlag, ByokKeyRecord, ByokSnapshot, TenantKekRecord};
@@ -88,14 +89,6 @@ pub struct Store {
     readers: Arc<[Mutex<Option<Connection>>]>,
     next_reader: Arc<AtomicUsize>,
     records: Arc<record_cache::RecordCache>,
-}
-
-/// Operational settings of the embedded store.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct StoreOptions {
-    /// Caps the database at this many pages (SQLite's `max_page_count`; 4 KiB pages): writes
-    /// beyond it fail as on a full disk. A quota for the data directory, and how tests fill it.
-    pub max_page_count: Option<u64>,
 }
 
 fn configure(connection: &Connection) -> Result<(), StoreError> {

@@ -1,6 +1,6 @@
-//! Objects and their version history. Every write is one transaction: an object and its first
-//! version land together, an update appends a version and moves `current_version` only if the
-//! caller's version check still holds (checked and written under the same transaction).
+//! Objects and their version history. Every write is atomic (one savepoint of the writer's group
+//! commit): an object and its first version land together, an update appends a version and moves
+//! `current_version` only if the caller's version check still holds (checked and written together).
 
 use rusqlite::{OptionalExtension, Row, params};
 
@@ -126,7 +126,7 @@ pub(super) fn push_scope_filter(
 }
 
 impl Store {
-    /// Inserts an object, its first version and `events` in one transaction.
+    /// Inserts an object, its first version and `events` in one atomic write.
     pub async fn insert_object(
         &self,
         object: NewObject,
@@ -135,7 +135,7 @@ impl Store {
         self.insert_object_then(object, events, |_| Ok(())).await
     }
 
-    /// [`Store::insert_object`], running `then` in the same transaction (its error undoes all).
+    /// [`Store::insert_object`], running `then` in the same atomic write (its error undoes all).
     pub(super) async fn insert_object_then<F>(
         &self,
         object: NewObject,

@@ -1,7 +1,8 @@
 //! Rewrap jobs: the job row (progress counters and checkpoint), per-object failures, and the
 //! compare-and-swap that swaps one version's wrapped DEK. The swap and the job's counter move in
-//! one transaction, so a crash never loses or double-counts an object, and the swap only applies
-//! while the version is still current and still under the source KEK (a concurrent update wins).
+//! one atomic write (a savepoint of the writer's group commit), so a crash never loses or
+//! double-counts an object; the swap applies only while the version is still current and still
+//! under the source KEK (a concurrent update wins).
 
 use rusqlite::{OptionalExtension, params, params_from_iter};
 

@@ -2,6 +2,10 @@
 //! `common`. One binary links once instead of once per file. Run a part of it by module path, e.g.
 //! `cargo test --test integration -- rewrap_localstack:: rewrap_crash::`.
 
+// Test code: a failed unwrap is a failed test. clippy.toml's allow-*-in-tests covers only #[test]
+// functions and #[cfg(test)] modules, not this crate's fixtures and helpers, hence the crate-wide allow.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 mod byok_binding_order;

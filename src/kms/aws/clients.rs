@@ -2,7 +2,6 @@
 //! and region, built once and cached so the SDK's identity cache refreshes assumed-role
 //! credentials before they expire instead of calling AssumeRole on every request.
 
-use std::fmt;
 use std::time::Duration;
 
 use aws_config::sts::AssumeRoleProvider;
@@ -11,67 +10,9 @@ use aws_config::{BehaviorVersion, Region, SdkConfig, retry::RetryConfig};
 use aws_sdk_kms::config::{Credentials, SharedCredentialsProvider};
 use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
 
+/// Moved to `config`, which owns the settings components take; re-exported where callers look.
+pub use crate::config::kms::AwsOptions;
 use crate::kms::{KekRef, KmsError, KmsFailure, TenantAccess};
-
-/// Settings for the AWS provider. Everything left `None` comes from the standard AWS configuration
-/// (environment, profile, IMDS/ECS/IRSA), so `AWS_ENDPOINT_URL` points the broker at LocalStack.
-#[derive(Clone)]
-pub struct AwsOptions {
-    pub endpoint_url: Option<String>,
-    pub region: Option<String>,
-    /// Static credentials, for tests and demos only; production uses the default chain.
-    pub static_credentials: Option<(String, String)>,
-    pub connect_timeout: Duration,
-    /// Bound on one HTTP attempt; a tenant whose KMS hangs costs at most this per attempt.
-    pub attempt_timeout: Duration,
-    /// Bound on a whole call including retries.
-    pub operation_timeout: Duration,
-    pub max_attempts: u32,
-    /// Lifetime of assumed-role sessions for tenant keys.
-    pub tenant_session_length: Duration,
-    /// How many tenant clients (role × region) stay cached.
-    pub tenant_client_capacity: u64,
-    /// STS endpoint for tenant `AssumeRole` calls (a regional or VPC endpoint); `None` uses the
-    /// same endpoint resolution as KMS.
-    pub sts_endpoint_url: Option<String>,
-}
-
-impl Default for AwsOptions {
-    fn default() -> Self {
-        Self {
-            endpoint_url: None,
-            region: None,
-            static_credentials: None,
-            connect_timeout: Duration::from_millis(3100),
-            attempt_timeout: Duration::from_secs(3),
-            operation_timeout: Duration::from_secs(10),
-            max_attempts: 3,
-            tenant_session_length: Duration::from_secs(900),
-            tenant_client_capacity: 10_000,
-            sts_endpoint_url: None,
-        }
-    }
-}
-
-impl fmt::Debug for AwsOptions {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AwsOptions")
-            .field("endpoint_url", &self.endpoint_url)
-            .field("sts_endpoint_url", &self.sts_endpoint_url)
-            .field("region", &self.region)
-            .field(
-                "static_credentials",
-                &self
-                    .static_credentials
-                    .as_ref()
-                    .map(|(id, _)| (id, "<redacted>")),
-            )
-            .field("attempt_timeout", &self.attempt_timeout)
-            .field("operation_timeout", &self.operation_timeout)
-            .field("max_attempts", &self.max_attempts)
-            .finish_non_exhaustive()
-    }
-}
 
 /// Loads the shared SDK configuration: one HTTP client (ring TLS) and connection pool for all clients.
 pub async fn load_sdk_config(options: &AwsOptions) -> SdkConfig {

@@ -1,0 +1,114 @@
+//! The configuration file as written: every table and key optional, unknown keys refused, so a
+//! typo is an error instead of a silently ignored setting. `Config::load` gives each key its
+//! environment override and default.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::{ConfigError, ProviderKind};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    pub(super) listen: Option<String>,
+    pub(super) data_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub(super) kms: RawKms,
+    #[serde(default)]
+    pub(super) dek_cache: RawCache,
+    #[serde(default)]
+    pub(super) limits: RawLimits,
+    #[serde(default)]
+    pub(super) rate_limit: RawRateLimit,
+    #[serde(default)]
+    pub(super) byok: RawByok,
+    #[serde(default)]
+    pub(super) rewrap: RawRewrap,
+    #[serde(default)]
+    pub(super) server: super::server::RawServer,
+    #[serde(default)]
+    pub(super) store: RawStore,
+    #[serde(default)]
+    pub(super) platform_kek: super::platform_keks::RawPlatformKek,
+}
+
+/// Operational limits of the embedded store (not in the example configs: rarely needed).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStore {
+    pub(super) max_page_count: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRewrap {
+    pub(super) kms_calls_per_second: Option<u32>,
+    pub(super) concurrency: Option<usize>,
+    pub(super) batch_size: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawByok {
+    pub(super) watch_interval_ms: Option<u64>,
+    pub(super) watch_concurrency: Option<usize>,
+    pub(super) allow_direct_key_access: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRateLimit {
+    pub(super) per_second: Option<u32>,
+    pub(super) burst: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLimits {
+    pub(super) max_value_bytes: Option<usize>,
+    pub(super) max_request_bytes: Option<usize>,
+    pub(super) new_platform_keks_per_key_per_hour: Option<u32>,
+    pub(super) max_platform_keks: Option<u64>,
+    pub(super) accept_legacy_data_key_blobs: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawKms {
+    pub(super) provider: Option<ProviderKind>,
+    pub(super) kek_alias_prefix: Option<String>,
+    #[serde(default)]
+    pub(super) aws: RawAws,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAws {
+    pub(super) region: Option<String>,
+    pub(super) endpoint_url: Option<String>,
+    pub(super) sts_endpoint_url: Option<String>,
+    pub(super) attempt_timeout_ms: Option<u64>,
+    pub(super) operation_timeout_ms: Option<u64>,
+    pub(super) max_attempts: Option<u32>,
+    pub(super) tenant_session_seconds: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCache {
+    pub(super) ttl_seconds: Option<u64>,
+    pub(super) capacity: Option<u64>,
+}
+
+/// Reads and parses `path`; an unknown key is an error naming it (every table denies them).
+pub(super) fn parse_file(path: &Path) -> Result<RawConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.into(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.into(),
+        message: e.to_string(),
+    })
+}
