@@ -16,6 +16,7 @@ use crate::platform_kek::CreationQuota;
 use crate::rate_limit::RateLimiter;
 use crate::services::byok::platform_kek_watch::PlatformKekStates;
 use crate::services::byok::{Byok, ByokParts};
+use crate::services::vault::{Vault, VaultParts};
 use crate::store::Store;
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +46,8 @@ pub struct Broker {
     pub platform_kek_states: Arc<PlatformKekStates>,
     /// BYOK registrations, state changes and the key-state watcher's passes.
     pub byok: Arc<Byok>,
+    /// Objects and data keys.
+    pub vault: Vault,
 }
 
 impl Broker {
@@ -101,6 +104,15 @@ impl Broker {
             platform_kek_states: Arc::clone(&platform_kek_states),
             allow_direct_key_access: config.byok_allow_direct_key_access,
         }));
+        let vault = Vault::new(VaultParts {
+            store: store.clone(),
+            keyring: Arc::clone(&keyring),
+            dek_cache: dek_cache.clone(),
+            audit: audit.clone(),
+            platform_kek_states: Arc::clone(&platform_kek_states),
+            byok: Arc::clone(&byok),
+            limits: config.limits,
+        });
         let broker = Arc::new(Self {
             auth: Authenticator::new(store.clone()),
             audit,
@@ -112,6 +124,7 @@ impl Broker {
             metrics,
             platform_kek_states,
             byok,
+            vault,
         });
         broker.byok.reload_bindings().await?;
         broker.resume_rewrap_jobs().await?;

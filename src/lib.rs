@@ -22,7 +22,6 @@ pub mod rewrap;
 pub mod services;
 pub mod store;
 pub mod timestamp;
-pub mod vault;
 
-// The BYOK service keeps its pre-services path for callers outside the crate.
-pub use services::byok;
+// Services keep their pre-services paths for callers outside the crate.
+pub use services::{byok, vault};

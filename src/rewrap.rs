@@ -15,7 +15,7 @@ pub use crate::config::workers::RewrapConfig;
 use crate::context::KeyContext;
 use crate::envelope::{SealedValue, WrappedKey};
 use crate::error::Error;
-use crate::kms::{KekRef, KmsError};
+use crate::kms::{KekRef, KeyProvider, KmsError};
 use crate::platform_kek::KekCreator;
 use crate::store::{RewrapCandidate, RewrapJobRecord, StoreError};
 
@@ -95,38 +95,34 @@ fn failure_reason(e: &Error) -> String {
     }
 }
 
-impl Broker {
-    /// Moves a wrapped DEK from `source` to `destination`, binding it to `destination_context`.
-    pub async fn rewrap_dek(
-        &self,
-        source: &KekRef,
-        wrapped: &[u8],
-        source_context: &KeyContext,
-        destination: &KekRef,
-        destination_context: &KeyContext,
-    ) -> Result<Vec<u8>, KmsError> {
-        if source.shares_identity_with(destination) {
-            // One identity reaches both keys: the plaintext DEK never enters the broker.
-            return self
-                .provider()
-                .reencrypt(
-                    source,
-                    wrapped,
-                    source_context,
-                    destination,
-                    destination_context,
-                )
-                .await;
-        }
-        let key = self
-            .provider()
-            .decrypt(source, wrapped, source_context)
-            .await?;
-        self.provider()
-            .encrypt(destination, &key, destination_context)
-            .await
+/// Moves a wrapped DEK from `source` to `destination`, binding it to `destination_context`.
+pub async fn rewrap_dek(
+    provider: &dyn KeyProvider,
+    source: &KekRef,
+    wrapped: &[u8],
+    source_context: &KeyContext,
+    destination: &KekRef,
+    destination_context: &KeyContext,
+) -> Result<Vec<u8>, KmsError> {
+    if source.shares_identity_with(destination) {
+        // One identity reaches both keys: the plaintext DEK never enters the broker.
+        return provider
+            .reencrypt(
+                source,
+                wrapped,
+                source_context,
+                destination,
+                destination_context,
+            )
+            .await;
     }
+    let key = provider.decrypt(source, wrapped, source_context).await?;
+    provider
+        .encrypt(destination, &key, destination_context)
+        .await
+}
 
+impl Broker {
     pub async fn start_rewrap_job(
         self: &Arc<Self>,
         source: RewrapSource,
@@ -236,16 +232,16 @@ impl Broker {
                 2
             })
             .await;
-        let wrapped = self
-            .rewrap_dek(
-                &source,
-                &sealed.key.wrapped,
-                &context,
-                &destination,
-                &context,
-            )
-            .await
-            .map_err(Error::from_kms)?;
+        let wrapped = rewrap_dek(
+            self.provider(),
+            &source,
+            &sealed.key.wrapped,
+            &context,
+            &destination,
+            &context,
+        )
+        .await
+        .map_err(Error::from_kms)?;
         // Same DEK id, same data ciphertext: only the wrapped DEK and its KEK change.
         let moved = SealedValue {
             key: WrappedKey {

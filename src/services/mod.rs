@@ -2,3 +2,4 @@
 //! never the application state; handlers call services, services call keyring, cache, store, kms.
 
 pub mod byok;
+pub mod vault;

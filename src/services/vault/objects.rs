@@ -7,7 +7,6 @@ use zeroize::Zeroizing;
 
 use crate::audit;
 use crate::auth::Principal;
-use crate::broker::Broker;
 use crate::context::KeyContext;
 use crate::envelope::{SealedValue, ValueBinding, open_value};
 use crate::error::Error;
@@ -17,7 +16,7 @@ use crate::store::{
 };
 
 use super::cursor::Cursor;
-use super::{MAX_NAME_CHARS, ObjectMeta, ObjectWithValue, meta_from_record, org};
+use super::{MAX_NAME_CHARS, ObjectMeta, ObjectWithValue, Vault, meta_from_record, org};
 
 /// The stored form of a requested name: trimmed, 1-200 characters, no control characters (a NUL
 /// or CR/LF in a name ends up in logs, headers and other systems' string handling).
@@ -54,7 +53,7 @@ pub struct IdempotentCreate<'a> {
     pub request_hash: Vec<u8>,
 }
 
-impl Broker {
+impl Vault {
     pub async fn create_object(
         &self,
         principal: &Principal,
