@@ -16,6 +16,7 @@ use crate::platform_kek::CreationQuota;
 use crate::rate_limit::RateLimiter;
 use crate::services::byok::platform_kek_watch::PlatformKekStates;
 use crate::services::byok::{Byok, ByokParts};
+use crate::services::rewrap::Rewrap;
 use crate::services::vault::{Vault, VaultParts};
 use crate::store::Store;
 
@@ -48,6 +49,8 @@ pub struct Broker {
     pub byok: Arc<Byok>,
     /// Objects and data keys.
     pub vault: Vault,
+    /// Rewrap jobs and their workers.
+    pub rewrap: Arc<Rewrap>,
 }
 
 impl Broker {
@@ -113,6 +116,11 @@ impl Broker {
             byok: Arc::clone(&byok),
             limits: config.limits,
         });
+        let rewrap = Arc::new(Rewrap::new(
+            store.clone(),
+            Arc::clone(&keyring),
+            config.rewrap,
+        ));
         let broker = Arc::new(Self {
             auth: Authenticator::new(store.clone()),
             audit,
@@ -125,9 +133,10 @@ impl Broker {
             platform_kek_states,
             byok,
             vault,
+            rewrap,
         });
         broker.byok.reload_bindings().await?;
-        broker.resume_rewrap_jobs().await?;
+        broker.rewrap.resume_rewrap_jobs().await?;
         // The watcher holds only a weak reference: it ends when the broker is dropped.
         tokio::spawn(crate::services::byok::watcher::run(
             Arc::downgrade(&broker.byok),

@@ -18,10 +18,9 @@ pub mod kms;
 pub mod metrics;
 pub mod platform_kek;
 pub mod rate_limit;
-pub mod rewrap;
 pub mod services;
 pub mod store;
 pub mod timestamp;
 
 // Services keep their pre-services paths for callers outside the crate.
-pub use services::{byok, vault};
+pub use services::{byok, rewrap, vault};

@@ -2,4 +2,5 @@
 //! never the application state; handlers call services, services call keyring, cache, store, kms.
 
 pub mod byok;
+pub mod rewrap;
 pub mod vault;
