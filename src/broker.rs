@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::audit::AuditLog;
-use crate::auth::{self, Authenticator, Role};
+use crate::auth::{self, Role};
 use crate::cache::DekCache;
 use crate::config::{Config, ProviderKind};
 use crate::keyring::Keyring;
@@ -14,6 +14,8 @@ use crate::kms::{KeyProvider, KmsError};
 use crate::metrics::{MeteredProvider, Metrics};
 use crate::platform_kek::CreationQuota;
 use crate::rate_limit::RateLimiter;
+use crate::services::api_keys::ApiKeys;
+use crate::services::audit::Audit;
 use crate::services::byok::platform_kek_watch::PlatformKekStates;
 use crate::services::byok::{Byok, ByokParts};
 use crate::services::rewrap::Rewrap;
@@ -40,8 +42,10 @@ pub struct Broker {
     pub dek_cache: DekCache,
     pub store: Store,
     pub rate_limiter: RateLimiter,
-    pub auth: Authenticator,
-    pub audit: AuditLog,
+    /// API key verification and administration.
+    pub api_keys: ApiKeys,
+    /// The audit events listing (and a flush at shutdown).
+    pub audit: Audit,
     pub metrics: Arc<Metrics>,
     /// Platform KEKs the watcher found unusable in KMS (refused without consulting the cache).
     pub platform_kek_states: Arc<PlatformKekStates>,
@@ -122,8 +126,8 @@ impl Broker {
             config.rewrap,
         ));
         let broker = Arc::new(Self {
-            auth: Authenticator::new(store.clone()),
-            audit,
+            api_keys: ApiKeys::new(store.clone()),
+            audit: Audit::new(audit, store.clone()),
             rate_limiter,
             config,
             keyring,
