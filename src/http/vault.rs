@@ -16,16 +16,17 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::extract::{AppCaller, JsonBody, RawBody, parse_json};
-use super::idempotency::{self, Begin};
+use super::idempotency;
 use super::wire::{Metadata, Object};
 use crate::broker::Broker;
 use crate::context::KeyContext;
 use crate::context::json::ContextJson;
 use crate::error::Error;
-use crate::store::{ListQuery, Order};
 use crate::timestamp::Timestamp;
 use crate::vault::cursor::{self, Cursor};
-use crate::vault::{IdempotentCreate, IssuedDataKey, ObjectMeta};
+use crate::vault::{
+    IdempotencyRequest, IdempotentOutcome, IssuedDataKey, ListQuery, ObjectMeta, Order,
+};
 
 const MAX_LIST_LIMIT: usize = 100;
 
@@ -91,33 +92,20 @@ async fn create_object(
             .await?;
         return Ok((StatusCode::CREATED, Json(metadata_json(&meta))).into_response());
     };
-    let request_hash = Sha256::digest(&body).to_vec();
-    let claim = match idempotency::begin(&broker.store, &caller.key_id, &key, &request_hash).await?
-    {
-        Begin::Replay(response) => return Ok(response),
-        Begin::Run(claim) => claim,
-    };
-    let mut guard = idempotency::ReleaseOnDrop {
-        store: broker.store.clone(),
-        claim: Some(claim.clone()),
-    };
-    let once = IdempotentCreate {
-        claim: &claim,
+    let request = IdempotencyRequest {
+        key: &key,
+        request_hash: Sha256::digest(&body).to_vec(),
         respond: |meta| (201, metadata_json(meta).to_string()),
-        request_hash,
     };
-    let created = broker
+    match broker
         .vault
-        .create_object_once(&caller, &parsed.name, &parsed.value, context, Some(once))
-        .await;
-    guard.claim = None;
-    match created {
-        Ok(meta) => Ok((StatusCode::CREATED, Json(metadata_json(&meta))).into_response()),
-        Err(e) => {
-            // A failed attempt leaves nothing to replay: free the key for a retry.
-            idempotency::release(&broker.store, &claim).await;
-            Err(e)
+        .create_object_idempotent(&caller, &parsed.name, &parsed.value, context, request)
+        .await?
+    {
+        IdempotentOutcome::Created(meta) => {
+            Ok((StatusCode::CREATED, Json(metadata_json(&meta))).into_response())
         }
+        IdempotentOutcome::Replay { status, body } => idempotency::replay(status, &body),
     }
 }
 

@@ -5,9 +5,12 @@
 
 pub mod cursor;
 mod data_keys;
+mod idempotency;
 mod objects;
 
-pub use objects::IdempotentCreate;
+pub use crate::store::{ListQuery, ListedObject, Order, VersionRecord};
+pub use idempotency::{IdempotencyRequest, IdempotentOutcome};
+use objects::IdempotentCreate;
 
 use std::sync::Arc;
 

@@ -47,7 +47,7 @@ fn invalid_cursor() -> Error {
 
 /// An `Idempotency-Key` claim to complete with the create: `respond` renders the response to
 /// store (status, body) from the new object's metadata.
-pub struct IdempotentCreate<'a> {
+pub(super) struct IdempotentCreate<'a> {
     pub claim: &'a IdempotencyClaim,
     pub respond: fn(&ObjectMeta) -> (u16, String),
     pub request_hash: Vec<u8>,
@@ -67,7 +67,7 @@ impl Vault {
 
     /// Creates an object; with `once`, its claim becomes the stored response in the object's own
     /// transaction, so a replayable response exists exactly when the object does.
-    pub async fn create_object_once(
+    pub(super) async fn create_object_once(
         &self,
         principal: &Principal,
         name: &str,
