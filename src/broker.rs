@@ -1,5 +1,6 @@
-//! The application context: built once at start from a validated [`Config`] and shared immutably
-//! by every request (provider, keyring, DEK cache). Mutable state lives inside those components.
+//! The application state: built once at start from a validated [`Config`] and shared immutably
+//! by every request. It holds the services handlers call, plus what readiness, metrics, request
+//! guards and the server need; mutable state lives inside those components.
 
 use std::sync::Arc;
 
@@ -37,9 +38,13 @@ pub enum StartError {
 }
 
 pub struct Broker {
+    /// Server limits and request guards read it; services got their slices at start.
     pub config: Config,
+    /// Readiness (the provider) and metrics (the routing view); services hold their own handle.
     pub keyring: Arc<Keyring>,
+    /// Metrics (cache stats); tests purge and inspect it.
     pub dek_cache: DekCache,
+    /// Readiness (a ping); handlers never use it (they call services).
     pub store: Store,
     pub rate_limiter: RateLimiter,
     /// API key verification and administration.
@@ -47,8 +52,6 @@ pub struct Broker {
     /// The audit events listing (and a flush at shutdown).
     pub audit: Audit,
     pub metrics: Arc<Metrics>,
-    /// Platform KEKs the watcher found unusable in KMS (refused without consulting the cache).
-    pub platform_kek_states: Arc<PlatformKekStates>,
     /// BYOK registrations, state changes and the key-state watcher's passes.
     pub byok: Arc<Byok>,
     /// Objects and data keys.
@@ -134,7 +137,6 @@ impl Broker {
             dek_cache,
             store,
             metrics,
-            platform_kek_states,
             byok,
             vault,
             rewrap,
