@@ -1,10 +1,11 @@
-//! The application context: built once at start from a validated [`Config`] and shared immutably
-//! by every request (provider, keyring, DEK cache). Mutable state lives inside those components.
+//! The application state: built once at start from a validated [`Config`] and shared immutably
+//! by every request. It holds the services handlers call, plus what readiness, metrics, request
+//! guards and the server need; mutable state lives inside those components.
 
 use std::sync::Arc;
 
 use crate::audit::AuditLog;
-use crate::auth::{self, Authenticator, Role};
+use crate::auth::{self, Role};
 use crate::cache::DekCache;
 use crate::config::{Config, ProviderKind};
 use crate::keyring::Keyring;
@@ -14,8 +15,12 @@ use crate::kms::{KeyProvider, KmsError};
 use crate::metrics::{MeteredProvider, Metrics};
 use crate::platform_kek::CreationQuota;
 use crate::rate_limit::RateLimiter;
+use crate::services::api_keys::ApiKeys;
+use crate::services::audit::Audit;
 use crate::services::byok::platform_kek_watch::PlatformKekStates;
 use crate::services::byok::{Byok, ByokParts};
+use crate::services::rewrap::Rewrap;
+use crate::services::vault::{Vault, VaultParts};
 use crate::store::Store;
 use crate::supervisor::{Stage, Supervisor};
 
@@ -34,20 +39,28 @@ pub enum StartError {
 }
 
 pub struct Broker {
+    /// Server limits and request guards read it; services got their slices at start.
     pub config: Config,
+    /// Readiness (the provider) and metrics (the routing view); services hold their own handle.
     pub keyring: Arc<Keyring>,
+    /// Metrics (cache stats); tests purge and inspect it.
     pub dek_cache: DekCache,
+    /// Readiness (a ping); handlers never use it (they call services).
     pub store: Store,
     pub rate_limiter: RateLimiter,
-    pub auth: Authenticator,
-    pub audit: AuditLog,
+    /// API key verification and administration.
+    pub api_keys: ApiKeys,
+    /// The audit events listing (and a flush at shutdown).
+    pub audit: Audit,
     pub metrics: Arc<Metrics>,
-    /// Platform KEKs the watcher found unusable in KMS (refused without consulting the cache).
-    pub platform_kek_states: Arc<PlatformKekStates>,
     /// BYOK registrations, state changes and the key-state watcher's passes.
     pub byok: Arc<Byok>,
     /// Owns the background tasks; rewrap jobs started by requests are handed to it.
     pub supervisor: Supervisor,
+    /// Objects and data keys.
+    pub vault: Vault,
+    /// Rewrap jobs and their workers.
+    pub rewrap: Arc<Rewrap>,
 }
 
 impl Broker {
@@ -113,21 +126,37 @@ impl Broker {
             platform_kek_states: Arc::clone(&platform_kek_states),
             allow_direct_key_access: config.byok_allow_direct_key_access,
         }));
+        let vault = Vault::new(VaultParts {
+            store: store.clone(),
+            keyring: Arc::clone(&keyring),
+            dek_cache: dek_cache.clone(),
+            audit: audit.clone(),
+            platform_kek_states: Arc::clone(&platform_kek_states),
+            byok: Arc::clone(&byok),
+            limits: config.limits,
+        });
+        let rewrap = Arc::new(Rewrap::new(
+            store.clone(),
+            Arc::clone(&keyring),
+            config.rewrap,
+            supervisor.clone(),
+        ));
         let broker = Arc::new(Self {
-            auth: Authenticator::new(store.clone()),
-            audit,
+            api_keys: ApiKeys::new(store.clone()),
+            audit: Audit::new(audit, store.clone()),
             rate_limiter,
             config,
             keyring,
             dek_cache,
             store,
             metrics,
-            platform_kek_states,
             byok,
             supervisor: supervisor.clone(),
+            vault,
+            rewrap,
         });
         broker.byok.reload_bindings().await?;
-        broker.resume_rewrap_jobs().await?;
+        broker.rewrap.resume_rewrap_jobs().await?;
         // The watcher holds only a weak reference: it also ends when the broker is dropped.
         let byok = Arc::downgrade(&broker.byok);
         supervisor.spawn(Stage::Workers, "key-state watcher", move |stop| {

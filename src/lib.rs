@@ -17,12 +17,10 @@ pub mod kms;
 pub mod metrics;
 pub mod platform_kek;
 pub mod rate_limit;
-pub mod rewrap;
 pub mod services;
 pub mod store;
 pub mod supervisor;
 pub mod timestamp;
-pub mod vault;
 
-// The BYOK service keeps its pre-services path for callers outside the crate.
-pub use services::byok;
+// Services keep their pre-services paths for callers outside the crate.
+pub use services::{byok, rewrap, vault};

@@ -12,11 +12,12 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::extract::{AdminCaller, JsonBody};
-use crate::auth::{self, Role};
+use crate::auth::Role;
 use crate::broker::Broker;
 use crate::context::json::ContextJson;
 use crate::error::Error;
-use crate::store::{ApiKeyRecord, EventQuery, NewApiKey};
+use crate::services::api_keys::ApiKeyRecord;
+use crate::services::audit::EventQuery;
 use crate::timestamp::Timestamp;
 
 const MAX_EVENTS_LIMIT: usize = 100;
@@ -79,7 +80,7 @@ async fn create_api_key(
             ));
         }
     };
-    let scope_json = match body.scope {
+    let scope = match body.scope {
         None => None,
         Some(_) if role == Role::Admin => {
             return Err(Error::invalid(
@@ -88,30 +89,9 @@ async fn create_api_key(
             ));
         }
         // A scope is a context selector: the same rules as a key context.
-        Some(value) => Some(
-            serde_json::to_string(&value.into_context()?)
-                .map_err(|e| Error::Internal(e.to_string()))?,
-        ),
+        Some(value) => Some(value.into_context()?),
     };
-    let token = auth::generate_token(role)?;
-    let id = format!("key_{}", uuid::Uuid::new_v4().simple());
-    broker
-        .store
-        .insert_api_key(NewApiKey {
-            id: id.clone(),
-            name: name.to_owned(),
-            role: role.as_str().to_owned(),
-            scope_json,
-            key_hash: auth::hash_token(&token),
-        })
-        .await?;
-    let record = broker
-        .store
-        .list_api_keys()
-        .await?
-        .into_iter()
-        .find(|k| k.id == id)
-        .ok_or(Error::Internal("created key vanished".into()))?;
+    let (record, token) = broker.api_keys.create_api_key(name, role, scope).await?;
     let mut response = api_key_json(&record)?;
     response["key"] = Value::String(token.as_str().to_owned());
     Ok((StatusCode::CREATED, Json(response)))
@@ -121,7 +101,7 @@ async fn list_api_keys(
     State(broker): State<Arc<Broker>>,
     AdminCaller(_admin): AdminCaller,
 ) -> Result<Json<Value>, Error> {
-    let keys = broker.store.list_api_keys().await?;
+    let keys = broker.api_keys.list_api_keys().await?;
     let data = keys
         .iter()
         .map(api_key_json)
@@ -140,23 +120,7 @@ async fn revoke_api_key(
             "an admin key cannot revoke itself",
         ));
     }
-    broker
-        .store
-        .revoke_api_key(&id)
-        .await
-        .map_err(|e| match e {
-            crate::store::StoreError::NotFound => Error::NotFound("api key"),
-            other => other.into(),
-        })?;
-    // The key stops working on this broker now, not when its cached verification expires.
-    broker.auth.forget_all();
-    let record = broker
-        .store
-        .list_api_keys()
-        .await?
-        .into_iter()
-        .find(|k| k.id == id)
-        .ok_or(Error::NotFound("api key"))?;
+    let record = broker.api_keys.revoke_api_key(&id).await?;
     Ok(Json(api_key_json(&record)?))
 }
 
@@ -209,9 +173,7 @@ async fn list_events(
         after: query.get("after").filter(|v| !v.is_empty()).cloned(),
         limit,
     };
-    // Read your writes: events still queued for group commit are committed first.
-    broker.audit.flush().await;
-    let (page, more) = broker.store.list_events(filter).await?;
+    let (page, more) = broker.audit.list_events(filter).await?;
     let data = page
         .iter()
         .map(|e| {

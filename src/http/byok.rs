@@ -67,7 +67,7 @@ struct RotateBody {
 /// The binding as the admin API shows it, with how many objects each of its CMKs still protects
 /// and how many covered objects still sit under another (platform) KEK.
 async fn binding_json(broker: &Broker, binding: &Binding) -> Result<Value, Error> {
-    let counts = broker.store.count_objects_by_kek().await?;
+    let counts = broker.byok.count_objects_by_kek().await?;
     binding_json_with(broker, binding, &counts).await
 }
 
@@ -78,17 +78,7 @@ async fn binding_json_with(
     counts: &HashMap<String, u64>,
 ) -> Result<Value, Error> {
     let record = &binding.record;
-    let kek_ids: Vec<String> = record.keks.iter().map(|k| k.key_arn.clone()).collect();
-    let selector: Vec<(String, String)> = binding
-        .match_context
-        .pairs()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    let outside = broker
-        .store
-        .count_objects_outside(selector, kek_ids)
-        .await?;
+    let outside = broker.byok.count_objects_outside(binding).await?;
     let current = binding.current_kek();
     let state = binding.state();
     let reason = match &state {
@@ -162,8 +152,8 @@ async fn list(
     State(broker): State<Arc<Broker>>,
     AdminCaller(_admin): AdminCaller,
 ) -> Result<Json<Value>, Error> {
-    let bindings = broker.keyring.bindings();
-    let counts = broker.store.count_objects_by_kek().await?;
+    let bindings = broker.byok.bindings();
+    let counts = broker.byok.count_objects_by_kek().await?;
     let mut data = Vec::new();
     for binding in bindings.all() {
         data.push(binding_json_with(&broker, binding, &counts).await?);
@@ -176,7 +166,7 @@ async fn show(
     AdminCaller(_admin): AdminCaller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, Error> {
-    let bindings = broker.keyring.bindings();
+    let bindings = broker.byok.bindings();
     let binding = bindings.get(&id).ok_or(Error::NotFound("BYOK key"))?;
     Ok(Json(binding_json(&broker, binding).await?))
 }

@@ -27,7 +27,7 @@ async fn caller_with_role(parts: &Parts, broker: &Broker, role: Role) -> Result<
         .headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let principal = broker.auth.authenticate(header).await?;
+    let principal = broker.api_keys.authenticate(header).await?;
     if principal.role != role {
         return Err(Error::WrongRole);
     }

@@ -80,8 +80,8 @@ async fn start(
             ));
         }
     };
-    let job = broker.start_rewrap_job(source).await?;
-    let status = broker.rewrap_status(&job.id).await?;
+    let job = broker.rewrap.start_rewrap_job(source).await?;
+    let status = broker.rewrap.rewrap_status(&job.id).await?;
     Ok((StatusCode::ACCEPTED, Json(status_json(&status))))
 }
 
@@ -90,7 +90,7 @@ async fn show(
     AdminCaller(_admin): AdminCaller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, Error> {
-    Ok(Json(status_json(&broker.rewrap_status(&id).await?)))
+    Ok(Json(status_json(&broker.rewrap.rewrap_status(&id).await?)))
 }
 
 async fn cancel(
@@ -98,5 +98,7 @@ async fn cancel(
     AdminCaller(_admin): AdminCaller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, Error> {
-    Ok(Json(status_json(&broker.cancel_rewrap_job(&id).await?)))
+    Ok(Json(status_json(
+        &broker.rewrap.cancel_rewrap_job(&id).await?,
+    )))
 }

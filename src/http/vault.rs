@@ -16,16 +16,17 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::extract::{AppCaller, JsonBody, RawBody, parse_json};
-use super::idempotency::{self, Begin};
+use super::idempotency;
 use super::wire::{Metadata, Object};
 use crate::broker::Broker;
 use crate::context::KeyContext;
 use crate::context::json::ContextJson;
 use crate::error::Error;
-use crate::store::{ListQuery, Order};
 use crate::timestamp::Timestamp;
 use crate::vault::cursor::{self, Cursor};
-use crate::vault::{IdempotentCreate, IssuedDataKey, ObjectMeta};
+use crate::vault::{
+    IdempotencyRequest, IdempotentOutcome, IssuedDataKey, ListQuery, ObjectMeta, Order,
+};
 
 const MAX_LIST_LIMIT: usize = 100;
 
@@ -86,36 +87,25 @@ async fn create_object(
     let context = context_from(parsed.key_context)?;
     let Some(key) = idempotency_key else {
         let meta = broker
+            .vault
             .create_object(&caller, &parsed.name, &parsed.value, context)
             .await?;
         return Ok((StatusCode::CREATED, Json(metadata_json(&meta))).into_response());
     };
-    let request_hash = Sha256::digest(&body).to_vec();
-    let claim = match idempotency::begin(&broker.store, &caller.key_id, &key, &request_hash).await?
-    {
-        Begin::Replay(response) => return Ok(response),
-        Begin::Run(claim) => claim,
-    };
-    let mut guard = idempotency::ReleaseOnDrop {
-        store: broker.store.clone(),
-        claim: Some(claim.clone()),
-    };
-    let once = IdempotentCreate {
-        claim: &claim,
+    let request = IdempotencyRequest {
+        key: &key,
+        request_hash: Sha256::digest(&body).to_vec(),
         respond: |meta| (201, metadata_json(meta).to_string()),
-        request_hash,
     };
-    let created = broker
-        .create_object_once(&caller, &parsed.name, &parsed.value, context, Some(once))
-        .await;
-    guard.claim = None;
-    match created {
-        Ok(meta) => Ok((StatusCode::CREATED, Json(metadata_json(&meta))).into_response()),
-        Err(e) => {
-            // A failed attempt leaves nothing to replay: free the key for a retry.
-            idempotency::release(&broker.store, &claim).await;
-            Err(e)
+    match broker
+        .vault
+        .create_object_idempotent(&caller, &parsed.name, &parsed.value, context, request)
+        .await?
+    {
+        IdempotentOutcome::Created(meta) => {
+            Ok((StatusCode::CREATED, Json(metadata_json(&meta))).into_response())
         }
+        IdempotentOutcome::Replay { status, body } => idempotency::replay(status, &body),
     }
 }
 
@@ -124,7 +114,7 @@ async fn read_object(
     AppCaller(caller): AppCaller,
     Path(id): Path<String>,
 ) -> Result<Response, Error> {
-    let object = broker.read_object(&caller, &id).await?;
+    let object = broker.vault.read_object(&caller, &id).await?;
     Ok(object_response(
         StatusCode::OK,
         &object.meta,
@@ -137,7 +127,7 @@ async fn read_object_by_name(
     AppCaller(caller): AppCaller,
     Path(name): Path<String>,
 ) -> Result<Response, Error> {
-    let object = broker.read_object_by_name(&caller, &name).await?;
+    let object = broker.vault.read_object_by_name(&caller, &name).await?;
     Ok(object_response(
         StatusCode::OK,
         &object.meta,
@@ -150,7 +140,7 @@ async fn describe_object(
     AppCaller(caller): AppCaller,
     Path(id): Path<String>,
 ) -> Result<Response, Error> {
-    let meta = broker.describe_object(&caller, &id).await?;
+    let meta = broker.vault.describe_object(&caller, &id).await?;
     Ok(object_response(StatusCode::OK, &meta, None))
 }
 
@@ -168,6 +158,7 @@ async fn update_object(
     JsonBody(body): JsonBody<UpdateObjectBody>,
 ) -> Result<Response, Error> {
     let meta = broker
+        .vault
         .update_object(&caller, &id, &body.value, body.version_check)
         .await?;
     Ok(object_response(StatusCode::CREATED, &meta, None))
@@ -183,7 +174,10 @@ async fn delete_object(
         .get("version_check")
         .filter(|v| !v.is_empty())
         .cloned();
-    let name = broker.delete_object(&caller, &id, version_check).await?;
+    let name = broker
+        .vault
+        .delete_object(&caller, &id, version_check)
+        .await?;
     Ok(Json(json!({"name": name, "success": true})))
 }
 
@@ -240,7 +234,10 @@ async fn list_objects(
     };
     let paging_back = before.is_some() && after.is_none();
     let had_cursor = after.is_some() || before.is_some();
-    let (page, more) = broker.list_objects(&caller, list, after, before).await?;
+    let (page, more) = broker
+        .vault
+        .list_objects(&caller, list, after, before)
+        .await?;
     let data: Vec<Value> = page
         .iter()
         .map(|o| json!({"id": o.id, "name": o.name, "updated_at": o.updated_at}))
@@ -282,7 +279,7 @@ async fn list_versions(
     AppCaller(caller): AppCaller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, Error> {
-    let versions = broker.list_versions(&caller, &id).await?;
+    let versions = broker.vault.list_versions(&caller, &id).await?;
     let data: Vec<Value> = versions.iter().map(|v| json!({"id": v.id, "created_at": v.created_at, "current_version": v.current, "etag": v.etag, "size": v.size})).collect();
     Ok(Json(
         json!({"data": data, "list_metadata": {"before": null, "after": null}}),
@@ -300,6 +297,7 @@ async fn create_data_key(
     JsonBody(body): JsonBody<DataKeyBody>,
 ) -> Result<Json<Value>, Error> {
     let issued = broker
+        .vault
         .create_data_key(&caller, context_from(body.context)?)
         .await?;
     Ok(Json(data_key_json(&issued)))
@@ -315,7 +313,7 @@ async fn decrypt_data_key(
     AppCaller(caller): AppCaller,
     JsonBody(body): JsonBody<DecryptBody>,
 ) -> Result<Json<Value>, Error> {
-    let issued = broker.decrypt_data_key(&caller, &body.keys).await?;
+    let issued = broker.vault.decrypt_data_key(&caller, &body.keys).await?;
     Ok(Json(
         json!({"data_key": STANDARD.encode(issued.key.expose_secret()), "id": issued.dek_id.to_string()}),
     ))
@@ -333,6 +331,7 @@ async fn rekey(
     JsonBody(body): JsonBody<RekeyBody>,
 ) -> Result<Json<Value>, Error> {
     let issued = broker
+        .vault
         .rekey(&caller, context_from(body.context)?, &body.encrypted_keys)
         .await?;
     Ok(Json(data_key_json(&issued)))

@@ -1,4 +1,8 @@
 //! Use cases, one module each. A service holds only the components it needs (private fields) and
 //! never the application state; handlers call services, services call keyring, cache, store, kms.
 
+pub mod api_keys;
+pub mod audit;
 pub mod byok;
+pub mod rewrap;
+pub mod vault;

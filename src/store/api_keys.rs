@@ -68,6 +68,19 @@ impl Store {
         .await
     }
 
+    pub async fn find_api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |c| {
+            Ok(c.query_row(
+                &format!("SELECT {COLUMNS} FROM api_keys WHERE id = ?1"),
+                [id],
+                from_row,
+            )
+            .optional()?)
+        })
+        .await
+    }
+
     pub async fn list_api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
         self.read(|c| {
             let mut statement = c.prepare(&format!(

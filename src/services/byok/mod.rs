@@ -3,6 +3,7 @@
 //! platform KEKs. The routing view it maintains lives in `keyring::bindings`.
 
 pub mod external_id;
+mod object_counts;
 pub mod platform_kek_watch;
 pub mod service;
 mod verify;

@@ -5,9 +5,12 @@
 
 pub mod cursor;
 mod data_keys;
+mod idempotency;
 mod objects;
 
-pub use objects::IdempotentCreate;
+pub use crate::store::{ListQuery, ListedObject, Order, VersionRecord};
+pub use idempotency::{IdempotencyRequest, IdempotentOutcome};
+use objects::IdempotentCreate;
 
 use std::sync::Arc;
 
@@ -16,20 +19,46 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
-use crate::audit;
+use crate::audit::{self, AuditLog};
 use crate::auth::Principal;
-use crate::broker::Broker;
+use crate::cache::DekCache;
+use crate::config::Limits;
 use crate::context::{KeyContext, hex};
 use crate::data_key::DataKey;
 use crate::envelope::{ValueBinding, WrappedKey, seal_value};
 use crate::error::Error;
-use crate::keyring::WriteKek;
-use crate::kms::{KekRef, KmsError};
+use crate::keyring::{Keyring, WriteKek};
+use crate::kms::{KekRef, KeyProvider, KmsError};
 use crate::platform_kek::KekCreator;
-use crate::store::{NewVersion, ObjectRecord};
+use crate::services::byok::Byok;
+use crate::services::byok::platform_kek_watch::PlatformKekStates;
+use crate::store::{NewVersion, ObjectRecord, Store};
 use crate::timestamp::Timestamp;
 
 pub const MAX_NAME_CHARS: usize = 200;
+
+/// The vault use cases: objects and data keys, for app keys within their scope.
+pub struct Vault {
+    store: Store,
+    keyring: Arc<Keyring>,
+    dek_cache: DekCache,
+    audit: AuditLog,
+    platform_kek_states: Arc<PlatformKekStates>,
+    /// Marks a tenant CMK unavailable when a request meets a revoked-class KMS answer.
+    byok: Arc<Byok>,
+    limits: Limits,
+}
+
+/// What the vault service is built from.
+pub struct VaultParts {
+    pub store: Store,
+    pub keyring: Arc<Keyring>,
+    pub dek_cache: DekCache,
+    pub audit: AuditLog,
+    pub platform_kek_states: Arc<PlatformKekStates>,
+    pub byok: Arc<Byok>,
+    pub limits: Limits,
+}
 
 /// Object metadata as the wire API reports it.
 #[derive(Debug, Clone)]
@@ -74,15 +103,31 @@ fn meta_from_record(record: &ObjectRecord, context: KeyContext) -> ObjectMeta {
     }
 }
 
-impl Broker {
+impl Vault {
+    pub fn new(parts: VaultParts) -> Self {
+        Self {
+            store: parts.store,
+            keyring: parts.keyring,
+            dek_cache: parts.dek_cache,
+            audit: parts.audit,
+            platform_kek_states: parts.platform_kek_states,
+            byok: parts.byok,
+            limits: parts.limits,
+        }
+    }
+
+    fn provider(&self) -> &dyn KeyProvider {
+        self.keyring.provider().as_ref()
+    }
+
     fn check_value(&self, value: &str) -> Result<(), Error> {
-        if value.len() > self.config.limits.max_value_bytes {
+        if value.len() > self.limits.max_value_bytes {
             return Err(Error::invalid(
                 "value_too_large",
                 format!(
                     "value is {} bytes; at most {} are allowed",
                     value.len(),
-                    self.config.limits.max_value_bytes
+                    self.limits.max_value_bytes
                 ),
             ));
         }

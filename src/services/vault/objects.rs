@@ -7,7 +7,6 @@ use zeroize::Zeroizing;
 
 use crate::audit;
 use crate::auth::Principal;
-use crate::broker::Broker;
 use crate::context::KeyContext;
 use crate::envelope::{SealedValue, ValueBinding, open_value};
 use crate::error::Error;
@@ -17,7 +16,7 @@ use crate::store::{
 };
 
 use super::cursor::Cursor;
-use super::{MAX_NAME_CHARS, ObjectMeta, ObjectWithValue, meta_from_record, org};
+use super::{MAX_NAME_CHARS, ObjectMeta, ObjectWithValue, Vault, meta_from_record, org};
 
 /// The stored form of a requested name: trimmed, 1-200 characters, no control characters (a NUL
 /// or CR/LF in a name ends up in logs, headers and other systems' string handling).
@@ -48,13 +47,13 @@ fn invalid_cursor() -> Error {
 
 /// An `Idempotency-Key` claim to complete with the create: `respond` renders the response to
 /// store (status, body) from the new object's metadata.
-pub struct IdempotentCreate<'a> {
+pub(super) struct IdempotentCreate<'a> {
     pub claim: &'a IdempotencyClaim,
     pub respond: fn(&ObjectMeta) -> (u16, String),
     pub request_hash: Vec<u8>,
 }
 
-impl Broker {
+impl Vault {
     pub async fn create_object(
         &self,
         principal: &Principal,
@@ -68,7 +67,7 @@ impl Broker {
 
     /// Creates an object; with `once`, its claim becomes the stored response in the object's own
     /// transaction, so a replayable response exists exactly when the object does.
-    pub async fn create_object_once(
+    pub(super) async fn create_object_once(
         &self,
         principal: &Principal,
         name: &str,

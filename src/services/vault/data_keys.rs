@@ -12,17 +12,17 @@ use uuid::Uuid;
 
 use crate::audit;
 use crate::auth::Principal;
-use crate::broker::Broker;
 use crate::context::KeyContext;
 use crate::data_key::DataKey;
 use crate::envelope::{DataKeyBlob, WrappedKey};
 use crate::error::Error;
 use crate::keyring::KeyAccessError;
 use crate::kms::{KekRef, KmsErrorClass};
+use crate::rewrap::rewrap_dek;
 
-use super::{IssuedDataKey, org};
+use super::{IssuedDataKey, Vault, org};
 
-impl Broker {
+impl Vault {
     pub async fn create_data_key(
         &self,
         principal: &Principal,
@@ -110,10 +110,16 @@ impl Broker {
         } = self.open_blob(principal, encrypted_keys_b64).await?;
         let kek = self.kek_for(principal, &new_context).await?;
         // The rewrap mechanism: ReEncrypt inside KMS when one identity reaches both keys.
-        let wrapped = self
-            .rewrap_dek(&source, &wrapped, &blob.context, &kek, &new_context)
-            .await
-            .map_err(Error::from_kms)?;
+        let wrapped = rewrap_dek(
+            self.provider(),
+            &source,
+            &wrapped,
+            &blob.context,
+            &kek,
+            &new_context,
+        )
+        .await
+        .map_err(Error::from_kms)?;
         let rekeyed = DataKeyBlob {
             // A format 1 blob's DEK id is unauthenticated: the tagged blob gets a fresh id rather
             // than vouching for one the caller may have written in.
@@ -157,7 +163,7 @@ impl Broker {
             .decode(encrypted_keys_b64.trim())
             .map_err(|_| malformed())?;
         let parsed = DataKeyBlob::decode(&bytes).map_err(|_| malformed())?;
-        if parsed.is_legacy() && !self.config.limits.accept_legacy_data_key_blobs {
+        if parsed.is_legacy() && !self.limits.accept_legacy_data_key_blobs {
             return Err(Error::invalid(
                 "invalid_encrypted_keys",
                 "encrypted_keys is in the untagged format 1, which this broker no longer accepts",

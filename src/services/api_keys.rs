@@ -1,0 +1,78 @@
+//! API key use cases: verify a bearer token (through the verified-key cache), create, list and
+//! revoke keys. A new key's token leaves this service once, in `create_api_key`'s result; the
+//! store keeps only its hash. A revocation clears the verified-key cache before it returns.
+
+use zeroize::Zeroizing;
+
+use crate::auth::{self, Authenticator, Principal, Role};
+use crate::context::KeyContext;
+use crate::error::Error;
+pub use crate::store::ApiKeyRecord;
+use crate::store::{NewApiKey, Store, StoreError};
+
+pub struct ApiKeys {
+    store: Store,
+    authenticator: Authenticator,
+}
+
+impl ApiKeys {
+    pub fn new(store: Store) -> Self {
+        Self {
+            authenticator: Authenticator::new(store.clone()),
+            store,
+        }
+    }
+
+    /// Resolves an `Authorization` header value to a principal, or `Unauthorized`.
+    pub async fn authenticate(&self, header: Option<&str>) -> Result<Principal, Error> {
+        self.authenticator.authenticate(header).await
+    }
+
+    /// Creates a key with a fresh token; `scope` is a context selector (app keys only).
+    pub async fn create_api_key(
+        &self,
+        name: &str,
+        role: Role,
+        scope: Option<KeyContext>,
+    ) -> Result<(ApiKeyRecord, Zeroizing<String>), Error> {
+        let scope_json = scope
+            .map(|scope| serde_json::to_string(&scope))
+            .transpose()
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let token = auth::generate_token(role)?;
+        let id = format!("key_{}", uuid::Uuid::new_v4().simple());
+        self.store
+            .insert_api_key(NewApiKey {
+                id: id.clone(),
+                name: name.to_owned(),
+                role: role.as_str().to_owned(),
+                scope_json,
+                key_hash: auth::hash_token(&token),
+            })
+            .await?;
+        let record = self
+            .store
+            .find_api_key(&id)
+            .await?
+            .ok_or(Error::Internal("created key vanished".into()))?;
+        Ok((record, token))
+    }
+
+    pub async fn list_api_keys(&self) -> Result<Vec<ApiKeyRecord>, Error> {
+        Ok(self.store.list_api_keys().await?)
+    }
+
+    /// Revokes a key (again is a no-op) and returns it as it is now.
+    pub async fn revoke_api_key(&self, id: &str) -> Result<ApiKeyRecord, Error> {
+        self.store.revoke_api_key(id).await.map_err(|e| match e {
+            StoreError::NotFound => Error::NotFound("api key"),
+            other => other.into(),
+        })?;
+        // The key stops working on this broker now, not when its cached verification expires.
+        self.authenticator.forget_all();
+        self.store
+            .find_api_key(id)
+            .await?
+            .ok_or(Error::NotFound("api key"))
+    }
+}

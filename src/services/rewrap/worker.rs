@@ -1,0 +1,183 @@
+//! The rewrap worker: walks a job's candidate objects in order, moves each wrapped DEK by
+//! compare-and-swap (an object changed meanwhile is left to its writer), paces KMS calls across
+//! the job's concurrent tasks, checkpoints after each batch and records per-object failures.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+use futures_util::StreamExt;
+use tokio::sync::Mutex;
+
+use super::{Rewrap, rewrap_dek};
+use crate::context::KeyContext;
+use crate::envelope::{SealedValue, WrappedKey};
+use crate::error::Error;
+use crate::platform_kek::KekCreator;
+use crate::store::{RewrapCandidate, RewrapJobRecord};
+
+/// Spaces KMS calls evenly at a fixed rate across all workers of a job.
+struct Pacer {
+    interval: Option<Duration>,
+    next: Mutex<Instant>,
+}
+
+impl Pacer {
+    fn new(per_second: u32) -> Self {
+        let interval =
+            (per_second > 0).then(|| Duration::from_secs_f64(1.0 / f64::from(per_second)));
+        Self {
+            interval,
+            next: Mutex::new(Instant::now()),
+        }
+    }
+
+    async fn wait(&self, calls: u32) {
+        let Some(interval) = self.interval else {
+            return;
+        };
+        let slot = {
+            let mut next = self.next.lock().await;
+            let slot = (*next).max(Instant::now());
+            *next = slot + interval * calls;
+            slot
+        };
+        tokio::time::sleep_until(slot.into()).await;
+    }
+}
+
+/// The stable reason recorded for an object that could not be moved.
+fn failure_reason(e: &Error) -> String {
+    match e {
+        Error::KeyUnavailable { .. } | Error::KeyRevoked => "key_unavailable".into(),
+        other => other.status_and_code().1.to_owned(),
+    }
+}
+
+impl Rewrap {
+    async fn rewrap_object(
+        &self,
+        job_id: &str,
+        candidate: &RewrapCandidate,
+        pacer: &Pacer,
+    ) -> Result<(), Error> {
+        let context: KeyContext = serde_json::from_str(&candidate.context_json)
+            .map_err(|e| Error::Internal(format!("stored context: {e}")))?;
+        let sealed = SealedValue::decode(&candidate.sealed)?;
+        let source = self
+            .keyring
+            .kek_for_read(&sealed.key.kek_id, &context)
+            .await?;
+        let destination = self
+            .keyring
+            .kek_for_write(&context, KekCreator::Broker)
+            .await
+            .map_err(Error::from)?
+            .kek;
+        if destination.key_id == source.key_id {
+            // Nothing to move: the context resolves to the key it is already under (counted as
+            // skipped by the store, which never rewrites a version onto its own KEK).
+            self.store
+                .apply_rewrap(
+                    job_id,
+                    candidate,
+                    candidate.kek_id.clone(),
+                    candidate.sealed.clone(),
+                )
+                .await?;
+            return Ok(());
+        }
+        pacer
+            .wait(if source.shares_identity_with(&destination) {
+                1
+            } else {
+                2
+            })
+            .await;
+        let wrapped = rewrap_dek(
+            self.provider(),
+            &source,
+            &sealed.key.wrapped,
+            &context,
+            &destination,
+            &context,
+        )
+        .await
+        .map_err(Error::from_kms)?;
+        // Same DEK id, same data ciphertext: only the wrapped DEK and its KEK change.
+        let moved = SealedValue {
+            key: WrappedKey {
+                kek_id: destination.key_id.clone(),
+                wrapped,
+            },
+            ..sealed
+        };
+        self.store
+            .apply_rewrap(job_id, candidate, destination.key_id, moved.encode()?)
+            .await?;
+        Ok(())
+    }
+}
+
+/// How a job's loop ended.
+enum JobEnd {
+    /// Nothing left, or cancelled by an admin: the job gets its final state.
+    Finished,
+    /// Shutdown, at a checkpoint: the job stays `running` and resumes on the next start.
+    Stopped,
+}
+
+pub(super) async fn run_job(rewrap: Arc<Rewrap>, job: RewrapJobRecord, stop: CancellationToken) {
+    let config = rewrap.config;
+    let pacer = Pacer::new(config.kms_calls_per_second);
+    let mut checkpoint = job.checkpoint_seq;
+    let outcome: Result<JobEnd, Error> = async {
+        loop {
+            // Checked only between batches: a batch, once started, finishes and is checkpointed.
+            if stop.is_cancelled() {
+                return Ok(JobEnd::Stopped);
+            }
+            if rewrap.store.get_rewrap_job(&job.id).await?.state != "running" {
+                return Ok(JobEnd::Finished); // cancelled
+            }
+            let batch = rewrap.store.rewrap_candidates(job.source_keks.clone(), checkpoint, config.batch_size).await?;
+            let Some(last) = batch.last() else { return Ok(JobEnd::Finished) };
+            let last_seq = last.seq;
+            futures_util::stream::iter(&batch)
+                .for_each_concurrent(config.concurrency.max(1), |candidate| {
+                    let (rewrap, pacer, job_id) = (&rewrap, &pacer, &job.id);
+                    async move {
+                        if let Err(e) = rewrap.rewrap_object(job_id, candidate, pacer).await {
+                            let reason = failure_reason(&e);
+                            tracing::warn!(job_id, object_id = %candidate.object_id, reason, error = %e, "object not rewrapped; left intact");
+                            if let Err(e) = rewrap.store.record_rewrap_failure(job_id, &candidate.object_id, &reason).await {
+                                tracing::error!(job_id, error = %e, "could not record a rewrap failure");
+                            }
+                        }
+                    }
+                })
+                .await;
+            rewrap.store.advance_rewrap_checkpoint(&job.id, last_seq).await?;
+            checkpoint = last_seq;
+        }
+    }
+    .await;
+    let (state, error) = match outcome {
+        Ok(JobEnd::Stopped) => {
+            tracing::info!(job_id = %job.id, checkpoint, "rewrap job stopped at its checkpoint; it resumes on the next start");
+            return;
+        }
+        Err(e) => ("failed", Some(e.to_string())),
+        Ok(JobEnd::Finished) => match rewrap.store.get_rewrap_job(&job.id).await {
+            Ok(current) if current.failed > 0 => (
+                "failed",
+                Some(format!("{} objects could not be rewrapped", current.failed)),
+            ),
+            _ => ("completed", None),
+        },
+    };
+    if let Err(e) = rewrap.store.finish_rewrap_job(&job.id, state, error).await {
+        tracing::error!(job_id = %job.id, error = %e, "could not finish rewrap job");
+    }
+    tracing::info!(job_id = %job.id, state, "rewrap job ended");
+}
