@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::context::KeyContext;
-use crate::error::Error;
+use crate::error::{Error, ErrorCode};
 use crate::store::{NewApiKey, Store};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,7 +150,7 @@ pub async fn register_token(
 ) -> Result<(), Error> {
     if token.len() < 16 {
         return Err(Error::invalid(
-            "weak_api_key",
+            ErrorCode::WeakApiKey,
             format!("the {name} token must be at least 16 characters"),
         ));
     }

@@ -14,7 +14,7 @@ use crate::broker::Broker;
 pub use crate::config::workers::RewrapConfig;
 use crate::context::KeyContext;
 use crate::envelope::{SealedValue, WrappedKey};
-use crate::error::Error;
+use crate::error::{Error, ErrorCode};
 use crate::kms::{KekRef, KmsError};
 use crate::platform_kek::KekCreator;
 use crate::store::{RewrapCandidate, RewrapJobRecord, StoreError};
@@ -78,7 +78,7 @@ fn check_kek_id(kek_id: &str) -> Result<(), Error> {
         || !kek_id.bytes().all(|b| b.is_ascii_graphic())
     {
         return Err(Error::invalid(
-            "invalid_kek_id",
+            ErrorCode::InvalidKekId,
             format!(
                 "kek_id must be 1-{MAX_KEK_ID_CHARS} visible ASCII characters (a KMS key ARN or id)"
             ),

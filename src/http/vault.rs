@@ -21,7 +21,7 @@ use super::wire::{Metadata, Object};
 use crate::broker::Broker;
 use crate::context::KeyContext;
 use crate::context::json::ContextJson;
-use crate::error::Error;
+use crate::error::{Error, ErrorCode};
 use crate::store::{ListQuery, Order};
 use crate::timestamp::Timestamp;
 use crate::vault::cursor::{self, Cursor};
@@ -198,7 +198,10 @@ async fn list_objects(
             .ok()
             .filter(|l| (1..=MAX_LIST_LIMIT).contains(l))
             .ok_or_else(|| {
-                Error::invalid("invalid_limit", format!("limit must be 1-{MAX_LIST_LIMIT}"))
+                Error::invalid(
+                    ErrorCode::InvalidLimit,
+                    format!("limit must be 1-{MAX_LIST_LIMIT}"),
+                )
             })?,
         None => 10,
     };
@@ -207,7 +210,7 @@ async fn list_objects(
         Some("asc") => Order::Asc,
         Some(other) => {
             return Err(Error::invalid(
-                "invalid_order",
+                ErrorCode::InvalidOrder,
                 format!("order must be asc or desc, not {other:?}"),
             ));
         }
@@ -220,7 +223,7 @@ async fn list_objects(
     {
         Some(text) => Some(Timestamp::parse(text).ok_or_else(|| {
             Error::invalid(
-                "invalid_updated_after",
+                ErrorCode::InvalidUpdatedAfter,
                 format!("cannot parse updated_after {text:?}"),
             )
         })?),
@@ -268,7 +271,7 @@ fn list_cursor(query: &HashMap<String, String>, name: &str) -> Result<Option<Cur
         None => Ok(None),
         Some(text) => cursor::decode(text).map(Some).map_err(|_| {
             Error::invalid(
-                "invalid_cursor",
+                ErrorCode::InvalidCursor,
                 format!(
                     "{name} must be a list_metadata cursor or the id of an object this key can see"
                 ),

@@ -16,7 +16,7 @@ use crate::broker::Broker;
 use crate::context::KeyContext;
 use crate::data_key::DataKey;
 use crate::envelope::{DataKeyBlob, WrappedKey};
-use crate::error::Error;
+use crate::error::{Error, ErrorCode};
 use crate::keyring::KeyAccessError;
 use crate::kms::{KekRef, KmsErrorClass};
 
@@ -149,7 +149,7 @@ impl Broker {
     ) -> Result<OpenedBlob, Error> {
         let malformed = || {
             Error::invalid(
-                "invalid_encrypted_keys",
+                ErrorCode::InvalidEncryptedKeys,
                 "encrypted_keys is not a byok-broker data key blob",
             )
         };
@@ -159,7 +159,7 @@ impl Broker {
         let parsed = DataKeyBlob::decode(&bytes).map_err(|_| malformed())?;
         if parsed.is_legacy() && !self.config.limits.accept_legacy_data_key_blobs {
             return Err(Error::invalid(
-                "invalid_encrypted_keys",
+                ErrorCode::InvalidEncryptedKeys,
                 "encrypted_keys is in the untagged format 1, which this broker no longer accepts",
             ));
         }
@@ -233,7 +233,7 @@ struct OpenedBlob {
 /// nothing about another tenant's key (whether it exists, is disabled or is someone else's).
 fn not_held_for_context() -> Error {
     Error::invalid(
-        "invalid_encrypted_keys",
+        ErrorCode::InvalidEncryptedKeys,
         "encrypted_keys names a key that does not protect its key context",
     )
 }

@@ -22,7 +22,7 @@ use crate::broker::Broker;
 use crate::context::{KeyContext, hex};
 use crate::data_key::DataKey;
 use crate::envelope::{ValueBinding, WrappedKey, seal_value};
-use crate::error::Error;
+use crate::error::{Error, ErrorCode};
 use crate::keyring::WriteKek;
 use crate::kms::{KekRef, KmsError};
 use crate::platform_kek::KekCreator;
@@ -78,7 +78,7 @@ impl Broker {
     fn check_value(&self, value: &str) -> Result<(), Error> {
         if value.len() > self.config.limits.max_value_bytes {
             return Err(Error::invalid(
-                "value_too_large",
+                ErrorCode::ValueTooLarge,
                 format!(
                     "value is {} bytes; at most {} are allowed",
                     value.len(),

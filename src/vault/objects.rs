@@ -10,7 +10,7 @@ use crate::auth::Principal;
 use crate::broker::Broker;
 use crate::context::KeyContext;
 use crate::envelope::{SealedValue, ValueBinding, open_value};
-use crate::error::Error;
+use crate::error::{Error, ErrorCode};
 use crate::store::{
     IdempotencyClaim, ListPosition, ListQuery, ListedObject, NewObject, ObjectRecord,
     StoredResponse, VersionRecord,
@@ -24,7 +24,7 @@ use super::{MAX_NAME_CHARS, ObjectMeta, ObjectWithValue, meta_from_record, org};
 fn valid_name(name: &str) -> Result<&str, Error> {
     if name.chars().any(char::is_control) {
         return Err(Error::invalid(
-            "invalid_name",
+            ErrorCode::InvalidName,
             "name must not contain control characters (NUL, CR, LF, tab, DEL, ...)",
         ));
     }
@@ -32,7 +32,7 @@ fn valid_name(name: &str) -> Result<&str, Error> {
     let chars = name.chars().count();
     if chars == 0 || chars > MAX_NAME_CHARS {
         return Err(Error::invalid(
-            "invalid_name",
+            ErrorCode::InvalidName,
             format!("name must be 1-{MAX_NAME_CHARS} characters"),
         ));
     }
@@ -41,7 +41,7 @@ fn valid_name(name: &str) -> Result<&str, Error> {
 
 fn invalid_cursor() -> Error {
     Error::invalid(
-        "invalid_cursor",
+        ErrorCode::InvalidCursor,
         "after/before must be a list_metadata cursor or the id of an object this key can see",
     )
 }
