@@ -9,14 +9,13 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::extract::{AppCaller, JsonBody, RawBody, parse_json};
 use super::idempotency::{self, Begin};
+use super::wire::data_key::{DataKeyPair, DecryptedDataKey};
 use super::wire::{Metadata, Object};
 use crate::broker::Broker;
 use crate::context::KeyContext;
@@ -25,7 +24,7 @@ use crate::error::{Error, ErrorCode};
 use crate::store::{ListQuery, Order};
 use crate::timestamp::Timestamp;
 use crate::vault::cursor::{self, Cursor};
-use crate::vault::{IdempotentCreate, IssuedDataKey, ObjectMeta};
+use crate::vault::{IdempotentCreate, ObjectMeta};
 
 const MAX_LIST_LIMIT: usize = 100;
 
@@ -53,13 +52,10 @@ fn object_response(status: StatusCode, meta: &ObjectMeta, value: Option<&str>) -
     (status, Json(Object::of(meta, value))).into_response()
 }
 
-fn data_key_json(issued: &IssuedDataKey) -> Value {
-    json!({
-        "context": issued.context,
-        "data_key": STANDARD.encode(issued.key.expose_secret()),
-        "encrypted_keys": STANDARD.encode(&issued.encrypted_keys),
-        "id": issued.dek_id.to_string(),
-    })
+/// Serializes at once, so the body may borrow from the issued key (the DEK's base64 is wiped
+/// when the response struct drops).
+fn data_key_response<T: serde::Serialize>(body: T) -> Response {
+    Json(body).into_response()
 }
 
 /// Context fields arrive as arbitrary JSON, read pair by pair so a repeated name is seen;
@@ -301,11 +297,11 @@ async fn create_data_key(
     State(broker): State<Arc<Broker>>,
     AppCaller(caller): AppCaller,
     JsonBody(body): JsonBody<DataKeyBody>,
-) -> Result<Json<Value>, Error> {
+) -> Result<Response, Error> {
     let issued = broker
         .create_data_key(&caller, context_from(body.context)?)
         .await?;
-    Ok(Json(data_key_json(&issued)))
+    Ok(data_key_response(DataKeyPair::of(&issued)))
 }
 
 #[derive(Deserialize)]
@@ -317,11 +313,9 @@ async fn decrypt_data_key(
     State(broker): State<Arc<Broker>>,
     AppCaller(caller): AppCaller,
     JsonBody(body): JsonBody<DecryptBody>,
-) -> Result<Json<Value>, Error> {
+) -> Result<Response, Error> {
     let issued = broker.decrypt_data_key(&caller, &body.keys).await?;
-    Ok(Json(
-        json!({"data_key": STANDARD.encode(issued.key.expose_secret()), "id": issued.dek_id.to_string()}),
-    ))
+    Ok(data_key_response(DecryptedDataKey::of(&issued)))
 }
 
 #[derive(Deserialize)]
@@ -334,9 +328,9 @@ async fn rekey(
     State(broker): State<Arc<Broker>>,
     AppCaller(caller): AppCaller,
     JsonBody(body): JsonBody<RekeyBody>,
-) -> Result<Json<Value>, Error> {
+) -> Result<Response, Error> {
     let issued = broker
         .rekey(&caller, context_from(body.context)?, &body.encrypted_keys)
         .await?;
-    Ok(Json(data_key_json(&issued)))
+    Ok(data_key_response(DataKeyPair::of(&issued)))
 }
