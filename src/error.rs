@@ -74,6 +74,10 @@ pub enum Error {
     KekLimitReached(u64),
     #[error("internal error")]
     Internal(String),
+    /// A storage failure the client cannot act on; the store's error stays as the source, so the
+    /// log shows the chain down to SQLite.
+    #[error("internal error")]
+    Storage(#[source] StoreError),
 }
 
 impl Error {
@@ -113,7 +117,7 @@ impl Error {
             Error::StorageUnavailable(_) => ErrorCode::StorageUnavailable,
             Error::KekQuotaExceeded(_) => ErrorCode::KekQuotaExceeded,
             Error::KekLimitReached(_) => ErrorCode::KekLimitReached,
-            Error::Internal(_) => ErrorCode::InternalError,
+            Error::Internal(_) | Error::Storage(_) => ErrorCode::InternalError,
         }
     }
 
@@ -126,7 +130,7 @@ impl Error {
     /// The message clients see: specific for 4xx, generic for 5xx.
     pub fn public_message(&self) -> String {
         match self {
-            Error::Internal(_) => "internal error".into(),
+            Error::Internal(_) | Error::Storage(_) => "internal error".into(),
             other => other.to_string(),
         }
     }
@@ -154,7 +158,7 @@ impl Error {
 impl From<StoreError> for Error {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::NotFound => Error::NotFound("object"),
+            StoreError::NotFound(thing) => Error::NotFound(thing),
             StoreError::NameTaken => Error::NameTaken,
             StoreError::VersionMismatch { .. } => Error::VersionConflict,
             StoreError::AlreadyExists => Error::AlreadyExists("resource"),
@@ -162,7 +166,7 @@ impl From<StoreError> for Error {
             StoreError::IdempotencyClaimLost => Error::IdempotencyInFlight,
             StoreError::Full(cause) => Error::StorageFull(cause),
             StoreError::Unavailable(cause) => Error::StorageUnavailable(cause),
-            StoreError::Internal(message) => Error::Internal(message),
+            e @ (StoreError::Internal(_) | StoreError::Database(_)) => Error::Storage(e),
         }
     }
 }
@@ -178,3 +182,7 @@ impl From<FormatError> for Error {
         Error::Internal(format!("format: {e}"))
     }
 }
+
+#[cfg(test)]
+#[path = "error_tests.rs"]
+mod tests;

@@ -167,7 +167,7 @@ impl Broker {
 
     pub async fn rewrap_status(&self, id: &str) -> Result<RewrapStatus, Error> {
         let job = self.store.get_rewrap_job(id).await.map_err(|e| match e {
-            StoreError::NotFound => Error::NotFound("rewrap job"),
+            StoreError::NotFound(_) => Error::NotFound("rewrap job"),
             other => other.into(),
         })?;
         let remaining = self

@@ -145,7 +145,7 @@ async fn revoke_api_key(
         .revoke_api_key(&id)
         .await
         .map_err(|e| match e {
-            crate::store::StoreError::NotFound => Error::NotFound("api key"),
+            crate::store::StoreError::NotFound(_) => Error::NotFound("API key"),
             other => other.into(),
         })?;
     // The key stops working on this broker now, not when its cached verification expires.
@@ -156,7 +156,7 @@ async fn revoke_api_key(
         .await?
         .into_iter()
         .find(|k| k.id == id)
-        .ok_or(Error::NotFound("api key"))?;
+        .ok_or(Error::NotFound("API key"))?;
     Ok(Json(api_key_json(&record)?))
 }
 
