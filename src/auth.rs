@@ -13,7 +13,7 @@ use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use crate::context::KeyContext;
-use crate::error::Error;
+use crate::error::{Error, ErrorCode};
 use crate::store::{NewApiKey, Store};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,7 +152,7 @@ pub async fn register_token(
 ) -> Result<(), Error> {
     if token.len() < 16 {
         return Err(Error::invalid(
-            "weak_api_key",
+            ErrorCode::WeakApiKey,
             format!("the {name} token must be at least 16 characters"),
         ));
     }

@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 
 use crate::context::ContextError;
 use crate::envelope::{EnvelopeError, FormatError};
+pub use crate::error_code::ErrorCode;
 use crate::kms::{KmsError, KmsErrorClass, KmsFailure};
 use crate::store::StoreError;
 
@@ -29,7 +30,7 @@ pub enum Error {
     #[error("{0}")]
     InvalidContext(#[from] ContextError),
     #[error("{message}")]
-    Invalid { code: &'static str, message: String },
+    Invalid { code: ErrorCode, message: String },
     #[error("request body is too large")]
     PayloadTooLarge,
     #[error("the request body did not arrive in time")]
@@ -73,62 +74,63 @@ pub enum Error {
     KekLimitReached(u64),
     #[error("internal error")]
     Internal(String),
+    /// A storage failure the client cannot act on; the store's error stays as the source, so the
+    /// log shows the chain down to SQLite.
+    #[error("internal error")]
+    Storage(#[source] StoreError),
 }
 
 impl Error {
-    pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn invalid(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::Invalid {
             code,
             message: message.into(),
         }
     }
 
-    /// Status and stable code, in one exhaustive match.
-    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+    /// The stable code (and through it the status), in one exhaustive match.
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Error::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            Error::WrongRole => (StatusCode::FORBIDDEN, "forbidden"),
-            Error::OutOfScope => (StatusCode::FORBIDDEN, "out_of_scope"),
-            Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            Error::NameTaken => (StatusCode::CONFLICT, "name_taken"),
-            Error::VersionConflict => (StatusCode::CONFLICT, "version_conflict"),
-            Error::AmbiguousName => (StatusCode::CONFLICT, "ambiguous_name"),
-            Error::InvalidContext(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_context"),
-            Error::Invalid { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
-            Error::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-            Error::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
-            Error::IdempotencyKeyReused => {
-                (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
-            }
-            Error::IdempotencyInFlight => (StatusCode::CONFLICT, "idempotency_in_flight"),
-            Error::KeyRevoked => (StatusCode::FORBIDDEN, "key_revoked"),
-            Error::KeyUnavailable { .. } => (StatusCode::FORBIDDEN, "key_unavailable"),
-            Error::AlreadyExists(_) => (StatusCode::CONFLICT, "already_exists"),
-            Error::InUse(_) => (StatusCode::CONFLICT, "key_in_use"),
-            Error::AmbiguousMatch(_) => (StatusCode::CONFLICT, "ambiguous_match_context"),
-            Error::ByokVerificationFailed { .. } => {
-                (StatusCode::UNPROCESSABLE_ENTITY, "byok_verification_failed")
-            }
-            Error::KmsUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "kms_unavailable"),
-            Error::EncryptedKeysIntegrity => {
-                (StatusCode::UNPROCESSABLE_ENTITY, "invalid_encrypted_keys")
-            }
-            Error::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
-            Error::StorageFull(_) => (StatusCode::INSUFFICIENT_STORAGE, "storage_full"),
-            Error::StorageUnavailable(_) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable")
-            }
-            Error::KekQuotaExceeded(_) => (StatusCode::TOO_MANY_REQUESTS, "kek_quota_exceeded"),
-            // Not 429 or 503: retrying cannot help until an operator acts, so SDKs must not retry.
-            Error::KekLimitReached(_) => (StatusCode::FORBIDDEN, "kek_limit_reached"),
-            Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+            Error::Unauthorized => ErrorCode::Unauthorized,
+            Error::WrongRole => ErrorCode::Forbidden,
+            Error::OutOfScope => ErrorCode::OutOfScope,
+            Error::NotFound(_) => ErrorCode::NotFound,
+            Error::NameTaken => ErrorCode::NameTaken,
+            Error::VersionConflict => ErrorCode::VersionConflict,
+            Error::AmbiguousName => ErrorCode::AmbiguousName,
+            Error::InvalidContext(_) => ErrorCode::InvalidContext,
+            Error::Invalid { code, .. } => *code,
+            Error::PayloadTooLarge => ErrorCode::PayloadTooLarge,
+            Error::BodyTimeout => ErrorCode::RequestTimeout,
+            Error::IdempotencyKeyReused => ErrorCode::IdempotencyKeyReused,
+            Error::IdempotencyInFlight => ErrorCode::IdempotencyInFlight,
+            Error::KeyRevoked => ErrorCode::KeyRevoked,
+            Error::KeyUnavailable { .. } => ErrorCode::KeyUnavailable,
+            Error::AlreadyExists(_) => ErrorCode::AlreadyExists,
+            Error::InUse(_) => ErrorCode::KeyInUse,
+            Error::AmbiguousMatch(_) => ErrorCode::AmbiguousMatchContext,
+            Error::ByokVerificationFailed { .. } => ErrorCode::ByokVerificationFailed,
+            Error::KmsUnavailable(_) => ErrorCode::KmsUnavailable,
+            Error::EncryptedKeysIntegrity => ErrorCode::InvalidEncryptedKeys,
+            Error::RateLimited(_) => ErrorCode::RateLimited,
+            Error::StorageFull(_) => ErrorCode::StorageFull,
+            Error::StorageUnavailable(_) => ErrorCode::StorageUnavailable,
+            Error::KekQuotaExceeded(_) => ErrorCode::KekQuotaExceeded,
+            Error::KekLimitReached(_) => ErrorCode::KekLimitReached,
+            Error::Internal(_) | Error::Storage(_) => ErrorCode::InternalError,
         }
+    }
+
+    /// Status and code string, as the wire carries them.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        let code = self.code();
+        (code.status(), code.as_str())
     }
 
     /// The message clients see: specific for 4xx, generic for 5xx.
     pub fn public_message(&self) -> String {
         match self {
-            Error::Internal(_) => "internal error".into(),
+            Error::Internal(_) | Error::Storage(_) => "internal error".into(),
             other => other.to_string(),
         }
     }
@@ -139,7 +141,7 @@ impl Error {
         if e.failure == KmsFailure::InvalidKeyId {
             // Only input names a malformed key id: the caller's error, with no KMS detail echoed.
             return Error::invalid(
-                "invalid_key_id",
+                ErrorCode::InvalidKeyId,
                 "the key id is not a well-formed KMS key id",
             );
         }
@@ -156,7 +158,7 @@ impl Error {
 impl From<StoreError> for Error {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::NotFound => Error::NotFound("object"),
+            StoreError::NotFound(thing) => Error::NotFound(thing),
             StoreError::NameTaken => Error::NameTaken,
             StoreError::VersionMismatch { .. } => Error::VersionConflict,
             StoreError::AlreadyExists => Error::AlreadyExists("resource"),
@@ -164,7 +166,7 @@ impl From<StoreError> for Error {
             StoreError::IdempotencyClaimLost => Error::IdempotencyInFlight,
             StoreError::Full(cause) => Error::StorageFull(cause),
             StoreError::Unavailable(cause) => Error::StorageUnavailable(cause),
-            StoreError::Internal(message) => Error::Internal(message),
+            e @ (StoreError::Internal(_) | StoreError::Database(_)) => Error::Storage(e),
         }
     }
 }
@@ -180,3 +182,7 @@ impl From<FormatError> for Error {
         Error::Internal(format!("format: {e}"))
     }
 }
+
+#[cfg(test)]
+#[path = "error_tests.rs"]
+mod tests;

@@ -11,6 +11,7 @@ pub mod context;
 pub mod data_key;
 pub mod envelope;
 pub mod error;
+pub mod error_code;
 pub mod http;
 pub mod keyring;
 pub mod kms;

@@ -15,7 +15,7 @@ use super::extract::{AdminCaller, JsonBody};
 use crate::auth::Role;
 use crate::broker::Broker;
 use crate::context::json::ContextJson;
-use crate::error::Error;
+use crate::error::{Error, ErrorCode};
 use crate::services::api_keys::ApiKeyRecord;
 use crate::services::audit::EventQuery;
 use crate::timestamp::Timestamp;
@@ -66,7 +66,7 @@ async fn create_api_key(
     let name = body.name.trim();
     if name.is_empty() || name.chars().count() > 100 {
         return Err(Error::invalid(
-            "invalid_name",
+            ErrorCode::InvalidName,
             "name must be 1-100 characters",
         ));
     }
@@ -75,7 +75,7 @@ async fn create_api_key(
         "admin" => Role::Admin,
         other => {
             return Err(Error::invalid(
-                "invalid_role",
+                ErrorCode::InvalidRole,
                 format!("role must be \"app\" or \"admin\", not {other:?}"),
             ));
         }
@@ -84,7 +84,7 @@ async fn create_api_key(
         None => None,
         Some(_) if role == Role::Admin => {
             return Err(Error::invalid(
-                "invalid_scope",
+                ErrorCode::InvalidScope,
                 "only app keys can be scoped",
             ));
         }
@@ -116,7 +116,7 @@ async fn revoke_api_key(
 ) -> Result<Json<Value>, Error> {
     if id == admin.key_id {
         return Err(Error::invalid(
-            "cannot_revoke_self",
+            ErrorCode::CannotRevokeSelf,
             "an admin key cannot revoke itself",
         ));
     }
@@ -136,7 +136,7 @@ async fn list_events(
             .filter(|l| (1..=MAX_EVENTS_LIMIT).contains(l))
             .ok_or_else(|| {
                 Error::invalid(
-                    "invalid_limit",
+                    ErrorCode::InvalidLimit,
                     format!("limit must be 1-{MAX_EVENTS_LIMIT}"),
                 )
             })?,
@@ -147,7 +147,10 @@ async fn list_events(
             Some(text) => Timestamp::parse(text)
                 .map(|t| Some(t.to_rfc3339()))
                 .ok_or_else(|| {
-                    Error::invalid("invalid_time", format!("cannot parse {name} {text:?}"))
+                    Error::invalid(
+                        ErrorCode::InvalidTime,
+                        format!("cannot parse {name} {text:?}"),
+                    )
                 }),
             None => Ok(None),
         }

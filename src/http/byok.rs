@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use super::extract::{AdminCaller, JsonBody};
 use crate::broker::Broker;
 use crate::context::json::ContextJson;
-use crate::error::Error;
+use crate::error::{Error, ErrorCode};
 use crate::keyring::bindings::Binding;
 use crate::services::byok::service::{KeySpec, PROVIDER_AWS_KMS};
 
@@ -130,7 +130,7 @@ async fn register(
 ) -> Result<(StatusCode, Json<Value>), Error> {
     if body.provider != PROVIDER_AWS_KMS {
         return Err(Error::invalid(
-            "invalid_provider",
+            ErrorCode::InvalidProvider,
             format!("provider must be \"{PROVIDER_AWS_KMS}\""),
         ));
     }

@@ -4,17 +4,18 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
 
-use crate::error::Error;
+use crate::error::{Error, ErrorCode};
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        let (status, code) = self.status_and_code();
+        let code = self.code();
+        let status = code.status();
         if status.is_server_error() {
-            tracing::error!(code, error = %self, detail = ?self, "request failed");
+            tracing::error!(code = code.as_str(), error = %self, detail = ?self, "request failed");
         } else if matches!(self, Error::KeyUnavailable { .. } | Error::KeyRevoked) {
-            tracing::warn!(code, error = %self, "refused: tenant key not usable");
+            tracing::warn!(code = code.as_str(), error = %self, "refused: tenant key not usable");
         }
         // Both SDK generations honour Retry-After when they retry 429 and 503.
         let retry_after = match &self {
@@ -24,7 +25,7 @@ impl IntoResponse for Error {
             _ if status == StatusCode::SERVICE_UNAVAILABLE => Some(1),
             _ => None,
         };
-        let mut response = error_response(status, code, &self.public_message());
+        let mut response = error_response(code, &self.public_message());
         if let Some(seconds) = retry_after {
             response
                 .headers_mut()
@@ -34,10 +35,27 @@ impl IntoResponse for Error {
     }
 }
 
-pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
-    (
-        status,
-        Json(json!({"error": message, "message": message, "code": code})),
-    )
-        .into_response()
+/// The JSON error body. Fields in alphabetical order: the bytes match what earlier releases sent
+/// (a `serde_json::Map` without `preserve_order` sorts its keys).
+#[derive(Serialize)]
+pub struct ErrorBody<'a> {
+    pub code: ErrorCode,
+    /// The message again, under the name the WorkOS SDKs read.
+    pub error: &'a str,
+    pub message: &'a str,
+}
+
+impl<'a> ErrorBody<'a> {
+    pub fn new(code: ErrorCode, message: &'a str) -> Self {
+        Self {
+            code,
+            error: message,
+            message,
+        }
+    }
+}
+
+/// An error answer with the code's status and the JSON body.
+pub fn error_response(code: ErrorCode, message: &str) -> Response {
+    (code.status(), Json(ErrorBody::new(code, message))).into_response()
 }

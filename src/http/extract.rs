@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use super::guard::BodyTimedOut;
 use crate::auth::{Principal, Role};
 use crate::broker::Broker;
-use crate::error::Error;
+use crate::error::{Error, ErrorCode};
 
 /// A caller holding an `app` key.
 pub struct AppCaller(pub Principal);
@@ -86,7 +86,7 @@ impl FromRequest<Arc<Broker>> for RawBody {
                 } else if caused_by_body_deadline(&e) {
                     Error::BodyTimeout
                 } else {
-                    Error::invalid("invalid_body", e.body_text())
+                    Error::invalid(ErrorCode::InvalidBody, e.body_text())
                 }
             })
     }
@@ -107,9 +107,9 @@ fn caused_by_body_deadline(rejection: &BytesRejection) -> bool {
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     serde_json::from_slice(bytes).map_err(|e| {
         let code = if e.is_data() {
-            "invalid_request"
+            ErrorCode::InvalidRequest
         } else {
-            "invalid_json"
+            ErrorCode::InvalidJson
         };
         Error::invalid(code, format!("request body: {e}"))
     })

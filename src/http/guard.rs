@@ -10,7 +10,6 @@ use std::task::{Context, Poll};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::StatusCode;
 use axum::http::header::CONTENT_LENGTH;
 use axum::middleware::Next;
 use axum::response::Response;
@@ -19,6 +18,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::error_response;
 use crate::broker::Broker;
+use crate::error::ErrorCode;
 
 pub async fn check_request_head(
     State(broker): State<Arc<Broker>>,
@@ -32,8 +32,7 @@ pub async fn check_request_head(
         .map_or(0, |p| p.as_str().len());
     if target_len > server.max_uri_bytes {
         return error_response(
-            StatusCode::URI_TOO_LONG,
-            "uri_too_long",
+            ErrorCode::UriTooLong,
             &format!(
                 "the request target is longer than {} bytes",
                 server.max_uri_bytes
@@ -48,8 +47,7 @@ pub async fn check_request_head(
         .sum();
     if header_bytes > server.max_header_bytes {
         return error_response(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "headers_too_large",
+            ErrorCode::HeadersTooLarge,
             &format!(
                 "the header section is larger than {} bytes",
                 server.max_header_bytes
@@ -64,8 +62,7 @@ pub async fn check_request_head(
     let body_limit = broker.config.limits.max_request_bytes;
     if announced.is_some_and(|length| length > body_limit as u64) {
         return error_response(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
+            ErrorCode::PayloadTooLarge,
             &format!("the request body is larger than {body_limit} bytes"),
         );
     }
@@ -76,8 +73,7 @@ pub async fn check_request_head(
         // Segments split at '/', which never occurs inside a UTF-8 sequence, so checking the whole
         // path is checking every segment a route could extract.
         return error_response(
-            StatusCode::BAD_REQUEST,
-            "invalid_path",
+            ErrorCode::InvalidPath,
             "the path does not percent-decode to UTF-8",
         );
     }

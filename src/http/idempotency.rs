@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
-use crate::error::Error;
+use crate::error::{Error, ErrorCode};
 
 /// Longest key accepted (Stripe's bound; the SDKs send `retry-<uuid>`, 42 characters).
 pub const MAX_KEY_CHARS: usize = 255;
@@ -22,7 +22,7 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Error> {
     let printable = bytes.iter().all(|b| (0x20..=0x7e).contains(b));
     if values.next().is_some() || bytes.is_empty() || bytes.len() > MAX_KEY_CHARS || !printable {
         return Err(Error::invalid(
-            "invalid_idempotency_key",
+            ErrorCode::InvalidIdempotencyKey,
             format!(
                 "Idempotency-Key must be one header of 1-{MAX_KEY_CHARS} printable ASCII characters"
             ),

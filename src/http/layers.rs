@@ -22,6 +22,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use super::errors::error_response;
+use crate::error::ErrorCode;
 use crate::metrics::Metrics;
 
 const REQUEST_ID: &str = "x-request-id";
@@ -132,8 +133,7 @@ async fn timeout_as_json(response: Response) -> Response {
     }
     tracing::warn!("request timed out before its response was ready");
     let mut response = error_response(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "processing_timeout",
+        ErrorCode::ProcessingTimeout,
         "the request took longer than the server's request timeout; retry shortly",
     );
     response
@@ -145,11 +145,7 @@ async fn timeout_as_json(response: Response) -> Response {
 fn panic_as_json(_payload: Box<dyn Any + Send + 'static>) -> Response {
     // The payload may quote request data (a secret, a token), so it is not logged.
     tracing::error!("a request handler panicked");
-    error_response(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal_error",
-        "internal error",
-    )
+    error_response(ErrorCode::InternalError, "internal error")
 }
 
 #[cfg(test)]

@@ -17,7 +17,6 @@ mod wire;
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -27,6 +26,7 @@ use serde_json::json;
 pub use errors::error_response;
 
 use crate::broker::Broker;
+use crate::error::ErrorCode;
 
 pub fn router(broker: Arc<Broker>) -> Router {
     let body_limit = broker.config.limits.max_request_bytes;
@@ -58,8 +58,7 @@ async fn readyz(State(broker): State<Arc<Broker>>) -> Response {
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
             error_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "not_ready",
+                ErrorCode::NotReady,
                 "the database or the key provider is not reachable",
             )
         }
@@ -67,13 +66,12 @@ async fn readyz(State(broker): State<Arc<Broker>>) -> Response {
 }
 
 async fn not_found() -> Response {
-    error_response(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+    error_response(ErrorCode::NotFound, "no such endpoint")
 }
 
 async fn method_not_allowed() -> Response {
     error_response(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+        ErrorCode::MethodNotAllowed,
         "method not allowed on this endpoint",
     )
 }

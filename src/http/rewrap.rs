@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::extract::{AdminCaller, JsonBody};
 use crate::broker::Broker;
-use crate::error::Error;
+use crate::error::{Error, ErrorCode};
 use crate::rewrap::{RewrapSource, RewrapStatus};
 use crate::timestamp::Timestamp;
 
@@ -75,7 +75,7 @@ async fn start(
         (None, Some(kek)) => RewrapSource::Kek(kek),
         _ => {
             return Err(Error::invalid(
-                "invalid_source",
+                ErrorCode::InvalidSource,
                 "source must name exactly one of byok_key_id or kek_id",
             ));
         }

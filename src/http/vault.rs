@@ -9,24 +9,21 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::extract::{AppCaller, JsonBody, RawBody, parse_json};
 use super::idempotency;
+use super::wire::data_key::{DataKeyPair, DecryptedDataKey};
 use super::wire::{Metadata, Object};
 use crate::broker::Broker;
 use crate::context::KeyContext;
 use crate::context::json::ContextJson;
-use crate::error::Error;
+use crate::error::{Error, ErrorCode};
 use crate::timestamp::Timestamp;
 use crate::vault::cursor::{self, Cursor};
-use crate::vault::{
-    IdempotencyRequest, IdempotentOutcome, IssuedDataKey, ListQuery, ObjectMeta, Order,
-};
+use crate::vault::{IdempotencyRequest, IdempotentOutcome, ListQuery, ObjectMeta, Order};
 
 const MAX_LIST_LIMIT: usize = 100;
 
@@ -54,13 +51,10 @@ fn object_response(status: StatusCode, meta: &ObjectMeta, value: Option<&str>) -
     (status, Json(Object::of(meta, value))).into_response()
 }
 
-fn data_key_json(issued: &IssuedDataKey) -> Value {
-    json!({
-        "context": issued.context,
-        "data_key": STANDARD.encode(issued.key.expose_secret()),
-        "encrypted_keys": STANDARD.encode(&issued.encrypted_keys),
-        "id": issued.dek_id.to_string(),
-    })
+/// Serializes at once, so the body may borrow from the issued key (the DEK's base64 is wiped
+/// when the response struct drops).
+fn data_key_response<T: serde::Serialize>(body: T) -> Response {
+    Json(body).into_response()
 }
 
 /// Context fields arrive as arbitrary JSON, read pair by pair so a repeated name is seen;
@@ -192,7 +186,10 @@ async fn list_objects(
             .ok()
             .filter(|l| (1..=MAX_LIST_LIMIT).contains(l))
             .ok_or_else(|| {
-                Error::invalid("invalid_limit", format!("limit must be 1-{MAX_LIST_LIMIT}"))
+                Error::invalid(
+                    ErrorCode::InvalidLimit,
+                    format!("limit must be 1-{MAX_LIST_LIMIT}"),
+                )
             })?,
         None => 10,
     };
@@ -201,7 +198,7 @@ async fn list_objects(
         Some("asc") => Order::Asc,
         Some(other) => {
             return Err(Error::invalid(
-                "invalid_order",
+                ErrorCode::InvalidOrder,
                 format!("order must be asc or desc, not {other:?}"),
             ));
         }
@@ -214,7 +211,7 @@ async fn list_objects(
     {
         Some(text) => Some(Timestamp::parse(text).ok_or_else(|| {
             Error::invalid(
-                "invalid_updated_after",
+                ErrorCode::InvalidUpdatedAfter,
                 format!("cannot parse updated_after {text:?}"),
             )
         })?),
@@ -265,7 +262,7 @@ fn list_cursor(query: &HashMap<String, String>, name: &str) -> Result<Option<Cur
         None => Ok(None),
         Some(text) => cursor::decode(text).map(Some).map_err(|_| {
             Error::invalid(
-                "invalid_cursor",
+                ErrorCode::InvalidCursor,
                 format!(
                     "{name} must be a list_metadata cursor or the id of an object this key can see"
                 ),
@@ -295,12 +292,12 @@ async fn create_data_key(
     State(broker): State<Arc<Broker>>,
     AppCaller(caller): AppCaller,
     JsonBody(body): JsonBody<DataKeyBody>,
-) -> Result<Json<Value>, Error> {
+) -> Result<Response, Error> {
     let issued = broker
         .vault
         .create_data_key(&caller, context_from(body.context)?)
         .await?;
-    Ok(Json(data_key_json(&issued)))
+    Ok(data_key_response(DataKeyPair::of(&issued)))
 }
 
 #[derive(Deserialize)]
@@ -312,11 +309,9 @@ async fn decrypt_data_key(
     State(broker): State<Arc<Broker>>,
     AppCaller(caller): AppCaller,
     JsonBody(body): JsonBody<DecryptBody>,
-) -> Result<Json<Value>, Error> {
+) -> Result<Response, Error> {
     let issued = broker.vault.decrypt_data_key(&caller, &body.keys).await?;
-    Ok(Json(
-        json!({"data_key": STANDARD.encode(issued.key.expose_secret()), "id": issued.dek_id.to_string()}),
-    ))
+    Ok(data_key_response(DecryptedDataKey::of(&issued)))
 }
 
 #[derive(Deserialize)]
@@ -329,10 +324,10 @@ async fn rekey(
     State(broker): State<Arc<Broker>>,
     AppCaller(caller): AppCaller,
     JsonBody(body): JsonBody<RekeyBody>,
-) -> Result<Json<Value>, Error> {
+) -> Result<Response, Error> {
     let issued = broker
         .vault
         .rekey(&caller, context_from(body.context)?, &body.encrypted_keys)
         .await?;
-    Ok(Json(data_key_json(&issued)))
+    Ok(data_key_response(DataKeyPair::of(&issued)))
 }

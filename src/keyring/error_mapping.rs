@@ -2,7 +2,7 @@
 //! keyring's side so `error` stays below every component (it imports none of them).
 
 use super::KeyAccessError;
-use crate::error::Error;
+use crate::error::{Error, ErrorCode};
 use crate::store::KekCreationRefused;
 
 impl From<KeyAccessError> for Error {
@@ -17,7 +17,7 @@ impl From<KeyAccessError> for Error {
                 "integrity failure: a stored row names a KEK not held for its context".into(),
             ),
             KeyAccessError::MissingSelectorField { field } => Error::invalid(
-                "invalid_context",
+                ErrorCode::InvalidContext,
                 format!("the key context must contain {field:?}: it selects the platform key"),
             ),
             KeyAccessError::CreationRefused(KekCreationRefused::HourlyQuota { retry_after }) => {

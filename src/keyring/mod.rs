@@ -25,7 +25,7 @@ use bindings::{Binding, BindingSet, BindingState, kek_ref};
 const ALIAS_READBACK_ATTEMPTS: u32 = 5;
 
 /// Why a KEK may not be used for a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum KeyAccessError {
     /// The tenant's BYOK key is disabled in the broker.
     Revoked { byok_key_id: String },

@@ -65,7 +65,7 @@ impl ApiKeys {
     /// Revokes a key (again is a no-op) and returns it as it is now.
     pub async fn revoke_api_key(&self, id: &str) -> Result<ApiKeyRecord, Error> {
         self.store.revoke_api_key(id).await.map_err(|e| match e {
-            StoreError::NotFound => Error::NotFound("api key"),
+            StoreError::NotFound(_) => Error::NotFound("API key"),
             other => other.into(),
         })?;
         // The key stops working on this broker now, not when its cached verification expires.

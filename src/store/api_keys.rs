@@ -111,7 +111,7 @@ impl Store {
                 params![Timestamp::now().to_rfc3339(), id],
             )?;
             if changed == 0 {
-                Err(StoreError::NotFound)
+                Err(StoreError::NotFound("API key"))
             } else {
                 Ok(())
             }

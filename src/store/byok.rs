@@ -168,7 +168,7 @@ impl Store {
                 params![kek.key_arn, Timestamp::now().to_rfc3339(), id],
             )?;
             if changed == 0 {
-                return Err(StoreError::NotFound);
+                return Err(StoreError::NotFound("BYOK key"));
             }
             upsert_kek(&tx, &kek)?;
             tx.commit()?;
@@ -196,7 +196,7 @@ impl Store {
                 params![value as i64, Timestamp::now().to_rfc3339(), id],
             )?;
             if changed == 0 {
-                Err(StoreError::NotFound)
+                Err(StoreError::NotFound("BYOK key"))
             } else {
                 Ok(())
             }
@@ -215,7 +215,7 @@ impl Store {
         self.run(move |c| {
             let tx = c.savepoint()?;
             let before: Option<i64> = tx.query_row("SELECT available FROM tenant_keks WHERE key_arn = ?1", [&key_arn], |r| r.get(0)).optional()?;
-            let Some(before) = before else { return Err(StoreError::NotFound) };
+            let Some(before) = before else { return Err(StoreError::NotFound("tenant KEK")) };
             tx.execute(
                 "UPDATE tenant_keks SET available = ?1, reason = ?2, last_checked_at = ?3 WHERE key_arn = ?4",
                 params![available as i64, reason, Timestamp::now().to_rfc3339(), key_arn],
@@ -242,7 +242,7 @@ impl Store {
             }
             let changed = tx.execute("DELETE FROM byok_keys WHERE id = ?1", [&id])?;
             if changed == 0 {
-                return Err(StoreError::NotFound);
+                return Err(StoreError::NotFound("BYOK key"));
             }
             tx.commit()?;
             Ok(())

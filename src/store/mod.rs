@@ -31,10 +31,11 @@ pub use objects::{NewObject, NewVersion, ObjectRecord, VersionRecord};
 pub use platform_keks::{KekCreationRefused, PlatformKekReservation};
 pub use rewrap::{RewrapCandidate, RewrapJobRecord};
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum StoreError {
-    #[error("not found")]
-    NotFound,
+    /// Names the thing that was not found ("object", "API key", "BYOK key", ...).
+    #[error("{0} not found")]
+    NotFound(&'static str),
     #[error("an object with this name already exists")]
     NameTaken,
     #[error("version check failed: the current version is {current}")]
@@ -51,6 +52,10 @@ pub enum StoreError {
     /// The database file cannot be read or written (I/O error, cannot open); SQLite's own message.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// A SQLite failure that is neither of the above; keeps rusqlite's error as its source (shared,
+    /// because the group-commit writer hands one failure to every waiter of the batch).
+    #[error("database failure")]
+    Database(#[source] Arc<rusqlite::Error>),
     #[error("storage failure: {0}")]
     Internal(String),
 }
@@ -68,10 +73,10 @@ impl From<rusqlite::Error> for StoreError {
                     ErrorCode::SystemIoFailure | ErrorCode::CannotOpen => {
                         StoreError::Unavailable(text)
                     }
-                    _ => StoreError::Internal(text),
+                    _ => StoreError::Database(Arc::new(e)),
                 }
             }
-            None => StoreError::Internal(text),
+            None => StoreError::Database(Arc::new(e)),
         }
     }
 }

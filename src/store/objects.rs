@@ -90,7 +90,7 @@ fn current_version(tx: &rusqlite::Connection, object_id: &str) -> Result<String,
         |r| r.get(0),
     )
     .optional()?
-    .ok_or(StoreError::NotFound)
+    .ok_or(StoreError::NotFound("object"))
 }
 
 fn check_version(current: &str, expected: Option<&str>) -> Result<(), StoreError> {
@@ -179,7 +179,7 @@ impl Store {
                     object_from_row,
                 )
                 .optional()?
-                .ok_or(StoreError::NotFound)
+                .ok_or(StoreError::NotFound("object"))
             })
             .await?;
         self.records
@@ -289,7 +289,7 @@ impl Store {
             let current = c
                 .query_row("SELECT current_version FROM objects WHERE id = ?1", [&object_id], |r| r.get::<_, String>(0))
                 .optional()?
-                .ok_or(StoreError::NotFound)?;
+                .ok_or(StoreError::NotFound("object"))?;
             let mut statement = c.prepare("SELECT id, created_at, size, etag FROM versions WHERE object_id = ?1 ORDER BY seq DESC")?;
             let rows = statement.query_map([&object_id], |r| {
                 let id: String = r.get(0)?;

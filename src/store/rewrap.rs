@@ -114,7 +114,7 @@ impl Store {
                 job_from_row,
             )
             .optional()?
-            .ok_or(StoreError::NotFound)
+            .ok_or(StoreError::NotFound("rewrap job"))
         })
         .await
     }

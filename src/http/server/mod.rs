@@ -17,6 +17,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::config::server::{ServerSettings, open_file_limit};
+use crate::error::ErrorCode;
 use connection::ConnectionState;
 
 /// At most this many 503 refusals are being written at once; beyond it a newcomer at the bound is
@@ -100,8 +101,7 @@ pub async fn serve(
 /// Every connection is busy at the bound: answer 503 JSON and close instead of queueing forever.
 async fn refuse(mut stream: TcpStream) {
     let answer = stream::json_response(
-        503,
-        "too_many_connections",
+        ErrorCode::TooManyConnections,
         "the broker is at its connection limit; retry shortly",
         &[("retry-after", "1")],
     );

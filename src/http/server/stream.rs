@@ -11,6 +11,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::connection::ConnectionState;
+use crate::error::ErrorCode;
+use crate::http::errors::ErrorBody;
 
 pub struct ObservedStream {
     stream: TcpStream,
@@ -124,16 +126,14 @@ fn json_for_parse_error(head: &[u8]) -> Option<Vec<u8>> {
         .strip_prefix(b"HTTP/1.1 ")
         .or_else(|| head.strip_prefix(b"HTTP/1.0 "))?
         .get(..3)?;
-    let (status, code, message) = match status {
+    let (code, message) = match status {
         b"400" => (
-            400,
-            "malformed_request",
+            ErrorCode::MalformedRequest,
             "the request is not valid HTTP/1.1",
         ),
-        b"414" => (414, "uri_too_long", "the request target is too long"),
+        b"414" => (ErrorCode::UriTooLong, "the request target is too long"),
         b"431" => (
-            431,
-            "headers_too_large",
+            ErrorCode::HeadersTooLarge,
             "the request header section is too large",
         ),
         _ => return None,
@@ -156,24 +156,19 @@ fn json_for_parse_error(head: &[u8]) -> Option<Vec<u8>> {
         has_content_type |= header(line, b"content-type");
         empty_body |= header(line, b"content-length") && line.ends_with(b" 0");
     }
-    (!has_content_type && empty_body).then(|| json_response(status, code, message, &[]))
+    (!has_content_type && empty_body).then(|| json_response(code, message, &[]))
 }
 
 /// A complete `Connection: close` HTTP/1.1 response with the broker's JSON error body, for answers
 /// given outside the router (it carries a fresh `X-Request-ID` like every other response).
-pub fn json_response(
-    status: u16,
-    code: &str,
-    message: &str,
-    extra_headers: &[(&str, &str)],
-) -> Vec<u8> {
-    let reason = hyper::StatusCode::from_u16(status)
-        .ok()
-        .and_then(|s| s.canonical_reason())
-        .unwrap_or("Error");
-    let body = serde_json::json!({"error": message, "message": message, "code": code}).to_string();
+pub fn json_response(code: ErrorCode, message: &str, extra_headers: &[(&str, &str)]) -> Vec<u8> {
+    let status = code.status();
+    let reason = status.canonical_reason().unwrap_or("Error");
+    let body = serde_json::to_string(&ErrorBody::new(code, message))
+        .unwrap_or_else(|_| String::from("{}"));
     let mut head = format!(
-        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\nx-request-id: req_{}\r\n",
+        "HTTP/1.1 {} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\nx-request-id: req_{}\r\n",
+        status.as_u16(),
         body.len(),
         uuid::Uuid::new_v4().simple()
     );

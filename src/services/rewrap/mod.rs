@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 pub use crate::config::workers::RewrapConfig;
 use crate::context::KeyContext;
-use crate::error::Error;
+use crate::error::{Error, ErrorCode};
 use crate::keyring::Keyring;
 use crate::kms::{KekRef, KeyProvider, KmsError};
 use crate::store::{RewrapJobRecord, Store, StoreError};
@@ -56,7 +56,7 @@ fn check_kek_id(kek_id: &str) -> Result<(), Error> {
         || !kek_id.bytes().all(|b| b.is_ascii_graphic())
     {
         return Err(Error::invalid(
-            "invalid_kek_id",
+            ErrorCode::InvalidKekId,
             format!(
                 "kek_id must be 1-{MAX_KEK_ID_CHARS} visible ASCII characters (a KMS key ARN or id)"
             ),
@@ -156,7 +156,7 @@ impl Rewrap {
 
     pub async fn rewrap_status(&self, id: &str) -> Result<RewrapStatus, Error> {
         let job = self.store.get_rewrap_job(id).await.map_err(|e| match e {
-            StoreError::NotFound => Error::NotFound("rewrap job"),
+            StoreError::NotFound(_) => Error::NotFound("rewrap job"),
             other => other.into(),
         })?;
         let remaining = self

@@ -15,7 +15,7 @@ use crate::auth::Principal;
 use crate::context::KeyContext;
 use crate::data_key::DataKey;
 use crate::envelope::{DataKeyBlob, WrappedKey};
-use crate::error::Error;
+use crate::error::{Error, ErrorCode};
 use crate::keyring::KeyAccessError;
 use crate::kms::{KekRef, KmsErrorClass};
 use crate::rewrap::rewrap_dek;
@@ -155,7 +155,7 @@ impl Vault {
     ) -> Result<OpenedBlob, Error> {
         let malformed = || {
             Error::invalid(
-                "invalid_encrypted_keys",
+                ErrorCode::InvalidEncryptedKeys,
                 "encrypted_keys is not a byok-broker data key blob",
             )
         };
@@ -165,7 +165,7 @@ impl Vault {
         let parsed = DataKeyBlob::decode(&bytes).map_err(|_| malformed())?;
         if parsed.is_legacy() && !self.limits.accept_legacy_data_key_blobs {
             return Err(Error::invalid(
-                "invalid_encrypted_keys",
+                ErrorCode::InvalidEncryptedKeys,
                 "encrypted_keys is in the untagged format 1, which this broker no longer accepts",
             ));
         }
@@ -239,7 +239,7 @@ struct OpenedBlob {
 /// nothing about another tenant's key (whether it exists, is disabled or is someone else's).
 fn not_held_for_context() -> Error {
     Error::invalid(
-        "invalid_encrypted_keys",
+        ErrorCode::InvalidEncryptedKeys,
         "encrypted_keys names a key that does not protect its key context",
     )
 }

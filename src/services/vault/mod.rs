@@ -26,7 +26,7 @@ use crate::config::Limits;
 use crate::context::{KeyContext, hex};
 use crate::data_key::DataKey;
 use crate::envelope::{ValueBinding, WrappedKey, seal_value};
-use crate::error::Error;
+use crate::error::{Error, ErrorCode};
 use crate::keyring::{Keyring, WriteKek};
 use crate::kms::{KekRef, KeyProvider, KmsError};
 use crate::platform_kek::KekCreator;
@@ -123,7 +123,7 @@ impl Vault {
     fn check_value(&self, value: &str) -> Result<(), Error> {
         if value.len() > self.limits.max_value_bytes {
             return Err(Error::invalid(
-                "value_too_large",
+                ErrorCode::ValueTooLarge,
                 format!(
                     "value is {} bytes; at most {} are allowed",
                     value.len(),

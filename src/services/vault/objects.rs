@@ -9,7 +9,7 @@ use crate::audit;
 use crate::auth::Principal;
 use crate::context::KeyContext;
 use crate::envelope::{SealedValue, ValueBinding, open_value};
-use crate::error::Error;
+use crate::error::{Error, ErrorCode};
 use crate::store::{
     IdempotencyClaim, ListPosition, ListQuery, ListedObject, NewObject, ObjectRecord,
     StoredResponse, VersionRecord,
@@ -23,7 +23,7 @@ use super::{MAX_NAME_CHARS, ObjectMeta, ObjectWithValue, Vault, meta_from_record
 fn valid_name(name: &str) -> Result<&str, Error> {
     if name.chars().any(char::is_control) {
         return Err(Error::invalid(
-            "invalid_name",
+            ErrorCode::InvalidName,
             "name must not contain control characters (NUL, CR, LF, tab, DEL, ...)",
         ));
     }
@@ -31,7 +31,7 @@ fn valid_name(name: &str) -> Result<&str, Error> {
     let chars = name.chars().count();
     if chars == 0 || chars > MAX_NAME_CHARS {
         return Err(Error::invalid(
-            "invalid_name",
+            ErrorCode::InvalidName,
             format!("name must be 1-{MAX_NAME_CHARS} characters"),
         ));
     }
@@ -40,7 +40,7 @@ fn valid_name(name: &str) -> Result<&str, Error> {
 
 fn invalid_cursor() -> Error {
     Error::invalid(
-        "invalid_cursor",
+        ErrorCode::InvalidCursor,
         "after/before must be a list_metadata cursor or the id of an object this key can see",
     )
 }

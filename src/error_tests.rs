@@ -1,0 +1,32 @@
+//! `Error` keeps the store's source chain, and "not found" names what was not found.
+
+use std::error::Error as _;
+
+use super::Error;
+use crate::store::StoreError;
+
+#[test]
+fn a_sqlite_failure_keeps_its_source_chain_through_store_and_broker_errors() {
+    let connection = rusqlite::Connection::open_in_memory().expect("in-memory database");
+    let sqlite = connection
+        .execute("INSERT INTO no_such_table VALUES (1)", [])
+        .expect_err("no such table");
+    let store = StoreError::from(sqlite);
+    let cause = store.source().expect("store error has a source");
+    assert!(cause.to_string().contains("no_such_table"), "{cause}");
+
+    let error = Error::from(store);
+    assert_eq!(error.public_message(), "internal error");
+    let store_cause = error.source().expect("broker error has a source");
+    assert!(store_cause.is::<StoreError>(), "{store_cause:?}");
+    let root = store_cause.source().expect("the chain reaches SQLite");
+    assert!(root.to_string().contains("no_such_table"), "{root}");
+}
+
+#[test]
+fn not_found_names_its_thing() {
+    for thing in ["object", "API key", "BYOK key", "rewrap job"] {
+        let error = Error::from(StoreError::NotFound(thing));
+        assert_eq!(error.public_message(), format!("{thing} not found"));
+    }
+}
