@@ -35,11 +35,6 @@ struct Activity {
     idle_since: Instant,
     /// First byte of the next request head, if one arrived since `idle_since`.
     first_byte_at: Option<Instant>,
-    /// Last byte read or written while a request is in flight, and whether its response has
-    /// started: a client that stops reading a response must not hold the connection (and a slot
-    /// at the bound) for ever. Before the response starts, the handler's own bounds apply.
-    last_progress: Instant,
-    responding: bool,
 }
 
 impl ConnectionState {
@@ -50,8 +45,6 @@ impl ConnectionState {
                 served: 0,
                 idle_since: Instant::now(),
                 first_byte_at: None,
-                last_progress: Instant::now(),
-                responding: false,
             }),
             changed: Notify::new(),
             evicted: Notify::new(),
@@ -79,20 +72,8 @@ impl ConnectionState {
         self.activity().in_flight == 0
     }
 
-    /// Bytes of a response went out: the client is reading.
-    pub(super) fn bytes_written(&self) {
-        let mut activity = self.activity();
-        activity.last_progress = Instant::now();
-        if activity.in_flight > 0 && !activity.responding {
-            activity.responding = true;
-            drop(activity);
-            self.changed.notify_one();
-        }
-    }
-
     pub(super) fn bytes_arrived(&self) {
         let mut activity = self.activity();
-        activity.last_progress = Instant::now();
         if activity.in_flight == 0 && activity.first_byte_at.is_none() {
             activity.first_byte_at = Some(Instant::now());
             drop(activity);
@@ -101,11 +82,7 @@ impl ConnectionState {
     }
 
     fn request_started(&self) {
-        let mut activity = self.activity();
-        activity.in_flight += 1;
-        activity.last_progress = Instant::now();
-        activity.responding = false;
-        drop(activity);
+        self.activity().in_flight += 1;
         self.changed.notify_one();
     }
 
@@ -115,21 +92,18 @@ impl ConnectionState {
         activity.served += 1;
         activity.idle_since = Instant::now();
         activity.first_byte_at = None;
-        activity.responding = false;
         drop(activity);
         self.changed.notify_one();
     }
 
     /// When the connection must be closed if nothing changes: a first request head (and any
-    /// started head) gets the header-read timeout, an idle keep-alive connection the idle timeout,
-    /// and a response being written the body timeout since its last byte went out (hyper drops a
-    /// response body once it is buffered, so this matters for streamed bodies).
+    /// started head) gets the header-read timeout, an idle keep-alive connection the idle timeout.
+    /// A request is in flight only until hyper has buffered its response body (it then drops the
+    /// body), so a client that stops reading falls back under these timeouts as well.
     fn deadline(&self, settings: &ServerSettings) -> Option<Instant> {
         let activity = self.activity();
         if activity.in_flight > 0 {
-            return activity
-                .responding
-                .then(|| activity.last_progress + settings.body_timeout);
+            return None; // the body timeout and the handlers bound this phase
         }
         Some(match activity.first_byte_at {
             _ if activity.served == 0 => activity.idle_since + settings.header_read_timeout,
@@ -186,7 +160,7 @@ pub async fn run(
                 return;
             }
             () = &mut expired => {
-                tracing::debug!("closing connection: header-read, idle or stalled-response timeout");
+                tracing::debug!("closing connection: header-read or idle timeout");
                 return;
             }
             () = state.evicted.notified() => {

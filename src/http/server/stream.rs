@@ -76,11 +76,7 @@ impl AsyncWrite for ObservedStream {
         if self.replacement.is_none() {
             match json_for_parse_error(buf).filter(|_| self.state.between_requests()) {
                 Some(answer) => self.replacement = Some((answer, 0)),
-                None => {
-                    let written = ready!(Pin::new(&mut self.stream).poll_write(cx, buf))?;
-                    self.state.bytes_written();
-                    return Poll::Ready(Ok(written));
-                }
+                None => return Pin::new(&mut self.stream).poll_write(cx, buf),
             }
         }
         self.poll_replacement(cx, buf.len())
@@ -101,9 +97,7 @@ impl AsyncWrite for ObservedStream {
         {
             return self.poll_write(cx, first);
         }
-        let written = ready!(Pin::new(&mut self.stream).poll_write_vectored(cx, bufs))?;
-        self.state.bytes_written();
-        Poll::Ready(Ok(written))
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
