@@ -67,6 +67,7 @@ impl Broker {
     /// Starts with the key provider the configuration names; its background tasks (the watcher,
     /// rewrap jobs, the audit writer, the database's close) belong to `supervisor`.
     pub async fn start(config: Config, supervisor: &Supervisor) -> Result<Arc<Self>, StartError> {
+        // Before the local provider creates `local-kms/` inside it, so the directory is 0700 first.
         create_private_dir(&config.data_dir)?;
         let provider: Arc<dyn KeyProvider> = match config.provider {
             ProviderKind::Local => {

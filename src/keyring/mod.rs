@@ -79,8 +79,13 @@ pub struct Keyring {
     /// BYOK bindings: replaced whole on every change, read without locks by every request.
     bindings: watch::Sender<Arc<BindingSet>>,
     alias_prefix: String,
-    /// Resolved platform KEK ids; a KEK's id for a context never changes, so no expiry is needed.
+    /// Resolved platform KEK ids by selection hash. A selection's KEK never changes, so entries are
+    /// never stale; they leave only when idle for a day, to bound memory.
     resolved: moka::future::Cache<ContextHash, Arc<str>>,
+    /// Whether a platform KEK the store recorded belongs to a context (by KEK id and context
+    /// hash): a KEK's selection never changes, so the verdict never does. Spares the hot read path
+    /// a database read and the subset hashing for data made under an earlier selector.
+    held_verdicts: moka::future::Cache<(Arc<str>, ContextHash), bool>,
     counters: Counters,
     /// Context names selecting a platform KEK; `None`: the whole context.
     selector_fields: Option<Vec<String>>,
@@ -106,6 +111,10 @@ impl Keyring {
             alias_prefix: alias_prefix.trim_matches('/').to_owned(),
             resolved: moka::future::Cache::builder()
                 .max_capacity(1_000_000)
+                .time_to_idle(Duration::from_secs(24 * 3600))
+                .build(),
+            held_verdicts: moka::future::Cache::builder()
+                .max_capacity(100_000)
                 .time_to_idle(Duration::from_secs(24 * 3600))
                 .build(),
             counters: Counters::default(),
@@ -247,6 +256,10 @@ impl Keyring {
         }
         // Any selection the operator had configured before is in the store's record of the
         // platform KEKs the broker created (the selection's hash): no KMS call needed.
+        let verdict_key = (Arc::<str>::from(kek_id), context.hash());
+        if let Some(held) = self.held_verdicts.get(&verdict_key).await {
+            return Ok(held);
+        }
         if let Some(quota) = &self.quota
             && let Some(hash) = quota
                 .selection_of(kek_id)
@@ -254,7 +267,9 @@ impl Keyring {
                 .map_err(KeyAccessError::Store)?
             && !hash.is_empty()
         {
-            return Ok(platform_kek::is_selection_of(context, &hash));
+            let held = platform_kek::is_selection_of(context, &hash);
+            self.held_verdicts.insert(verdict_key, held).await;
+            return Ok(held);
         }
         // Unknown to the store (created before it kept a record), or counted at upgrade: by alias.
         if let Some(selection) = &selection

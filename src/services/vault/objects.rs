@@ -3,7 +3,7 @@
 
 use serde_json::json;
 use uuid::Uuid;
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::audit;
 use crate::auth::Principal;
@@ -179,9 +179,14 @@ impl Vault {
             object_id: &record.id,
             version_id: &record.current_version,
         };
-        let plaintext = open_value(&dek, &sealed, &context, binding)?;
-        let value = String::from_utf8(plaintext.to_vec())
-            .map_err(|_| Error::Internal("stored value is not UTF-8".into()))?;
+        let mut plaintext = open_value(&dek, &sealed, &context, binding)?;
+        // Moved, not copied, and wiped on every path (a failed audit below drops it too).
+        let value = Zeroizing::new(String::from_utf8(std::mem::take(&mut *plaintext)).map_err(
+            |e| {
+                e.into_bytes().zeroize();
+                Error::Internal("stored value is not UTF-8".into())
+            },
+        )?);
         let meta = meta_from_record(&record, context);
         self.audit
             .record(audit::event(
@@ -191,10 +196,7 @@ impl Vault {
                 json!({"kv_name": meta.name, "key_id": meta.key_id}),
             ))
             .await?;
-        Ok(ObjectWithValue {
-            meta,
-            value: Zeroizing::new(value),
-        })
+        Ok(ObjectWithValue { meta, value })
     }
 
     pub async fn describe_object(
