@@ -1,6 +1,7 @@
 //! Typed WorkOS wire shapes for the hot responses, serialized straight from borrowed data: no
 //! intermediate `serde_json::Value` (cheaper), and no extra heap copy of a plaintext value.
 
+pub mod admin;
 pub mod data_key;
 
 use serde::Serialize;
