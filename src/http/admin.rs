@@ -11,7 +11,6 @@ use axum::{Json, Router};
 
 use super::extract::{AdminCaller, JsonBody, QueryParams};
 use super::wire::admin::{ApiKey, CreateApiKeyRequest, Event, EventsQuery, List};
-use crate::auth::Role;
 use crate::broker::Broker;
 use crate::error::{Error, ErrorCode};
 use crate::services::audit::EventQuery;
@@ -34,35 +33,10 @@ async fn create_api_key(
     AdminCaller(_admin): AdminCaller,
     JsonBody(body): JsonBody<CreateApiKeyRequest>,
 ) -> Result<Response, Error> {
-    let name = body.name.trim();
-    if name.is_empty() || name.chars().count() > 100 {
-        return Err(Error::invalid(
-            ErrorCode::InvalidName,
-            "name must be 1-100 characters",
-        ));
-    }
-    let role = match body.role.as_str() {
-        "app" => Role::App,
-        "admin" => Role::Admin,
-        other => {
-            return Err(Error::invalid(
-                ErrorCode::InvalidRole,
-                format!("role must be \"app\" or \"admin\", not {other:?}"),
-            ));
-        }
-    };
-    let scope = match body.scope {
-        None => None,
-        Some(_) if role == Role::Admin => {
-            return Err(Error::invalid(
-                ErrorCode::InvalidScope,
-                "only app keys can be scoped",
-            ));
-        }
-        // A scope is a context selector: the same rules as a key context.
-        Some(value) => Some(value.into_context()?),
-    };
-    let (record, token) = broker.api_keys.create_api_key(name, role, scope).await?;
+    let (record, token) = broker
+        .api_keys
+        .create_api_key(&body.name, &body.role, body.scope)
+        .await?;
     // Serialized here, while the token is borrowed: it is never copied into a longer-lived value.
     let body = ApiKey::with_token(&record, token.as_str())?;
     Ok((StatusCode::CREATED, Json(body)).into_response())
