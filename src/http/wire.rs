@@ -2,6 +2,7 @@
 //! intermediate `serde_json::Value` (cheaper), and no extra heap copy of a plaintext value.
 
 pub mod admin;
+pub mod byok;
 pub mod data_key;
 
 use serde::Serialize;

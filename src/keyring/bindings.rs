@@ -7,7 +7,9 @@ use std::collections::HashMap;
 
 use crate::context::KeyContext;
 use crate::kms::{KekRef, TenantAccess};
-use crate::store::{ByokKeyRecord, ByokSnapshot, TenantKekRecord};
+/// A binding's CMK, as `Binding::record.keks` holds it.
+pub use crate::store::TenantKekRecord;
+use crate::store::{ByokKeyRecord, ByokSnapshot};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BindingState {
