@@ -7,9 +7,9 @@ use std::collections::HashMap;
 
 use crate::context::KeyContext;
 use crate::kms::{KekRef, TenantAccess};
-/// A binding's CMK, as `Binding::record.keks` holds it.
-pub use crate::store::TenantKekRecord;
-use crate::store::{ByokKeyRecord, ByokSnapshot};
+use crate::store::ByokSnapshot;
+/// A binding's stored record and its CMKs, as `Binding::record` holds them.
+pub use crate::store::{ByokKeyRecord, TenantKekRecord};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BindingState {

@@ -3,7 +3,7 @@
 use serde_json::{Value, json};
 
 use super::*;
-use crate::store::ByokKeyRecord;
+use crate::keyring::bindings::ByokKeyRecord;
 
 fn kek(arn: &str, available: bool) -> TenantKekRecord {
     TenantKekRecord {

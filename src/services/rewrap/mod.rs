@@ -13,7 +13,8 @@ use crate::context::KeyContext;
 use crate::error::{Error, ErrorCode};
 use crate::keyring::Keyring;
 use crate::kms::{KekRef, KeyProvider, KmsError};
-use crate::store::{RewrapJobRecord, Store, StoreError};
+pub use crate::store::RewrapJobRecord;
+use crate::store::{Store, StoreError};
 use crate::supervisor::{Stage, Supervisor};
 use worker::run_job;
 
