@@ -5,6 +5,7 @@ pub mod admin;
 pub mod byok;
 pub mod data_key;
 pub mod rewrap;
+pub mod versions;
 
 use serde::Serialize;
 
