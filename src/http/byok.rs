@@ -149,6 +149,10 @@ async fn external_id(
     Ok(Json(ByokExternalId::of(&id)).into_response())
 }
 
+/// prometheus-client renders OpenMetrics text (`# EOF`, `_total` samples), which a scraper must
+/// not read as the older Prometheus text format.
+const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
 async fn metrics(
     State(broker): State<Arc<Broker>>,
     AdminCaller(_admin): AdminCaller,
@@ -156,5 +160,5 @@ async fn metrics(
     let text = broker
         .metrics
         .render(&broker.keyring.bindings(), broker.dek_cache.stats());
-    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+    ([(CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)], text)
 }
