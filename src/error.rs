@@ -161,7 +161,7 @@ impl From<StoreError> for Error {
             StoreError::NotFound(thing) => Error::NotFound(thing),
             StoreError::NameTaken => Error::NameTaken,
             StoreError::VersionMismatch { .. } => Error::VersionConflict,
-            StoreError::AlreadyExists => Error::AlreadyExists("resource"),
+            StoreError::AlreadyExists(thing) => Error::AlreadyExists(thing),
             StoreError::InUse(count) => Error::InUse(count),
             StoreError::IdempotencyClaimLost => Error::IdempotencyInFlight,
             StoreError::Full(cause) => Error::StorageFull(cause),

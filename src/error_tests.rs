@@ -2,7 +2,7 @@
 
 use std::error::Error as _;
 
-use super::Error;
+use super::{Error, ErrorCode};
 use crate::store::StoreError;
 
 #[test]
@@ -28,5 +28,18 @@ fn not_found_names_its_thing() {
     for thing in ["object", "API key", "BYOK key", "rewrap job"] {
         let error = Error::from(StoreError::NotFound(thing));
         assert_eq!(error.public_message(), format!("{thing} not found"));
+    }
+}
+
+#[test]
+fn already_exists_names_its_thing() {
+    for thing in [
+        "a BYOK key for this match_context",
+        "another BYOK key using this key_arn",
+        "a running rewrap job for this source",
+    ] {
+        let error = Error::from(StoreError::AlreadyExists(thing));
+        assert_eq!(error.code(), ErrorCode::AlreadyExists);
+        assert_eq!(error.public_message(), format!("{thing} already exists"));
     }
 }

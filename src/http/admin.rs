@@ -1,22 +1,18 @@
 //! `/admin/v1`: API keys (create, list, revoke) and audit events (filters, cursor pagination).
 //! Admin keys only. A new key's token is returned once, at creation, and never again.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{Value, json};
 
-use super::extract::{AdminCaller, JsonBody};
-use crate::auth::Role;
+use super::extract::{AdminCaller, JsonBody, QueryParams};
+use super::wire::admin::{ApiKey, CreateApiKeyRequest, Event, EventsQuery, List};
 use crate::broker::Broker;
-use crate::context::json::ContextJson;
 use crate::error::{Error, ErrorCode};
-use crate::services::api_keys::ApiKeyRecord;
 use crate::services::audit::EventQuery;
 use crate::timestamp::Timestamp;
 
@@ -32,88 +28,34 @@ pub fn routes() -> Router<Arc<Broker>> {
         .route("/admin/v1/events", get(list_events))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateApiKeyBody {
-    name: String,
-    role: String,
-    /// `null` and absent both mean unscoped.
-    #[serde(default)]
-    scope: Option<ContextJson>,
-}
-
-fn api_key_json(record: &ApiKeyRecord) -> Result<Value, Error> {
-    let scope: Option<Value> = match &record.scope_json {
-        Some(json) => Some(serde_json::from_str(json).map_err(|e| Error::Internal(e.to_string()))?),
-        None => None,
-    };
-    Ok(json!({
-        "object": "api_key",
-        "id": record.id,
-        "name": record.name,
-        "role": record.role,
-        "scope": scope,
-        "created_at": record.created_at,
-        "revoked_at": record.revoked_at,
-    }))
-}
-
 async fn create_api_key(
     State(broker): State<Arc<Broker>>,
     AdminCaller(_admin): AdminCaller,
-    JsonBody(body): JsonBody<CreateApiKeyBody>,
-) -> Result<(StatusCode, Json<Value>), Error> {
-    let name = body.name.trim();
-    if name.is_empty() || name.chars().count() > 100 {
-        return Err(Error::invalid(
-            ErrorCode::InvalidName,
-            "name must be 1-100 characters",
-        ));
-    }
-    let role = match body.role.as_str() {
-        "app" => Role::App,
-        "admin" => Role::Admin,
-        other => {
-            return Err(Error::invalid(
-                ErrorCode::InvalidRole,
-                format!("role must be \"app\" or \"admin\", not {other:?}"),
-            ));
-        }
-    };
-    let scope = match body.scope {
-        None => None,
-        Some(_) if role == Role::Admin => {
-            return Err(Error::invalid(
-                ErrorCode::InvalidScope,
-                "only app keys can be scoped",
-            ));
-        }
-        // A scope is a context selector: the same rules as a key context.
-        Some(value) => Some(value.into_context()?),
-    };
-    let (record, token) = broker.api_keys.create_api_key(name, role, scope).await?;
-    let mut response = api_key_json(&record)?;
-    response["key"] = Value::String(token.as_str().to_owned());
-    Ok((StatusCode::CREATED, Json(response)))
+    JsonBody(body): JsonBody<CreateApiKeyRequest>,
+) -> Result<Response, Error> {
+    let (record, token) = broker
+        .api_keys
+        .create_api_key(&body.name, &body.role, body.scope)
+        .await?;
+    // Serialized here, while the token is borrowed: it is never copied into a longer-lived value.
+    let body = ApiKey::with_token(&record, token.as_str())?;
+    Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
 async fn list_api_keys(
     State(broker): State<Arc<Broker>>,
     AdminCaller(_admin): AdminCaller,
-) -> Result<Json<Value>, Error> {
+) -> Result<Response, Error> {
     let keys = broker.api_keys.list_api_keys().await?;
-    let data = keys
-        .iter()
-        .map(api_key_json)
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Json(json!({"object": "list", "data": data})))
+    let data = keys.iter().map(ApiKey::of).collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(List::of(data)).into_response())
 }
 
 async fn revoke_api_key(
     State(broker): State<Arc<Broker>>,
     AdminCaller(admin): AdminCaller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, Error> {
+) -> Result<Response, Error> {
     if id == admin.key_id {
         return Err(Error::invalid(
             ErrorCode::CannotRevokeSelf,
@@ -121,15 +63,15 @@ async fn revoke_api_key(
         ));
     }
     let record = broker.api_keys.revoke_api_key(&id).await?;
-    Ok(Json(api_key_json(&record)?))
+    Ok(Json(ApiKey::of(&record)?).into_response())
 }
 
 async fn list_events(
     State(broker): State<Arc<Broker>>,
     AdminCaller(_admin): AdminCaller,
-    Query(query): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, Error> {
-    let limit = match query.get("limit") {
+    QueryParams(query): QueryParams<EventsQuery>,
+) -> Result<Response, Error> {
+    let limit = match &query.limit {
         Some(text) => text
             .parse::<usize>()
             .ok()
@@ -142,8 +84,8 @@ async fn list_events(
             })?,
         None => 10,
     };
-    let time = |name: &str| -> Result<Option<String>, Error> {
-        match query.get(name).filter(|v| !v.is_empty()) {
+    let time = |name: &str, value: &Option<String>| -> Result<Option<String>, Error> {
+        match non_empty(value) {
             Some(text) => Timestamp::parse(text)
                 .map(|t| Some(t.to_rfc3339()))
                 .ok_or_else(|| {
@@ -156,7 +98,8 @@ async fn list_events(
         }
     };
     let events = query
-        .get("events")
+        .events
+        .as_deref()
         .map(|e| {
             e.split(',')
                 .map(str::trim)
@@ -167,25 +110,19 @@ async fn list_events(
         .unwrap_or_default();
     let filter = EventQuery {
         events,
-        organization_id: query
-            .get("organization_id")
-            .filter(|v| !v.is_empty())
-            .cloned(),
-        range_start: time("range_start")?,
-        range_end: time("range_end")?,
-        after: query.get("after").filter(|v| !v.is_empty()).cloned(),
+        organization_id: non_empty(&query.organization_id).map(str::to_owned),
+        range_start: time("range_start", &query.range_start)?,
+        range_end: time("range_end", &query.range_end)?,
+        after: non_empty(&query.after).map(str::to_owned),
         limit,
     };
     let (page, more) = broker.audit.list_events(filter).await?;
-    let data = page
-        .iter()
-        .map(|e| {
-            let data: Value = serde_json::from_str(&e.data_json).map_err(|err| Error::Internal(err.to_string()))?;
-            Ok(json!({"object": "event", "id": e.id, "event": e.event, "data": data, "created_at": e.created_at, "context": {}}))
-        })
-        .collect::<Result<Vec<_>, Error>>()?;
+    let data = page.iter().map(Event::of).collect::<Result<Vec<_>, _>>()?;
     let after = more.then(|| page.last().map(|e| e.id.clone())).flatten();
-    Ok(Json(
-        json!({"object": "list", "data": data, "list_metadata": {"after": after}}),
-    ))
+    Ok(Json(List::paged(data, after)).into_response())
+}
+
+/// A query value, with an empty one counted as absent.
+fn non_empty(value: &Option<String>) -> Option<&str> {
+    value.as_deref().filter(|v| !v.is_empty())
 }

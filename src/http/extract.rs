@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::StatusCode;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
@@ -55,6 +55,21 @@ impl FromRequestParts<Arc<Broker>> for AdminCaller {
         caller_with_role(parts, broker, Role::Admin)
             .await
             .map(AdminCaller)
+    }
+}
+
+/// A query string parsed with serde into a typed struct. axum's own `Query` rejection is a
+/// text/plain 400; this maps it to the broker's JSON 422 `invalid_request` instead. Parameters the
+/// struct does not name are ignored (clients may send more than the broker reads).
+pub struct QueryParams<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequestParts<Arc<Broker>> for QueryParams<T> {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _broker: &Arc<Broker>) -> Result<Self, Error> {
+        Query::<T>::try_from_uri(&parts.uri)
+            .map(|Query(query)| QueryParams(query))
+            .map_err(|e| Error::invalid(ErrorCode::InvalidRequest, e.body_text()))
     }
 }
 

@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use super::extract::{AppCaller, JsonBody, RawBody, parse_json};
 use super::idempotency;
 use super::wire::data_key::{DataKeyPair, DecryptedDataKey};
+use super::wire::versions::VersionList;
 use super::wire::{Metadata, Object};
 use crate::broker::Broker;
 use crate::context::KeyContext;
@@ -275,12 +276,9 @@ async fn list_versions(
     State(broker): State<Arc<Broker>>,
     AppCaller(caller): AppCaller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, Error> {
+) -> Result<Response, Error> {
     let versions = broker.vault.list_versions(&caller, &id).await?;
-    let data: Vec<Value> = versions.iter().map(|v| json!({"id": v.id, "created_at": v.created_at, "current_version": v.current, "etag": v.etag, "size": v.size})).collect();
-    Ok(Json(
-        json!({"data": data, "list_metadata": {"before": null, "after": null}}),
-    ))
+    Ok(Json(VersionList::of(&versions)).into_response())
 }
 
 #[derive(Deserialize)]

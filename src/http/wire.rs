@@ -1,7 +1,11 @@
 //! Typed WorkOS wire shapes for the hot responses, serialized straight from borrowed data: no
 //! intermediate `serde_json::Value` (cheaper), and no extra heap copy of a plaintext value.
 
+pub mod admin;
+pub mod byok;
 pub mod data_key;
+pub mod rewrap;
+pub mod versions;
 
 use serde::Serialize;
 

@@ -7,7 +7,9 @@ use std::collections::HashMap;
 
 use crate::context::KeyContext;
 use crate::kms::{KekRef, TenantAccess};
-use crate::store::{ByokKeyRecord, ByokSnapshot, TenantKekRecord};
+use crate::store::ByokSnapshot;
+/// A binding's stored record and its CMKs, as `Binding::record` holds them.
+pub use crate::store::{ByokKeyRecord, TenantKekRecord};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BindingState {

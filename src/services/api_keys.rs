@@ -1,14 +1,60 @@
 //! API key use cases: verify a bearer token (through the verified-key cache), create, list and
-//! revoke keys. A new key's token leaves this service once, in `create_api_key`'s result; the
+//! revoke keys (checking a new key's name, role and scope). A new key's token leaves this service once, in `create_api_key`'s result; the
 //! store keeps only its hash. A revocation clears the verified-key cache before it returns.
 
 use zeroize::Zeroizing;
 
 use crate::auth::{self, Authenticator, Principal, Role};
 use crate::context::KeyContext;
-use crate::error::Error;
+use crate::context::json::ContextJson;
+use crate::error::{Error, ErrorCode};
 pub use crate::store::ApiKeyRecord;
 use crate::store::{NewApiKey, Store, StoreError};
+
+/// The longest API key name, in characters.
+const MAX_NAME_CHARS: usize = 100;
+
+/// A create request that passed its checks.
+struct NewKeyRequest<'a> {
+    name: &'a str,
+    role: Role,
+    scope: Option<KeyContext>,
+}
+
+impl<'a> NewKeyRequest<'a> {
+    fn check(name: &'a str, role: &str, scope: Option<ContextJson>) -> Result<Self, Error> {
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
+            return Err(Error::invalid(
+                ErrorCode::InvalidName,
+                format!("name must be 1-{MAX_NAME_CHARS} characters"),
+            ));
+        }
+        let role = match role {
+            "app" => Role::App,
+            "admin" => Role::Admin,
+            other => {
+                return Err(Error::invalid(
+                    ErrorCode::InvalidRole,
+                    format!("role must be \"app\" or \"admin\", not {other:?}"),
+                ));
+            }
+        };
+        let scope = match scope {
+            None => None,
+            // An admin key reaches no data, so a scope on one would promise a limit it cannot have.
+            Some(_) if role == Role::Admin => {
+                return Err(Error::invalid(
+                    ErrorCode::InvalidScope,
+                    "only app keys can be scoped",
+                ));
+            }
+            // A scope is a context selector: the same rules as a key context.
+            Some(value) => Some(value.into_context()?),
+        };
+        Ok(Self { name, role, scope })
+    }
+}
 
 pub struct ApiKeys {
     store: Store,
@@ -28,13 +74,15 @@ impl ApiKeys {
         self.authenticator.authenticate(header).await
     }
 
-    /// Creates a key with a fresh token; `scope` is a context selector (app keys only).
+    /// Creates a key with a fresh token, as requested: `name` 1-100 characters (trimmed), `role`
+    /// `"app"` or `"admin"`, `scope` a context selector (app keys only; `None` is unscoped).
     pub async fn create_api_key(
         &self,
         name: &str,
-        role: Role,
-        scope: Option<KeyContext>,
+        role: &str,
+        scope: Option<ContextJson>,
     ) -> Result<(ApiKeyRecord, Zeroizing<String>), Error> {
+        let NewKeyRequest { name, role, scope } = NewKeyRequest::check(name, role, scope)?;
         let scope_json = scope
             .map(|scope| serde_json::to_string(&scope))
             .transpose()
@@ -76,3 +124,7 @@ impl ApiKeys {
             .ok_or(Error::NotFound("api key"))
     }
 }
+
+#[cfg(test)]
+#[path = "api_keys_tests.rs"]
+mod tests;

@@ -110,7 +110,9 @@ fn upsert_kek(c: &Connection, kek: &TenantKekRecord) -> Result<(), StoreError> {
         )
         .optional()?;
     if owner.as_deref() != Some(kek.byok_key_id.as_str()) {
-        return Err(StoreError::AlreadyExists);
+        return Err(StoreError::AlreadyExists(
+            "another BYOK key using this key_arn",
+        ));
     }
     Ok(())
 }
@@ -149,7 +151,9 @@ impl Store {
                 params![record.id, record.match_context_json, record.match_context_hash, record.provider, record.current_kek, now],
             )?;
             if inserted == 0 {
-                return Err(StoreError::AlreadyExists);
+                return Err(StoreError::AlreadyExists(
+                    "a BYOK key for this match_context",
+                ));
             }
             upsert_kek(&tx, &kek)?;
             tx.commit()?;

@@ -40,8 +40,9 @@ pub enum StoreError {
     NameTaken,
     #[error("version check failed: the current version is {current}")]
     VersionMismatch { current: String },
-    #[error("already exists")]
-    AlreadyExists,
+    /// Names what already exists ("a BYOK key for this match_context", ...).
+    #[error("{0} already exists")]
+    AlreadyExists(&'static str),
     #[error("{0} objects still depend on it")]
     InUse(u64),
     #[error("the idempotency claim was taken over by another request")]

@@ -90,7 +90,9 @@ impl Store {
             let tx = c.savepoint()?;
             let running: i64 = tx.query_row("SELECT COUNT(*) FROM rewrap_jobs WHERE source_id = ?1 AND state = 'running'", [&source_id], |r| r.get(0))?;
             if running > 0 {
-                return Err(StoreError::AlreadyExists);
+                return Err(StoreError::AlreadyExists(
+                    "a running rewrap job for this source",
+                ));
             }
             let total = count_under(&tx, &source_keks)?;
             let keks_json = serde_json::to_string(&source_keks).map_err(|e| StoreError::Internal(e.to_string()))?;

@@ -250,3 +250,16 @@ async fn audit_events_are_recorded_filtered_and_paginated() {
     .await;
     assert_eq!(future.body["data"].as_array().unwrap().len(), 0);
 }
+
+#[tokio::test]
+async fn metrics_are_served_as_openmetrics() {
+    let broker = TestBroker::start_local("metricstype").await;
+    let metrics = admin(&broker, "GET", "/admin/v1/metrics", None).await;
+    assert_eq!(metrics.status, 200);
+    assert_eq!(
+        metrics.headers.get("content-type").map(String::as_str),
+        Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
+    );
+    let text = metrics.body.as_str().unwrap_or_default();
+    assert!(text.trim_end().ends_with("# EOF"), "{text}");
+}

@@ -10,7 +10,7 @@ use crate::context::KeyContext;
 use crate::error::{Error, ErrorCode};
 use crate::keyring::bindings::{Binding, BindingSet, kek_ref};
 use crate::kms::KmsError;
-use crate::store::{ByokFlag, ByokKeyRecord, ByokSnapshot, StoreError, TenantKekRecord};
+use crate::store::{ByokFlag, ByokKeyRecord, ByokSnapshot, TenantKekRecord};
 use crate::timestamp::Timestamp;
 
 pub const PROVIDER_AWS_KMS: &str = "aws_kms";
@@ -211,15 +211,7 @@ impl super::Byok {
             updated_at: String::new(),
             keks: Vec::new(),
         };
-        self.store
-            .insert_byok_key(record, spec.record(&id))
-            .await
-            .map_err(|e| match e {
-                StoreError::AlreadyExists => {
-                    Error::AlreadyExists("a BYOK key for this match_context or key_arn")
-                }
-                other => other.into(),
-            })?;
+        self.store.insert_byok_key(record, spec.record(&id)).await?;
         self.reload_bindings().await?;
         tracing::info!(byok_key_id = %id, key_arn = %spec.key_arn, "BYOK key registered");
         self.binding(&id)
@@ -288,15 +280,7 @@ impl super::Byok {
         let binding = self.binding(id)?;
         let spec = self.resolve_access(&binding.match_context, spec).await?;
         self.verify_and_audit(&spec, &binding.match_context).await?;
-        self.store
-            .rotate_byok_key(id, spec.record(id))
-            .await
-            .map_err(|e| match e {
-                StoreError::AlreadyExists => {
-                    Error::AlreadyExists("another BYOK key using this key_arn")
-                }
-                other => other.into(),
-            })?;
+        self.store.rotate_byok_key(id, spec.record(id)).await?;
         self.reload_bindings().await?;
         let fields = json!({"byok_key_id": id, "key_arn": spec.key_arn});
         self.audit

@@ -13,7 +13,8 @@ use crate::context::KeyContext;
 use crate::error::{Error, ErrorCode};
 use crate::keyring::Keyring;
 use crate::kms::{KekRef, KeyProvider, KmsError};
-use crate::store::{RewrapJobRecord, Store, StoreError};
+pub use crate::store::RewrapJobRecord;
+use crate::store::{Store, StoreError};
 use crate::supervisor::{Stage, Supervisor};
 use worker::run_job;
 
@@ -137,13 +138,7 @@ impl Rewrap {
         let job = self
             .store
             .insert_rewrap_job(job_id, kind.into(), id, keks)
-            .await
-            .map_err(|e| match e {
-                StoreError::AlreadyExists => {
-                    Error::AlreadyExists("a running rewrap job for this source")
-                }
-                other => other.into(),
-            })?;
+            .await?;
         tracing::info!(job_id = %job.id, total = job.total, "rewrap job started");
         let rewrap = Arc::clone(self);
         let running = job.clone();

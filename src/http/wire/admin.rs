@@ -1,0 +1,148 @@
+//! Admin wire shapes (`/admin/v1/api-keys`, `/admin/v1/events`): the create-key request, the
+//! events query, and the key and event responses. Response fields are in alphabetical order, the
+//! order the earlier `json!` bodies had (serde_json sorts an untyped object's keys).
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::context::KeyContext;
+use crate::context::json::ContextJson;
+use crate::error::Error;
+use crate::services::api_keys::ApiKeyRecord;
+use crate::services::audit::AuditEvent;
+
+/// `POST /admin/v1/api-keys`. Checked by `ApiKeys::create_api_key`, not here.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApiKeyRequest {
+    pub name: String,
+    pub role: String,
+    /// `null` and absent both mean unscoped.
+    #[serde(default)]
+    pub scope: Option<ContextJson>,
+}
+
+/// `GET /admin/v1/events` parameters, as text: the handler parses each so that a bad value gets
+/// its own error code. An empty value means absent.
+#[derive(Deserialize)]
+pub struct EventsQuery {
+    pub after: Option<String>,
+    /// Comma-separated event names.
+    pub events: Option<String>,
+    pub limit: Option<String>,
+    pub organization_id: Option<String>,
+    pub range_end: Option<String>,
+    pub range_start: Option<String>,
+}
+
+/// `{"object": "list", "data": [...]}`, with `list_metadata` where the list pages.
+#[derive(Serialize)]
+pub struct List<T> {
+    pub data: Vec<T>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub list_metadata: Option<AfterCursor>,
+    pub object: &'static str,
+}
+
+impl<T> List<T> {
+    pub fn of(data: Vec<T>) -> Self {
+        Self {
+            data,
+            list_metadata: None,
+            object: "list",
+        }
+    }
+
+    pub fn paged(data: Vec<T>, after: Option<String>) -> Self {
+        Self {
+            data,
+            list_metadata: Some(AfterCursor { after }),
+            object: "list",
+        }
+    }
+}
+
+/// The next page's cursor; `null` on the last page.
+#[derive(Serialize)]
+pub struct AfterCursor {
+    pub after: Option<String>,
+}
+
+/// `api_key`. `key` (the token) is present only in the answer to create.
+#[derive(Serialize)]
+pub struct ApiKey<'a> {
+    pub created_at: &'a str,
+    pub id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<&'a str>,
+    pub name: &'a str,
+    pub object: &'static str,
+    pub revoked_at: Option<&'a str>,
+    pub role: &'a str,
+    pub scope: Option<KeyContext>,
+}
+
+impl<'a> ApiKey<'a> {
+    pub fn of(record: &'a ApiKeyRecord) -> Result<Self, Error> {
+        // The scope was stored from a validated context; one that no longer parses is a broken row.
+        let scope = record
+            .scope_json
+            .as_deref()
+            .map(serde_json::from_str::<KeyContext>)
+            .transpose()
+            .map_err(|e| Error::Internal(format!("stored API key scope: {e}")))?;
+        Ok(Self {
+            created_at: &record.created_at,
+            id: &record.id,
+            key: None,
+            name: &record.name,
+            object: "api_key",
+            revoked_at: record.revoked_at.as_deref(),
+            role: &record.role,
+            scope,
+        })
+    }
+
+    /// The answer to create: the key with its token, shown this once.
+    pub fn with_token(record: &'a ApiKeyRecord, token: &'a str) -> Result<Self, Error> {
+        Ok(Self {
+            key: Some(token),
+            ..Self::of(record)?
+        })
+    }
+}
+
+/// `event`. `data` is the stored JSON, passed through verbatim (the audit writer stores it
+/// compact with sorted keys, so the bytes are what re-serializing a parsed value gave).
+#[derive(Serialize)]
+pub struct Event<'a> {
+    pub context: EmptyObject,
+    pub created_at: &'a str,
+    pub data: &'a RawValue,
+    pub event: &'a str,
+    pub id: &'a str,
+    pub object: &'static str,
+}
+
+impl<'a> Event<'a> {
+    pub fn of(event: &'a AuditEvent) -> Result<Self, Error> {
+        let data = serde_json::from_str(&event.data_json)
+            .map_err(|e| Error::Internal(format!("stored audit event data: {e}")))?;
+        Ok(Self {
+            context: EmptyObject {},
+            created_at: &event.created_at,
+            data,
+            event: &event.event,
+            id: &event.id,
+            object: "event",
+        })
+    }
+}
+
+/// Serializes as `{}`.
+#[derive(Serialize)]
+pub struct EmptyObject {}
+
+#[cfg(test)]
+#[path = "admin_tests.rs"]
+mod tests;

@@ -1,0 +1,182 @@
+//! BYOK admin wire shapes (`/admin/v1/byok-keys`, `/admin/v1/byok-external-ids`): requests,
+//! the binding with its CMKs and object counts, deletion, external ids. Response fields are in
+//! byte order (`keks` before `key_arn`), the order the earlier `json!` bodies had.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::context::KeyContext;
+use crate::context::json::ContextJson;
+use crate::keyring::bindings::{Binding, BindingState, TenantKekRecord};
+use crate::services::byok::external_id::ExternalId;
+use crate::services::byok::service::KeySpec;
+
+/// `POST /admin/v1/byok-keys`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterByokKeyRequest {
+    pub match_context: ContextJson,
+    pub provider: String,
+    pub key_arn: String,
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub role_arn: Option<String>,
+    #[serde(default)]
+    pub external_id: Option<String>,
+}
+
+impl RegisterByokKeyRequest {
+    /// The match context, the provider and the CMK.
+    pub fn into_parts(self) -> (ContextJson, String, KeySpec) {
+        let spec = KeySpec {
+            key_arn: self.key_arn,
+            region: self.region,
+            role_arn: self.role_arn,
+            external_id: self.external_id,
+        };
+        (self.match_context, self.provider, spec)
+    }
+}
+
+/// `PUT /admin/v1/byok-keys/{id}`: the CMK to rotate to.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotateByokKeyRequest {
+    pub key_arn: String,
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub role_arn: Option<String>,
+    #[serde(default)]
+    pub external_id: Option<String>,
+}
+
+impl From<RotateByokKeyRequest> for KeySpec {
+    fn from(key: RotateByokKeyRequest) -> Self {
+        KeySpec {
+            key_arn: key.key_arn,
+            region: key.region,
+            role_arn: key.role_arn,
+            external_id: key.external_id,
+        }
+    }
+}
+
+/// `byok_key`: a binding with how many objects each of its CMKs still protects and how many
+/// covered objects still sit under another (platform) KEK.
+#[derive(Serialize)]
+pub struct ByokKey<'a> {
+    pub created_at: &'a str,
+    pub external_id: Option<&'a str>,
+    pub id: &'a str,
+    pub keks: Vec<Kek<'a>>,
+    pub key_arn: &'a str,
+    pub last_checked_at: Option<&'a str>,
+    pub match_context: &'a KeyContext,
+    pub object: &'static str,
+    pub objects_under_other_keys: u64,
+    pub provider: &'a str,
+    pub reason: Option<String>,
+    pub region: Option<&'a str>,
+    pub role_arn: Option<&'a str>,
+    pub state: &'static str,
+    pub updated_at: &'a str,
+}
+
+impl<'a> ByokKey<'a> {
+    /// `counts`: objects per KEK id; `outside`: covered objects under other KEKs.
+    pub fn of(binding: &'a Binding, counts: &HashMap<String, u64>, outside: u64) -> Self {
+        let record = &binding.record;
+        let current = binding.current_kek();
+        let state = binding.state();
+        let reason = match &state {
+            BindingState::Unavailable(reason) => Some(reason.clone()),
+            BindingState::Disabled => Some("disabled_by_admin".to_owned()),
+            BindingState::Active | BindingState::Retired => None,
+        };
+        Self {
+            created_at: &record.created_at,
+            external_id: current.and_then(|k| k.external_id.as_deref()),
+            id: &record.id,
+            keks: record
+                .keks
+                .iter()
+                .map(|kek| Kek::of(kek, &record.current_kek, counts))
+                .collect(),
+            key_arn: &record.current_kek,
+            last_checked_at: current.and_then(|k| k.last_checked_at.as_deref()),
+            match_context: &binding.match_context,
+            object: "byok_key",
+            objects_under_other_keys: outside,
+            provider: &record.provider,
+            reason,
+            region: current.and_then(|k| k.region.as_deref()),
+            role_arn: current.and_then(|k| k.role_arn.as_deref()),
+            state: state.as_str(),
+            updated_at: &record.updated_at,
+        }
+    }
+}
+
+/// One of a binding's CMKs.
+#[derive(Serialize)]
+pub struct Kek<'a> {
+    pub available: bool,
+    pub current: bool,
+    pub external_id: Option<&'a str>,
+    pub key_arn: &'a str,
+    pub last_checked_at: Option<&'a str>,
+    pub objects: u64,
+    pub reason: Option<&'a str>,
+    pub region: Option<&'a str>,
+    pub role_arn: Option<&'a str>,
+}
+
+impl<'a> Kek<'a> {
+    fn of(kek: &'a TenantKekRecord, current_kek: &str, counts: &HashMap<String, u64>) -> Self {
+        Self {
+            available: kek.available,
+            current: kek.key_arn == current_kek,
+            external_id: kek.external_id.as_deref(),
+            key_arn: &kek.key_arn,
+            last_checked_at: kek.last_checked_at.as_deref(),
+            objects: counts.get(&kek.key_arn).copied().unwrap_or(0),
+            reason: kek.reason.as_deref(),
+            region: kek.region.as_deref(),
+            role_arn: kek.role_arn.as_deref(),
+        }
+    }
+}
+
+/// The answer to `DELETE /admin/v1/byok-keys/{id}`.
+#[derive(Serialize)]
+pub struct Deleted<'a> {
+    pub deleted: bool,
+    pub id: &'a str,
+}
+
+/// `byok_external_id`.
+#[derive(Serialize)]
+pub struct ByokExternalId<'a> {
+    pub created_at: &'a str,
+    pub external_id: &'a str,
+    pub object: &'static str,
+    pub organization_id: &'a str,
+}
+
+impl<'a> ByokExternalId<'a> {
+    pub fn of(id: &'a ExternalId) -> Self {
+        Self {
+            created_at: &id.created_at,
+            external_id: &id.external_id,
+            object: "byok_external_id",
+            organization_id: &id.organization_id,
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "byok_tests.rs"]
+mod tests;
