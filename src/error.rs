@@ -74,6 +74,16 @@ pub enum Error {
     KekLimitReached(u64),
     #[error("internal error")]
     Internal(String),
+    /// A key provider answer that is neither the caller's fault nor transient (an integrity
+    /// failure on data the broker stored, a request the broker got wrong): 500, chain in the log.
+    #[error("key provider failure")]
+    Provider(#[source] KmsError),
+    /// Stored data the broker wrote does not open (tampering or corruption): 500.
+    #[error("stored data does not open")]
+    Envelope(#[source] EnvelopeError),
+    /// Stored or encoded data is malformed for its format: 500.
+    #[error("stored data is malformed")]
+    Format(#[source] FormatError),
     /// A storage failure the client cannot act on; the store's error stays as the source, so the
     /// log shows the chain down to SQLite.
     #[error("internal error")]
@@ -117,7 +127,11 @@ impl Error {
             Error::StorageUnavailable(_) => ErrorCode::StorageUnavailable,
             Error::KekQuotaExceeded(_) => ErrorCode::KekQuotaExceeded,
             Error::KekLimitReached(_) => ErrorCode::KekLimitReached,
-            Error::Internal(_) | Error::Storage(_) => ErrorCode::InternalError,
+            Error::Internal(_)
+            | Error::Storage(_)
+            | Error::Provider(_)
+            | Error::Envelope(_)
+            | Error::Format(_) => ErrorCode::InternalError,
         }
     }
 
@@ -130,7 +144,11 @@ impl Error {
     /// The message clients see: specific for 4xx, generic for 5xx.
     pub fn public_message(&self) -> String {
         match self {
-            Error::Internal(_) | Error::Storage(_) => "internal error".into(),
+            Error::Internal(_)
+            | Error::Storage(_)
+            | Error::Provider(_)
+            | Error::Envelope(_)
+            | Error::Format(_) => "internal error".into(),
             other => other.to_string(),
         }
     }
@@ -150,7 +168,7 @@ impl Error {
                 reason: e.failure.as_str().to_owned(),
             },
             KmsErrorClass::Retryable => Error::KmsUnavailable(e),
-            KmsErrorClass::Integrity | KmsErrorClass::Invalid => Error::Internal(e.to_string()),
+            KmsErrorClass::Integrity | KmsErrorClass::Invalid => Error::Provider(e),
         }
     }
 }
@@ -173,13 +191,13 @@ impl From<StoreError> for Error {
 
 impl From<EnvelopeError> for Error {
     fn from(e: EnvelopeError) -> Self {
-        Error::Internal(format!("stored value: {e}"))
+        Error::Envelope(e)
     }
 }
 
 impl From<FormatError> for Error {
     fn from(e: FormatError) -> Self {
-        Error::Internal(format!("format: {e}"))
+        Error::Format(e)
     }
 }
 

@@ -43,3 +43,25 @@ fn already_exists_names_its_thing() {
         assert_eq!(error.public_message(), format!("{thing} already exists"));
     }
 }
+
+#[test]
+fn provider_and_envelope_failures_keep_their_source_and_answer_generically() {
+    use crate::envelope::EnvelopeError;
+    use crate::kms::{KmsError, KmsFailure};
+
+    let error = Error::from_kms(KmsError::new(
+        KmsFailure::InvalidCiphertext,
+        "the ciphertext does not open",
+    ));
+    let cause = error.source().expect("a provider failure keeps its cause");
+    assert!(cause.to_string().contains("does not open"), "{cause}");
+    assert_eq!(error.code(), ErrorCode::InternalError);
+    assert_eq!(error.public_message(), "internal error");
+
+    let error = Error::from(EnvelopeError::Integrity);
+    assert!(
+        error.source().is_some(),
+        "an envelope failure keeps its cause"
+    );
+    assert_eq!(error.public_message(), "internal error");
+}
