@@ -9,7 +9,7 @@ use crate::context::KeyContext;
 use crate::context::json::ContextJson;
 use crate::error::{Error, ErrorCode};
 pub use crate::store::ApiKeyRecord;
-use crate::store::{NewApiKey, Store, StoreError};
+use crate::store::{NewApiKey, Store};
 
 /// The longest API key name, in characters.
 const MAX_NAME_CHARS: usize = 100;
@@ -112,16 +112,13 @@ impl ApiKeys {
 
     /// Revokes a key (again is a no-op) and returns it as it is now.
     pub async fn revoke_api_key(&self, id: &str) -> Result<ApiKeyRecord, Error> {
-        self.store.revoke_api_key(id).await.map_err(|e| match e {
-            StoreError::NotFound(_) => Error::NotFound("API key"),
-            other => other.into(),
-        })?;
+        self.store.revoke_api_key(id).await?;
         // The key stops working on this broker now, not when its cached verification expires.
         self.authenticator.forget_all();
         self.store
             .find_api_key(id)
             .await?
-            .ok_or(Error::NotFound("api key"))
+            .ok_or(Error::NotFound("API key"))
     }
 }
 

@@ -14,7 +14,7 @@ use crate::error::{Error, ErrorCode};
 use crate::keyring::Keyring;
 use crate::kms::{KekRef, KeyProvider, KmsError};
 pub use crate::store::RewrapJobRecord;
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 use crate::supervisor::{Stage, Supervisor};
 use worker::run_job;
 
@@ -150,10 +150,7 @@ impl Rewrap {
     }
 
     pub async fn rewrap_status(&self, id: &str) -> Result<RewrapStatus, Error> {
-        let job = self.store.get_rewrap_job(id).await.map_err(|e| match e {
-            StoreError::NotFound(_) => Error::NotFound("rewrap job"),
-            other => other.into(),
-        })?;
+        let job = self.store.get_rewrap_job(id).await?;
         let remaining = self
             .store
             .count_objects_under(job.source_keks.clone())
