@@ -370,8 +370,11 @@ async fn a_disabled_source_is_reported_and_a_rerun_finishes() {
         .send()
         .await
         .unwrap();
-    // The watcher restores the old CMK by itself (interval 500 ms), then a re-run finishes.
+    // The watcher restores the old CMK by itself (interval 500 ms), then a re-run finishes. A
+    // re-run that starts before the watcher has seen the key may move some objects and fail the
+    // rest; the next one moves what is left, so the re-runs together move each object once.
     let deadline = Instant::now() + Duration::from_secs(10);
+    let mut moved = 0;
     let rerun = loop {
         let response = admin(
             &broker,
@@ -381,6 +384,7 @@ async fn a_disabled_source_is_reported_and_a_rerun_finishes() {
         )
         .await;
         let status = wait_for_job(&broker, response.body["id"].as_str().unwrap()).await;
+        moved += status["done"].as_u64().unwrap_or_default();
         if status["state"] == "completed" {
             break status;
         }
@@ -391,8 +395,8 @@ async fn a_disabled_source_is_reported_and_a_rerun_finishes() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
     assert_eq!(
-        (rerun["done"].as_u64(), rerun["remaining"].as_u64()),
-        (Some(50), Some(0)),
+        (moved, rerun["remaining"].as_u64()),
+        (50, Some(0)),
         "{rerun}"
     );
     assert_eq!(
