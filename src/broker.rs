@@ -17,7 +17,6 @@ use crate::platform_kek::CreationQuota;
 use crate::rate_limit::RateLimiter;
 use crate::services::api_keys::ApiKeys;
 use crate::services::audit::Audit;
-use crate::services::byok::platform_kek_watch::PlatformKekStates;
 use crate::services::byok::{Byok, ByokParts};
 use crate::services::rewrap::Rewrap;
 use crate::services::vault::{Vault, VaultParts};
@@ -117,14 +116,12 @@ impl Broker {
         let rate_limiter = RateLimiter::new(config.rate_limit);
         let watcher = config.watcher;
         let audit = AuditLog::start(store.clone(), supervisor);
-        let platform_kek_states = Arc::new(PlatformKekStates::default());
         let byok = Arc::new(Byok::new(ByokParts {
             store: store.clone(),
             keyring: Arc::clone(&keyring),
             dek_cache: dek_cache.clone(),
             audit: audit.clone(),
             metrics: Arc::clone(&metrics),
-            platform_kek_states: Arc::clone(&platform_kek_states),
             allow_direct_key_access: config.byok_allow_direct_key_access,
         }));
         let vault = Vault::new(VaultParts {
@@ -132,7 +129,6 @@ impl Broker {
             keyring: Arc::clone(&keyring),
             dek_cache: dek_cache.clone(),
             audit: audit.clone(),
-            platform_kek_states: Arc::clone(&platform_kek_states),
             byok: Arc::clone(&byok),
             limits: config.limits,
         });

@@ -15,6 +15,9 @@ use tokio::sync::watch;
 pub mod bindings;
 mod error_mapping;
 mod platform;
+mod platform_states;
+
+pub use platform_states::PlatformKekStates;
 
 use crate::context::{ContextHash, KeyContext};
 use crate::kms::{KekRef, KeyProvider, KmsError};
@@ -87,6 +90,8 @@ pub struct Keyring {
     /// hash): a KEK's selection never changes, so the verdict never does. Spares the hot read path
     /// a database read and the subset hashing for data made under an earlier selector.
     held_verdicts: moka::future::Cache<(Arc<str>, ContextHash), bool>,
+    /// Platform KEKs the watcher found unusable: refused here, so no caller can bypass them.
+    platform_states: Arc<PlatformKekStates>,
     counters: Counters,
     /// Context names selecting a platform KEK; `None`: the whole context.
     selector_fields: Option<Vec<String>>,
@@ -118,6 +123,7 @@ impl Keyring {
                 .max_capacity(100_000)
                 .time_to_idle(Duration::from_secs(24 * 3600))
                 .build(),
+            platform_states: Arc::default(),
             counters: Counters::default(),
             bindings: watch::Sender::new(Arc::new(BindingSet::default())),
             selector_fields: None,
@@ -183,6 +189,7 @@ impl Keyring {
         }
         let selection = self.platform_selection(context)?;
         let (kek, created) = self.resolve_platform_kek(&selection, creator).await?;
+        refuse_unavailable(&self.platform_states, &kek.key_id)?;
         Ok(WriteKek {
             kek,
             created_alias: created.then(|| self.alias_for(&selection)),
@@ -218,6 +225,7 @@ impl Keyring {
             check_state(binding)?;
         }
         let Some(owner) = owner else {
+            refuse_unavailable(&self.platform_states, stored_kek_id)?;
             return Ok(KekRef::platform(stored_kek_id));
         };
         if owner.record.admin_disabled {
@@ -239,6 +247,11 @@ impl Keyring {
             });
         }
         Ok(kek_ref(kek))
+    }
+
+    /// The platform KEKs marked unusable; the key-state watcher updates them.
+    pub fn platform_states(&self) -> &Arc<PlatformKekStates> {
+        &self.platform_states
     }
 
     pub fn provider(&self) -> &Arc<dyn KeyProvider> {
@@ -268,6 +281,16 @@ impl Keyring {
             keks_created: self.counters.keks_created.load(Ordering::Relaxed),
             orphans_scheduled_for_deletion: self.counters.orphans.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// A platform KEK the watcher marked unusable fails closed like a revoked tenant key.
+fn refuse_unavailable(states: &PlatformKekStates, kek_id: &str) -> Result<(), KeyAccessError> {
+    match states.unavailable(kek_id) {
+        Some(failure) => Err(KeyAccessError::Unavailable {
+            reason: failure.as_str().to_owned(),
+        }),
+        None => Ok(()),
     }
 }
 

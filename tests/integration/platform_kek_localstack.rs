@@ -180,3 +180,59 @@ async fn a_platform_kek_disabled_in_aws_stops_serving_cached_deks_within_the_bou
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn a_rewrap_job_never_uses_a_platform_kek_the_watcher_marked_unusable() {
+    // A long interval: the test runs the watcher's pass itself.
+    let broker = TestBroker::start_with(
+        "platform-rewrap",
+        &[("BYOK_BROKER_BYOK_WATCH_INTERVAL_MS", "60000")],
+    )
+    .await;
+    let (_, kek_id) = create_object(&broker, "onboard-me", "org_platform_rewrap").await;
+    // Onboarding: the context now resolves to a tenant CMK, the object is still under its KEK.
+    common::broker::register(&broker, "org_platform_rewrap", common::TENANT_ACCOUNT).await;
+    raw_kms(PLATFORM_ACCOUNT)
+        .await
+        .disable_key()
+        .key_id(&kek_id)
+        .send()
+        .await
+        .expect("disable");
+    assert!(broker.broker.byok.check_platform_keks(4).await >= 1);
+
+    let decrypts = broker.kms.decrypt_calls();
+    let started = common::broker::admin(
+        &broker,
+        "POST",
+        "/admin/v1/rewrap-jobs",
+        Some(&json!({"source": {"kek_id": kek_id}})),
+    )
+    .await;
+    assert_eq!(started.status, 202, "{:?}", started.body);
+    let path = format!(
+        "/admin/v1/rewrap-jobs/{}",
+        started.body["id"].as_str().expect("job id")
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        let status = common::broker::admin(&broker, "GET", &path, None)
+            .await
+            .body;
+        if status["state"] != "running" {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the job never ended: {status}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        status["failures"],
+        json!([{"reason": "key_unavailable", "objects": 1}]),
+        "{status}"
+    );
+    assert_eq!(
+        broker.kms.decrypt_calls(),
+        decrypts,
+        "the keyring refused the marked KEK before any KMS call"
+    );
+}

@@ -17,7 +17,6 @@ use crate::keyring::Keyring;
 use crate::kms::KeyProvider;
 use crate::metrics::Metrics;
 use crate::store::Store;
-use platform_kek_watch::PlatformKekStates;
 
 /// The BYOK use cases. Every change is written to the store first, then the routing view is
 /// reloaded (revisioned: an older view never replaces a newer one) and affected DEKs purged.
@@ -27,7 +26,6 @@ pub struct Byok {
     dek_cache: DekCache,
     audit: AuditLog,
     metrics: Arc<Metrics>,
-    platform_kek_states: Arc<PlatformKekStates>,
     /// The operator allows registrations without a role (the broker's own identity reaches the key).
     allow_direct_key_access: bool,
 }
@@ -39,7 +37,6 @@ pub struct ByokParts {
     pub dek_cache: DekCache,
     pub audit: AuditLog,
     pub metrics: Arc<Metrics>,
-    pub platform_kek_states: Arc<PlatformKekStates>,
     pub allow_direct_key_access: bool,
 }
 
@@ -51,7 +48,6 @@ impl Byok {
             dek_cache: parts.dek_cache,
             audit: parts.audit,
             metrics: parts.metrics,
-            platform_kek_states: parts.platform_kek_states,
             allow_direct_key_access: parts.allow_direct_key_access,
         }
     }

@@ -3,8 +3,7 @@
 //! notice recovery). One found disabled, pending deletion or gone is marked unavailable and its
 //! DEKs purged; requests are then refused (403 `key_unavailable`); transient errors change nothing.
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::{PoisonError, RwLock};
+use std::collections::BTreeSet;
 
 use futures_util::StreamExt;
 use serde_json::json;
@@ -12,43 +11,6 @@ use serde_json::json;
 use super::Byok;
 use crate::audit;
 use crate::kms::{KekRef, KmsErrorClass, KmsFailure};
-
-/// Platform KEKs KMS reported unusable, with the failure a request meeting them reports.
-#[derive(Default)]
-pub struct PlatformKekStates {
-    unavailable: RwLock<HashMap<String, KmsFailure>>,
-}
-
-impl PlatformKekStates {
-    /// The failure to report for `kek_id`, when it is marked unavailable.
-    pub fn unavailable(&self, kek_id: &str) -> Option<KmsFailure> {
-        let map = self
-            .unavailable
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
-        map.get(kek_id).copied()
-    }
-
-    fn marked(&self) -> Vec<String> {
-        let map = self
-            .unavailable
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
-        map.keys().cloned().collect()
-    }
-
-    /// Records a verdict; true when it changed the state.
-    fn set(&self, kek_id: &str, failure: Option<KmsFailure>) -> bool {
-        let mut map = self
-            .unavailable
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        match failure {
-            Some(failure) => map.insert(kek_id.to_owned(), failure) != Some(failure),
-            None => map.remove(kek_id).is_some(),
-        }
-    }
-}
 
 /// What DescribeKey says about a platform KEK: `Some(None)` usable, `Some(Some(f))` unusable,
 /// `None` unknown (a transient failure: change nothing).
@@ -76,7 +38,7 @@ impl Byok {
             .into_iter()
             .filter(|id| bindings.owner_of(id).is_none())
             .collect();
-        watched.extend(byok.platform_kek_states.marked());
+        watched.extend(byok.keyring.platform_states().marked());
         let count = watched.len();
         futures_util::stream::iter(watched)
             .for_each_concurrent(concurrency.max(1), |kek_id| async move {
@@ -92,7 +54,7 @@ impl Byok {
 
 async fn record(byok: &Byok, kek_id: &str, failure: Option<KmsFailure>) {
     // Marked before the purge, so no request can cache a DEK of this KEK again in between.
-    if !byok.platform_kek_states.set(kek_id, failure) {
+    if !byok.keyring.platform_states().set(kek_id, failure) {
         return;
     }
     let reason = failure.map(KmsFailure::as_str);

@@ -31,7 +31,6 @@ use crate::keyring::{Keyring, WriteKek};
 use crate::kms::{KekRef, KeyProvider, KmsError};
 use crate::platform_kek::KekCreator;
 use crate::services::byok::Byok;
-use crate::services::byok::platform_kek_watch::PlatformKekStates;
 use crate::store::{NewVersion, ObjectRecord, Store};
 use crate::timestamp::Timestamp;
 
@@ -43,7 +42,6 @@ pub struct Vault {
     keyring: Arc<Keyring>,
     dek_cache: DekCache,
     audit: AuditLog,
-    platform_kek_states: Arc<PlatformKekStates>,
     /// Marks a tenant CMK unavailable when a request meets a revoked-class KMS answer.
     byok: Arc<Byok>,
     limits: Limits,
@@ -55,7 +53,6 @@ pub struct VaultParts {
     pub keyring: Arc<Keyring>,
     pub dek_cache: DekCache,
     pub audit: AuditLog,
-    pub platform_kek_states: Arc<PlatformKekStates>,
     pub byok: Arc<Byok>,
     pub limits: Limits,
 }
@@ -110,7 +107,6 @@ impl Vault {
             keyring: parts.keyring,
             dek_cache: parts.dek_cache,
             audit: parts.audit,
-            platform_kek_states: parts.platform_kek_states,
             byok: parts.byok,
             limits: parts.limits,
         }
@@ -140,11 +136,6 @@ impl Vault {
             .keyring
             .kek_for_write(context, KekCreator::ApiKey(&principal.key_id))
             .await?;
-        if let Some(failure) = self.platform_kek_states.unavailable(&kek.key_id) {
-            return Err(Error::KeyUnavailable {
-                reason: failure.as_str().to_owned(),
-            });
-        }
         if let Some(alias) = created_alias {
             let fields = json!({"key_name": alias, "key_id": kek.key_id});
             self.audit
@@ -227,8 +218,9 @@ impl Vault {
         wrapped: &[u8],
         context: &KeyContext,
     ) -> Result<Arc<DataKey>, KmsError> {
-        // A platform KEK the watcher found unusable must not serve DEKs still cached or in flight.
-        if let Some(failure) = self.platform_kek_states.unavailable(&kek.key_id) {
+        // A platform KEK the watcher found unusable must not serve DEKs still cached or in flight
+        // (the keyring refused it before this request, but the watcher may have marked it since).
+        if let Some(failure) = self.keyring.platform_states().unavailable(&kek.key_id) {
             return Err(KmsError::new(failure, "platform KEK marked unavailable"));
         }
         let result = self
