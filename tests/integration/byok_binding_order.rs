@@ -4,56 +4,14 @@
 
 use crate::common;
 
-use byok_broker::context::KeyContext;
 use byok_broker::keyring::bindings::BindingState;
-use byok_broker::store::{ByokKeyRecord, TenantKekRecord};
-use common::broker::TestBroker;
+use common::broker::{TestBroker, bind_in_store};
 use serde_json::json;
-
-/// Saves a binding straight into the store (registration verifies the key against AWS KMS).
-async fn bind(broker: &TestBroker<byok_broker::kms::local::LocalKms>, org: &str) -> String {
-    let id = format!("byok_order_{org}");
-    let key_arn = format!(
-        "arn:aws:kms:us-east-1:111111111111:key/{}",
-        uuid::Uuid::new_v4()
-    );
-    let context = KeyContext::new([("organization_id", org)]).expect("context");
-    let record = ByokKeyRecord {
-        id: id.clone(),
-        match_context_json: serde_json::to_string(&context).expect("json"),
-        match_context_hash: context.hash().to_hex(),
-        provider: "aws_kms".into(),
-        current_kek: key_arn.clone(),
-        admin_disabled: false,
-        retired: false,
-        created_at: String::new(),
-        updated_at: String::new(),
-        keks: Vec::new(),
-    };
-    let kek = TenantKekRecord {
-        key_arn,
-        byok_key_id: id.clone(),
-        region: None,
-        role_arn: None,
-        external_id: None,
-        available: true,
-        reason: None,
-        last_checked_at: None,
-    };
-    broker
-        .broker
-        .store
-        .insert_byok_key(record, kek)
-        .await
-        .expect("insert");
-    broker.broker.byok.reload_bindings().await.expect("reload");
-    id
-}
 
 #[tokio::test]
 async fn a_slow_reload_never_undoes_an_admin_disable() {
     let broker = TestBroker::start_local("binding_order").await;
-    let id = bind(&broker, "org_order").await;
+    let (id, _) = bind_in_store(&broker, "org_order", None).await;
 
     // A reload reads the bindings (still active) and stalls before installing them...
     let stale = broker.broker.store.byok_snapshot().await.expect("snapshot");

@@ -9,9 +9,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use byok_broker::context::KeyContext;
-use byok_broker::store::{ByokKeyRecord, TenantKekRecord};
-use common::broker::{ADMIN_KEY, TestBroker};
+use common::broker::{ADMIN_KEY, TestBroker, bind_in_store};
 use common::{PLATFORM_ACCOUNT, TENANT_ACCOUNT, options_for};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -102,48 +100,6 @@ async fn read_request(stream: &mut tokio::net::TcpStream) -> String {
     }
 }
 
-/// Saves a binding straight into the store: registration would need STS to work.
-async fn bind(broker: &TestBroker, org: &str) -> (String, String) {
-    let id = format!("byok_sts_{org}");
-    let key_arn = format!(
-        "arn:aws:kms:us-east-1:{TENANT_ACCOUNT}:key/{}",
-        uuid::Uuid::new_v4()
-    );
-    let context = KeyContext::new([("organization_id", org)]).expect("context");
-    let record = ByokKeyRecord {
-        id: id.clone(),
-        match_context_json: serde_json::to_string(&context).expect("json"),
-        match_context_hash: context.hash().to_hex(),
-        provider: "aws_kms".into(),
-        current_kek: key_arn.clone(),
-        admin_disabled: false,
-        retired: false,
-        created_at: String::new(),
-        updated_at: String::new(),
-        keks: Vec::new(),
-    };
-    let kek = TenantKekRecord {
-        key_arn: key_arn.clone(),
-        byok_key_id: id.clone(),
-        region: None,
-        role_arn: Some(format!(
-            "arn:aws:iam::{TENANT_ACCOUNT}:role/byok-broker-access"
-        )),
-        external_id: Some("sts-fault-test-external-id-0123456789".into()),
-        available: true,
-        reason: None,
-        last_checked_at: None,
-    };
-    broker
-        .broker
-        .store
-        .insert_byok_key(record, kek)
-        .await
-        .expect("insert");
-    broker.broker.byok.reload_bindings().await.expect("reload");
-    (id, key_arn)
-}
-
 async fn state(broker: &TestBroker, id: &str) -> (String, serde_json::Value) {
     let shown = broker
         .call_with(
@@ -179,7 +135,13 @@ async fn throttled_or_failing_sts_is_retryable_and_access_denied_revokes() {
     let mut aws = options_for(PLATFORM_ACCOUNT);
     aws.sts_endpoint_url = Some(sts.url.clone());
     let broker = TestBroker::start_with_aws("sts-faults", &[], aws).await;
-    let (id, _key_arn) = bind(&broker, "org_sts").await;
+    let role = format!("arn:aws:iam::{TENANT_ACCOUNT}:role/byok-broker-access");
+    let (id, _key_arn) = bind_in_store(
+        &broker,
+        "org_sts",
+        Some((&role, "sts-fault-test-external-id-0123456789")),
+    )
+    .await;
     let request = json!({"context": {"organization_id": "org_sts"}});
 
     for fault in [THROTTLING, INTERNAL, SERVICE_UNAVAILABLE] {

@@ -10,9 +10,11 @@ use std::sync::Arc;
 use super::http_client::HttpClient;
 use byok_broker::broker::Broker;
 use byok_broker::config::Config;
+use byok_broker::context::KeyContext;
 use byok_broker::kms::KeyProvider;
 use byok_broker::kms::aws::{AwsKms, AwsOptions};
 use byok_broker::kms::local::LocalKms;
+use byok_broker::store::{ByokKeyRecord, TenantKekRecord};
 use byok_broker::supervisor::Supervisor;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
@@ -294,4 +296,51 @@ pub async fn register<P>(broker: &TestBroker<P>, org: &str, account: &str) -> (S
     assert_eq!(response.status, 201, "{:?}", response.body);
     assert_eq!(response.body["state"], "active");
     (response.body["id"].as_str().unwrap().to_owned(), key_arn)
+}
+
+/// Saves a BYOK binding for `org` straight into the store (a key in the tenant account, with an
+/// optional role and external id) and reloads routing: for tests where registration cannot verify
+/// the key (no AWS KMS, a failing STS). Returns the binding id and the key ARN.
+pub async fn bind_in_store<P>(
+    broker: &TestBroker<P>,
+    org: &str,
+    role: Option<(&str, &str)>,
+) -> (String, String) {
+    let id = format!("byok_stored_{org}");
+    let key_arn = format!(
+        "arn:aws:kms:us-east-1:{}:key/{}",
+        super::TENANT_ACCOUNT,
+        uuid::Uuid::new_v4()
+    );
+    let context = KeyContext::new([("organization_id", org)]).expect("context");
+    let record = ByokKeyRecord {
+        id: id.clone(),
+        match_context_json: serde_json::to_string(&context).expect("json"),
+        match_context_hash: context.hash().to_hex(),
+        provider: "aws_kms".into(),
+        current_kek: key_arn.clone(),
+        admin_disabled: false,
+        retired: false,
+        created_at: String::new(),
+        updated_at: String::new(),
+        keks: Vec::new(),
+    };
+    let kek = TenantKekRecord {
+        key_arn: key_arn.clone(),
+        byok_key_id: id.clone(),
+        region: None,
+        role_arn: role.map(|(arn, _)| arn.to_owned()),
+        external_id: role.map(|(_, external_id)| external_id.to_owned()),
+        available: true,
+        reason: None,
+        last_checked_at: None,
+    };
+    broker
+        .broker
+        .store
+        .insert_byok_key(record, kek)
+        .await
+        .expect("insert");
+    broker.broker.byok.reload_bindings().await.expect("reload");
+    (id, key_arn)
 }
