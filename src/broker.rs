@@ -89,7 +89,7 @@ impl Broker {
             inner: provider,
             metrics: Arc::clone(&metrics),
         });
-        let store = Store::open_with(&config.data_dir.join("broker.db"), config.store).await?;
+        let store = Store::open_configured(&config.data_dir, config.store.clone()).await?;
         let closing = store.clone();
         supervisor.spawn(Stage::Database, "database", move |stop| async move {
             stop.cancelled().await;
@@ -158,6 +158,11 @@ impl Broker {
         let byok = Arc::downgrade(&broker.byok);
         supervisor.spawn(Stage::Workers, "key-state watcher", move |stop| {
             crate::services::byok::watcher::run(byok, watcher, stop)
+        });
+        let purging = broker.store.clone();
+        let purge_interval = broker.config.store.retention.purge_interval;
+        supervisor.spawn(Stage::Workers, "retention purge", move |stop| {
+            crate::services::retention::run(purging, purge_interval, stop)
         });
         Ok(broker)
     }

@@ -12,14 +12,16 @@ pub mod limits;
 pub mod platform_keks;
 pub mod server;
 mod sources;
+mod store;
 pub mod workers;
 
 use file::RawConfig;
 pub use kms::{AwsOptions, ProviderKind};
-pub use limits::{DekCacheConfig, Limits, RateLimitConfig, StoreOptions};
+pub use limits::{DekCacheConfig, Limits, RateLimitConfig};
 pub use platform_keks::PlatformKekConfig;
 use server::ServerSettings;
 use sources::Sources;
+pub use store::{Retention, StoreOptions};
 use workers::{RewrapConfig, WatcherConfig};
 
 #[derive(Debug, thiserror::Error)]
@@ -185,10 +187,7 @@ impl Config {
             ));
         }
         let server = ServerSettings::load(raw.server, &env)?;
-        let store = StoreOptions {
-            max_page_count: sources
-                .optional("BYOK_BROKER_STORE_MAX_PAGE_COUNT", raw.store.max_page_count)?,
-        };
+        let store = store::load(raw.store, &sources)?;
         let platform_keks = platform_keks::load(
             raw.platform_kek,
             platform_keks::RawPlatformKekLimits {

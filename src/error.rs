@@ -184,7 +184,12 @@ impl From<StoreError> for Error {
             StoreError::IdempotencyClaimLost => Error::IdempotencyInFlight,
             StoreError::Full(cause) => Error::StorageFull(cause),
             StoreError::Unavailable(cause) => Error::StorageUnavailable(cause),
-            e @ (StoreError::Internal(_) | StoreError::Database(_)) => Error::Storage(e),
+            e @ StoreError::UnstorableText => {
+                Error::invalid(ErrorCode::InvalidRequest, e.to_string())
+            }
+            e @ (StoreError::Internal(_)
+            | StoreError::Database(_)
+            | StoreError::SchemaTooNew { .. }) => Error::Storage(e),
         }
     }
 }

@@ -33,11 +33,39 @@ pub(super) struct RawConfig {
     pub(super) platform_kek: super::platform_keks::RawPlatformKek,
 }
 
-/// Operational limits of the embedded store (not in the example configs: rarely needed).
-#[derive(Debug, Default, Deserialize)]
+/// Where the store lives (`url`: PostgreSQL) and its operational limits.
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawStore {
+    pub(super) url: Option<String>,
+    pub(super) pool_size: Option<usize>,
+    pub(super) connect_timeout_ms: Option<u64>,
+    pub(super) statement_timeout_ms: Option<u64>,
     pub(super) max_page_count: Option<u64>,
+    pub(super) idempotency_retention_hours: Option<u64>,
+    pub(super) audit_retention_days: Option<u64>,
+    pub(super) purge_interval_seconds: Option<u64>,
+    pub(super) purge_batch_size: Option<u64>,
+}
+
+// By hand: the URL may carry a password.
+impl std::fmt::Debug for RawStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawStore")
+            .field("url", &self.url.as_ref().map(|_| "<redacted>"))
+            .field("pool_size", &self.pool_size)
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("statement_timeout_ms", &self.statement_timeout_ms)
+            .field("max_page_count", &self.max_page_count)
+            .field(
+                "idempotency_retention_hours",
+                &self.idempotency_retention_hours,
+            )
+            .field("audit_retention_days", &self.audit_retention_days)
+            .field("purge_interval_seconds", &self.purge_interval_seconds)
+            .field("purge_batch_size", &self.purge_batch_size)
+            .finish()
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

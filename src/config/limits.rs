@@ -61,11 +61,3 @@ impl Default for RateLimitConfig {
         }
     }
 }
-
-/// Operational settings of the embedded store.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct StoreOptions {
-    /// Caps the database at this many pages (SQLite's `max_page_count`; 4 KiB pages): writes
-    /// beyond it fail as on a full disk. A quota for the data directory, and how tests fill it.
-    pub max_page_count: Option<u64>,
-}

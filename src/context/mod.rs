@@ -40,6 +40,9 @@ pub enum ContextError {
     ValueTooLong { name: String, chars: usize },
     #[error("key context value for {name:?} must be a string")]
     NotAString { name: String },
+    /// PostgreSQL cannot store U+0000 in text; refused on every backend so both behave alike.
+    #[error("key context name or value {name:?} contains U+0000, which is not allowed")]
+    NulCharacter { name: String },
     #[error("key context name {name:?} appears twice")]
     DuplicateName { name: String },
     #[error("key context must be a JSON object of string values")]
@@ -108,6 +111,11 @@ impl KeyContext {
             return Err(ContextError::TooManyPairs { count: pairs.len() });
         }
         for (name, value) in &pairs {
+            if name.contains('\0') || value.contains('\0') {
+                return Err(ContextError::NulCharacter {
+                    name: truncated(name),
+                });
+            }
             let name_chars = name.chars().count();
             if name_chars == 0 {
                 return Err(ContextError::EmptyName);

@@ -4,5 +4,6 @@
 pub mod api_keys;
 pub mod audit;
 pub mod byok;
+pub mod retention;
 pub mod rewrap;
 pub mod vault;

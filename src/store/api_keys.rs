@@ -1,8 +1,7 @@
 //! API keys, stored only as SHA-256 hashes of the token (tokens are 256-bit random, so a fast
 //! hash is enough); lookups go by hash and the caller compares in constant time.
 
-use rusqlite::{OptionalExtension, params};
-
+use super::sql::{Row, args};
 use super::{Store, StoreError};
 use crate::timestamp::Timestamp;
 
@@ -28,7 +27,7 @@ pub struct ApiKeyRecord {
 
 const COLUMNS: &str = "id, name, role, scope_json, key_hash, created_at, revoked_at";
 
-fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKeyRecord> {
+fn from_row(r: &Row) -> Result<ApiKeyRecord, StoreError> {
     Ok(ApiKeyRecord {
         id: r.get(0)?,
         name: r.get(1)?,
@@ -46,7 +45,7 @@ impl Store {
         self.run(move |c| {
             c.execute(
                 "INSERT INTO api_keys (id, name, role, scope_json, key_hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (key_hash) DO NOTHING",
-                params![key.id, key.name, key.role, key.scope_json, key.key_hash.as_slice(), Timestamp::now().to_rfc3339()],
+                args![key.id, key.name, key.role, key.scope_json, key.key_hash.as_slice(), Timestamp::now().to_rfc3339()],
             )?;
             Ok(())
         })
@@ -58,12 +57,13 @@ impl Store {
         hash: [u8; 32],
     ) -> Result<Option<ApiKeyRecord>, StoreError> {
         self.read(move |c| {
-            Ok(c.query_row(
+            c.query_opt(
                 &format!("SELECT {COLUMNS} FROM api_keys WHERE key_hash = ?1"),
-                [hash.as_slice()],
-                from_row,
-            )
-            .optional()?)
+                args![hash.as_slice()],
+            )?
+            .as_ref()
+            .map(from_row)
+            .transpose()
         })
         .await
     }
@@ -71,34 +71,37 @@ impl Store {
     pub async fn find_api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
         let id = id.to_owned();
         self.read(move |c| {
-            Ok(c.query_row(
+            c.query_opt(
                 &format!("SELECT {COLUMNS} FROM api_keys WHERE id = ?1"),
-                [id],
-                from_row,
-            )
-            .optional()?)
+                args![id],
+            )?
+            .as_ref()
+            .map(from_row)
+            .transpose()
         })
         .await
     }
 
     pub async fn list_api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
         self.read(|c| {
-            let mut statement = c.prepare(&format!(
-                "SELECT {COLUMNS} FROM api_keys ORDER BY created_at, id"
-            ))?;
-            let rows = statement.query_map([], from_row)?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            c.query(
+                &format!("SELECT {COLUMNS} FROM api_keys ORDER BY created_at, id"),
+                &[],
+            )?
+            .iter()
+            .map(from_row)
+            .collect()
         })
         .await
     }
 
     pub async fn count_api_keys(&self) -> Result<u64, StoreError> {
         self.read(|c| {
-            Ok(c.query_row(
+            c.query_one(
                 "SELECT COUNT(*) FROM api_keys WHERE revoked_at IS NULL",
-                [],
-                |r| r.get::<_, i64>(0),
-            )? as u64)
+                &[],
+            )?
+            .get(0)
         })
         .await
     }
@@ -108,7 +111,7 @@ impl Store {
         self.run(move |c| {
             let changed = c.execute(
                 "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?1) WHERE id = ?2",
-                params![Timestamp::now().to_rfc3339(), id],
+                args![Timestamp::now().to_rfc3339(), id],
             )?;
             if changed == 0 {
                 Err(StoreError::NotFound("API key"))

@@ -1,8 +1,7 @@
 //! Audit events: append-only rows with the WorkOS event name and payload (never a value or a key),
 //! read back with filters and a cursor (the event id).
 
-use rusqlite::params;
-
+use super::sql::{Sql, Value, args};
 use super::{Store, StoreError};
 
 #[derive(Debug, Clone)]
@@ -25,33 +24,21 @@ pub struct EventQuery {
 }
 
 /// Inserts events inside a caller's transaction (a data write and its event commit together).
-pub(super) fn insert_events_in(
-    tx: &rusqlite::Connection,
-    events: &[AuditEvent],
-) -> Result<(), StoreError> {
-    // One prepared statement per batch: parsing the SQL per event cost more than the insert.
-    let mut insert = tx.prepare("INSERT INTO audit_events (id, event, organization_id, data_json, created_at) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+pub(super) fn insert_events_in(tx: &mut dyn Sql, events: &[AuditEvent]) -> Result<(), StoreError> {
+    // The same statement text for every event: the connection's statement cache prepares it
+    // once (parsing the SQL per event cost more than the insert).
     for e in events {
-        insert.execute(params![
-            e.id,
-            e.event,
-            e.organization_id,
-            e.data_json,
-            e.created_at
-        ])?;
+        tx.execute(
+            "INSERT INTO audit_events (id, event, organization_id, data_json, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            args![e.id, e.event, e.organization_id, e.data_json, e.created_at],
+        )?;
     }
     Ok(())
 }
 
 impl Store {
     pub async fn insert_events(&self, events: Vec<AuditEvent>) -> Result<(), StoreError> {
-        self.run(move |c| {
-            let tx = c.savepoint()?;
-            insert_events_in(&tx, &events)?;
-            tx.commit()?;
-            Ok(())
-        })
-        .await
+        self.run(move |tx| insert_events_in(tx, &events)).await
     }
 
     /// Oldest first; `after` is the id of the last event of the previous page.
@@ -61,30 +48,33 @@ impl Store {
     ) -> Result<(Vec<AuditEvent>, bool), StoreError> {
         self.read(move |c| {
             let mut sql = String::from("SELECT id, event, organization_id, data_json, created_at FROM audit_events WHERE 1 = 1");
-            let mut args: Vec<rusqlite::types::Value> = Vec::new();
+            let mut args: Vec<Value> = Vec::new();
             if !query.events.is_empty() {
                 let placeholders: Vec<String> = (1..=query.events.len()).map(|i| format!("?{i}")).collect();
                 sql.push_str(&format!(" AND event IN ({})", placeholders.join(", ")));
-                args.extend(query.events.into_iter().map(Into::into));
+                args.extend(query.events.into_iter().map(Value::Text));
             }
+            // Each clause takes its value as the next numbered parameter (`{}`).
             let filters = [
-                (" AND organization_id = ?", query.organization_id),
-                (" AND created_at >= ?", query.range_start),
-                (" AND created_at < ?", query.range_end),
-                (" AND seq > COALESCE((SELECT seq FROM audit_events WHERE id = ?), -1)", query.after),
+                (" AND organization_id = ?{}", query.organization_id),
+                (" AND created_at >= ?{}", query.range_start),
+                (" AND created_at < ?{}", query.range_end),
+                (" AND seq > COALESCE((SELECT seq FROM audit_events WHERE id = ?{}), -1)", query.after),
             ];
             for (clause, value) in filters {
                 if let Some(value) = value {
-                    args.push(value.into());
-                    sql.push_str(&clause.replace('?', &format!("?{}", args.len())));
+                    args.push(Value::Text(value));
+                    sql.push_str(&clause.replace("{}", &args.len().to_string()));
                 }
             }
             sql.push_str(&format!(" ORDER BY seq ASC LIMIT {}", query.limit + 1));
-            let mut statement = c.prepare(&sql)?;
-            let rows = statement.query_map(rusqlite::params_from_iter(args), |r| {
-                Ok(AuditEvent { id: r.get(0)?, event: r.get(1)?, organization_id: r.get(2)?, data_json: r.get(3)?, created_at: r.get(4)? })
-            })?;
-            let mut page = rows.collect::<Result<Vec<_>, _>>()?;
+            let mut page = c
+                .query(&sql, &args)?
+                .iter()
+                .map(|r| {
+                    Ok(AuditEvent { id: r.get(0)?, event: r.get(1)?, organization_id: r.get(2)?, data_json: r.get(3)?, created_at: r.get(4)? })
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
             let more = page.len() > query.limit;
             page.truncate(query.limit);
             Ok((page, more))

@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 
-use rusqlite::{Connection, OptionalExtension, params};
-
+use super::objects::{for_update, push_scope_filter};
+use super::sql::{Row, Sql, Value, args};
 use super::{Store, StoreError};
 use crate::timestamp::Timestamp;
 
@@ -51,64 +51,97 @@ pub struct ByokSnapshot {
     pub records: Vec<ByokKeyRecord>,
 }
 
-fn load_all(c: &Connection) -> Result<Vec<ByokKeyRecord>, StoreError> {
-    let mut keks: HashMap<String, Vec<TenantKekRecord>> = HashMap::new();
-    let mut statement = c.prepare("SELECT key_arn, byok_key_id, region, role_arn, external_id, available, reason, last_checked_at FROM tenant_keks ORDER BY added_at")?;
-    let rows = statement.query_map([], |r| {
-        Ok(TenantKekRecord {
-            key_arn: r.get(0)?,
-            byok_key_id: r.get(1)?,
-            region: r.get(2)?,
-            role_arn: r.get(3)?,
-            external_id: r.get(4)?,
-            available: r.get::<_, i64>(5)? != 0,
-            reason: r.get(6)?,
-            last_checked_at: r.get(7)?,
-        })
-    })?;
-    for row in rows {
-        let row = row?;
-        keks.entry(row.byok_key_id.clone()).or_default().push(row);
-    }
-    let mut statement = c.prepare("SELECT id, match_context_json, match_context_hash, provider, current_kek, admin_disabled, created_at, updated_at, retired FROM byok_keys ORDER BY created_at, id")?;
-    let rows = statement.query_map([], |r| {
-        Ok(ByokKeyRecord {
-            id: r.get(0)?,
-            match_context_json: r.get(1)?,
-            match_context_hash: r.get(2)?,
-            provider: r.get(3)?,
-            current_kek: r.get(4)?,
-            admin_disabled: r.get::<_, i64>(5)? != 0,
-            created_at: r.get(6)?,
-            updated_at: r.get(7)?,
-            retired: r.get::<_, i64>(8)? != 0,
-            keks: Vec::new(),
-        })
-    })?;
-    let mut out = Vec::new();
-    for row in rows {
-        let mut row = row?;
-        row.keks = keks.remove(&row.id).unwrap_or_default();
-        out.push(row);
-    }
-    Ok(out)
+/// The revision, then one row per binding and CMK (a binding without CMKs once, with NULLs; no
+/// binding: one row of NULLs), bindings in creation order and each binding's CMKs in the order
+/// they were added. One statement, so the revision and the bindings come from one snapshot on
+/// either database, whatever isolation the read connection has.
+const SNAPSHOT: &str = "SELECT r.revision, \
+     k.id, k.match_context_json, k.match_context_hash, k.provider, k.current_kek, k.admin_disabled, k.created_at, k.updated_at, k.retired, \
+     t.key_arn, t.region, t.role_arn, t.external_id, t.available, t.reason, t.last_checked_at \
+     FROM byok_revision r \
+     LEFT JOIN byok_keys k ON 1 = 1 \
+     LEFT JOIN tenant_keks t ON t.byok_key_id = k.id \
+     ORDER BY k.created_at, k.id, t.added_at";
+
+fn binding_from_row(r: &Row, id: String) -> Result<ByokKeyRecord, StoreError> {
+    Ok(ByokKeyRecord {
+        id,
+        match_context_json: r.get(2)?,
+        match_context_hash: r.get(3)?,
+        provider: r.get(4)?,
+        current_kek: r.get(5)?,
+        admin_disabled: r.get(6)?,
+        created_at: r.get(7)?,
+        updated_at: r.get(8)?,
+        retired: r.get(9)?,
+        keks: Vec::new(),
+    })
 }
 
-fn upsert_kek(c: &Connection, kek: &TenantKekRecord) -> Result<(), StoreError> {
+fn kek_from_row(
+    r: &Row,
+    key_arn: String,
+    byok_key_id: &str,
+) -> Result<TenantKekRecord, StoreError> {
+    Ok(TenantKekRecord {
+        key_arn,
+        byok_key_id: byok_key_id.to_owned(),
+        region: r.get(11)?,
+        role_arn: r.get(12)?,
+        external_id: r.get(13)?,
+        available: r.get(14)?,
+        reason: r.get(15)?,
+        last_checked_at: r.get(16)?,
+    })
+}
+
+fn load_snapshot(c: &mut dyn Sql) -> Result<ByokSnapshot, StoreError> {
+    let rows = c.query(SNAPSHOT, &[])?;
+    if rows.is_empty() {
+        return Err(StoreError::Internal(
+            "the BYOK revision row is missing".into(),
+        ));
+    }
+    let mut revision: i64 = 0;
+    let mut records: Vec<ByokKeyRecord> = Vec::new();
+    for r in &rows {
+        revision = r.get(0)?;
+        let Some(id) = r.get::<Option<String>>(1)? else {
+            continue;
+        };
+        // A binding's rows are adjacent (ordered by binding first).
+        if records.last().is_none_or(|last| last.id != id) {
+            records.push(binding_from_row(r, id)?);
+        }
+        if let (Some(key_arn), Some(record)) = (r.get::<Option<String>>(10)?, records.last_mut()) {
+            record.keks.push(kek_from_row(r, key_arn, &record.id)?);
+        }
+    }
+    Ok(ByokSnapshot {
+        revision: revision.max(0) as u64,
+        records,
+    })
+}
+
+fn upsert_kek(c: &mut dyn Sql, kek: &TenantKekRecord) -> Result<(), StoreError> {
+    // `tenant_keks.byok_key_id`, qualified: PostgreSQL finds an unqualified column of the upsert's
+    // WHERE ambiguous between the row and `excluded`.
     c.execute(
         "INSERT INTO tenant_keks (key_arn, byok_key_id, region, role_arn, external_id, available, reason, last_checked_at, added_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, 1, NULL, ?6, ?6) \
          ON CONFLICT (key_arn) DO UPDATE SET region = ?3, role_arn = ?4, external_id = ?5, available = 1, reason = NULL, last_checked_at = ?6 \
-         WHERE byok_key_id = ?2",
-        params![kek.key_arn, kek.byok_key_id, kek.region, kek.role_arn, kek.external_id, Timestamp::now().to_rfc3339()],
+         WHERE tenant_keks.byok_key_id = ?2",
+        args![kek.key_arn, kek.byok_key_id, kek.region, kek.role_arn, kek.external_id, Timestamp::now().to_rfc3339()],
     )?;
+    // The row is there and stays (a conflicting upsert locks it on PostgreSQL even when its WHERE
+    // refuses the update); whose it is decides.
     let owner: Option<String> = c
-        .query_row(
+        .query_opt(
             "SELECT byok_key_id FROM tenant_keks WHERE key_arn = ?1",
-            [&kek.key_arn],
-            |r| r.get(0),
-        )
-        .optional()?;
+            args![kek.key_arn],
+        )?
+        .map(|r| r.get(0))
+        .transpose()?;
     if owner.as_deref() != Some(kek.byok_key_id.as_str()) {
         return Err(StoreError::AlreadyExists(
             "another BYOK key using this key_arn",
@@ -118,21 +151,10 @@ fn upsert_kek(c: &Connection, kek: &TenantKekRecord) -> Result<(), StoreError> {
 }
 
 impl Store {
-    /// Every binding with its CMKs, and the revision they were read at, from one read
-    /// transaction: a snapshot with a higher revision is never older than one with a lower.
+    /// Every binding with its CMKs, and the revision they were read at, from one statement (one
+    /// snapshot): a snapshot with a higher revision is never older than one with a lower.
     pub async fn byok_snapshot(&self) -> Result<ByokSnapshot, StoreError> {
-        self.read(|c| {
-            let tx = c.unchecked_transaction()?;
-            let revision: i64 =
-                tx.query_row("SELECT revision FROM byok_revision", [], |r| r.get(0))?;
-            let records = load_all(&tx)?;
-            tx.finish()?;
-            Ok(ByokSnapshot {
-                revision: revision.max(0) as u64,
-                records,
-            })
-        })
-        .await
+        self.read(load_snapshot).await
     }
 
     /// Inserts a binding and its first CMK; a second binding for the same match context, or a CMK
@@ -142,22 +164,19 @@ impl Store {
         record: ByokKeyRecord,
         kek: TenantKekRecord,
     ) -> Result<(), StoreError> {
-        self.run(move |c| {
-            let tx = c.savepoint()?;
+        self.run(move |tx| {
             let now = Timestamp::now().to_rfc3339();
             let inserted = tx.execute(
                 "INSERT INTO byok_keys (id, match_context_json, match_context_hash, provider, current_kek, admin_disabled, created_at, updated_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?6) ON CONFLICT (match_context_hash) DO NOTHING",
-                params![record.id, record.match_context_json, record.match_context_hash, record.provider, record.current_kek, now],
+                args![record.id, record.match_context_json, record.match_context_hash, record.provider, record.current_kek, now],
             )?;
             if inserted == 0 {
                 return Err(StoreError::AlreadyExists(
                     "a BYOK key for this match_context",
                 ));
             }
-            upsert_kek(&tx, &kek)?;
-            tx.commit()?;
-            Ok(())
+            upsert_kek(tx, &kek)
         })
         .await
     }
@@ -165,18 +184,15 @@ impl Store {
     /// Points a binding at a new CMK (rotation); earlier CMKs stay recorded for reads.
     pub async fn rotate_byok_key(&self, id: &str, kek: TenantKekRecord) -> Result<(), StoreError> {
         let id = id.to_owned();
-        self.run(move |c| {
-            let tx = c.savepoint()?;
+        self.run(move |tx| {
             let changed = tx.execute(
                 "UPDATE byok_keys SET current_kek = ?1, updated_at = ?2 WHERE id = ?3",
-                params![kek.key_arn, Timestamp::now().to_rfc3339(), id],
+                args![kek.key_arn, Timestamp::now().to_rfc3339(), id],
             )?;
             if changed == 0 {
                 return Err(StoreError::NotFound("BYOK key"));
             }
-            upsert_kek(&tx, &kek)?;
-            tx.commit()?;
-            Ok(())
+            upsert_kek(tx, &kek)
         })
         .await
     }
@@ -197,7 +213,7 @@ impl Store {
         self.run(move |c| {
             let changed = c.execute(
                 &format!("UPDATE byok_keys SET {column} = ?1, updated_at = ?2 WHERE id = ?3"),
-                params![value as i64, Timestamp::now().to_rfc3339(), id],
+                args![value, Timestamp::now().to_rfc3339(), id],
             )?;
             if changed == 0 {
                 Err(StoreError::NotFound("BYOK key"))
@@ -216,16 +232,19 @@ impl Store {
         reason: Option<String>,
     ) -> Result<bool, StoreError> {
         let key_arn = key_arn.to_owned();
-        self.run(move |c| {
-            let tx = c.savepoint()?;
-            let before: Option<i64> = tx.query_row("SELECT available FROM tenant_keks WHERE key_arn = ?1", [&key_arn], |r| r.get(0)).optional()?;
-            let Some(before) = before else { return Err(StoreError::NotFound("tenant KEK")) };
+        self.run(move |tx| {
+            // Locked (see `for_update`): another broker's watcher reporting the same change
+            // meanwhile would otherwise make both report it.
+            let sql = format!("SELECT available FROM tenant_keks WHERE key_arn = ?1{}", for_update(tx));
+            let Some(before) = tx.query_opt(&sql, args![key_arn])? else {
+                return Err(StoreError::NotFound("tenant KEK"));
+            };
+            let before: bool = before.get(0)?;
             tx.execute(
                 "UPDATE tenant_keks SET available = ?1, reason = ?2, last_checked_at = ?3 WHERE key_arn = ?4",
-                params![available as i64, reason, Timestamp::now().to_rfc3339(), key_arn],
+                args![available, reason, Timestamp::now().to_rfc3339(), key_arn],
             )?;
-            tx.commit()?;
-            Ok((before != 0) != available)
+            Ok(before != available)
         })
         .await
     }
@@ -233,22 +252,28 @@ impl Store {
     /// Deletes a binding unless objects still depend on one of its CMKs (`InUse` with the count).
     pub async fn delete_byok_key(&self, id: &str) -> Result<(), StoreError> {
         let id = id.to_owned();
-        self.run(move |c| {
-            let tx = c.savepoint()?;
-            let dependent: i64 = tx.query_row(
-                "SELECT COUNT(*) FROM objects o JOIN versions v ON v.id = o.current_version \
-                 WHERE v.kek_id IN (SELECT key_arn FROM tenant_keks WHERE byok_key_id = ?1)",
-                [&id],
-                |r| r.get(0),
-            )?;
-            if dependent > 0 {
-                return Err(StoreError::InUse(dependent as u64));
+        self.run(move |tx| {
+            // The binding's row locked first (see `for_update`): a rotation, or a CMK added to it,
+            // by another broker waits until this write ends, so it cannot slip in between the
+            // count and the delete.
+            let sql = format!("SELECT id FROM byok_keys WHERE id = ?1{}", for_update(tx));
+            if tx.query_opt(&sql, args![id])?.is_none() {
+                return Err(StoreError::NotFound("BYOK key"));
             }
-            let changed = tx.execute("DELETE FROM byok_keys WHERE id = ?1", [&id])?;
+            let dependent: u64 = tx
+                .query_one(
+                    "SELECT COUNT(*) FROM objects o JOIN versions v ON v.id = o.current_version \
+                     WHERE v.kek_id IN (SELECT key_arn FROM tenant_keks WHERE byok_key_id = ?1)",
+                    args![id],
+                )?
+                .get(0)?;
+            if dependent > 0 {
+                return Err(StoreError::InUse(dependent));
+            }
+            let changed = tx.execute("DELETE FROM byok_keys WHERE id = ?1", args![id])?;
             if changed == 0 {
                 return Err(StoreError::NotFound("BYOK key"));
             }
-            tx.commit()?;
             Ok(())
         })
         .await
@@ -266,13 +291,13 @@ impl Store {
             c.execute(
                 "INSERT INTO byok_external_ids (organization_id, external_id, created_at) VALUES (?1, ?2, ?3) \
                  ON CONFLICT (organization_id) DO NOTHING",
-                params![organization_id, candidate, Timestamp::now().to_rfc3339()],
+                args![organization_id, candidate, Timestamp::now().to_rfc3339()],
             )?;
-            Ok(c.query_row(
+            let row = c.query_one(
                 "SELECT external_id, created_at FROM byok_external_ids WHERE organization_id = ?1",
-                [&organization_id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?)
+                args![organization_id],
+            )?;
+            Ok((row.get(0)?, row.get(1)?))
         })
         .await
     }
@@ -280,9 +305,10 @@ impl Store {
     /// Objects per KEK id (their current version's KEK).
     pub async fn count_objects_by_kek(&self) -> Result<HashMap<String, u64>, StoreError> {
         self.read(|c| {
-            let mut statement = c.prepare("SELECT v.kek_id, COUNT(*) FROM objects o JOIN versions v ON v.id = o.current_version GROUP BY v.kek_id")?;
-            let rows = statement.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
-            Ok(rows.collect::<Result<HashMap<_, _>, _>>()?)
+            c.query("SELECT v.kek_id, COUNT(*) FROM objects o JOIN versions v ON v.id = o.current_version GROUP BY v.kek_id", &[])?
+                .iter()
+                .map(|r| Ok((r.get(0)?, r.get(1)?)))
+                .collect()
         })
         .await
     }
@@ -296,17 +322,13 @@ impl Store {
     ) -> Result<u64, StoreError> {
         self.read(move |c| {
             let mut sql = String::from("SELECT COUNT(*) FROM objects o JOIN versions v ON v.id = o.current_version WHERE 1 = 1");
-            let mut args: Vec<rusqlite::types::Value> = Vec::new();
-            for (name, value) in selector {
-                sql.push_str(&format!(" AND json_extract(o.context_json, ?{}) = ?{}", args.len() + 1, args.len() + 2));
-                args.push(super::objects::json_path(&name).into());
-                args.push(value.into());
-            }
+            let mut args: Vec<Value> = Vec::new();
+            push_scope_filter(c.dialect(), &mut sql, &mut args, "o.context_json", &selector);
             for kek in keks {
-                args.push(kek.into());
+                args.push(Value::Text(kek));
                 sql.push_str(&format!(" AND v.kek_id != ?{}", args.len()));
             }
-            Ok(c.query_row(&sql, rusqlite::params_from_iter(args), |r| r.get::<_, i64>(0))? as u64)
+            c.query_one(&sql, &args)?.get(0)
         })
         .await
     }

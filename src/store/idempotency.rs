@@ -3,9 +3,8 @@
 //! key decides between concurrent requests), and the response replaces the claim in the same
 //! transaction as the object, so one key never yields two objects.
 
-use rusqlite::{OptionalExtension, params};
-
 use super::objects::NewObject;
+use super::sql::{Sql, args};
 use super::{AuditEvent, Store, StoreError};
 use crate::timestamp::Timestamp;
 
@@ -43,28 +42,36 @@ pub enum ClaimOutcome {
     Taken(IdempotencyRecord),
 }
 
+/// The record under `key`, unless it expired (created before `expired_before`).
 fn find_in(
-    c: &rusqlite::Connection,
+    c: &mut dyn Sql,
     api_key_id: &str,
     key: &str,
+    expired_before: &str,
 ) -> Result<Option<IdempotencyRecord>, StoreError> {
-    Ok(c.query_row(
-        "SELECT request_hash, status, body, claim_token IS NOT NULL FROM idempotency WHERE api_key_id = ?1 AND key = ?2",
-        params![api_key_id, key],
-        |r| {
-            let request_hash: Vec<u8> = r.get(0)?;
-            Ok(if r.get::<_, bool>(3)? {
-                IdempotencyRecord::InFlight { request_hash }
-            } else {
-                IdempotencyRecord::Completed(StoredResponse { request_hash, status: r.get::<_, i64>(1)? as u16, body: r.get(2)? })
-            })
-        },
-    )
-    .optional()?)
+    let Some(r) = c.query_opt(
+        "SELECT request_hash, status, body, claim_token IS NOT NULL FROM idempotency \
+         WHERE api_key_id = ?1 AND key = ?2 AND created_at >= ?3",
+        args![api_key_id, key, expired_before],
+    )?
+    else {
+        return Ok(None);
+    };
+    let request_hash: Vec<u8> = r.get(0)?;
+    Ok(Some(if r.get::<bool>(3)? {
+        IdempotencyRecord::InFlight { request_hash }
+    } else {
+        IdempotencyRecord::Completed(StoredResponse {
+            request_hash,
+            status: r.get::<i64>(1)? as u16,
+            body: r.get(2)?,
+        })
+    }))
 }
 
 impl Store {
-    /// Claims `key` for a request with `request_hash`, unless another request holds or finished it.
+    /// Claims `key` for a request with `request_hash`, unless another request holds or finished it
+    /// within the retention period (an expired record is replaced, as if the key were new).
     pub async fn claim_idempotency(
         &self,
         api_key_id: &str,
@@ -78,20 +85,23 @@ impl Store {
         };
         let now = Timestamp::now();
         let stale_before = Timestamp(now.0.saturating_sub(STALE_CLAIM.as_micros() as i64));
+        let expired_before = self.idempotency_expired_before();
         self.run(move |c| {
             let won = c.execute(
                 "INSERT INTO idempotency (api_key_id, key, request_hash, status, body, created_at, claim_token) \
                  VALUES (?1, ?2, ?3, 0, '', ?4, ?5) \
                  ON CONFLICT (api_key_id, key) DO UPDATE SET request_hash = excluded.request_hash, \
                  created_at = excluded.created_at, claim_token = excluded.claim_token \
-                 WHERE idempotency.claim_token IS NOT NULL AND idempotency.created_at < ?6",
-                params![claim.api_key_id, claim.key, request_hash, now.to_rfc3339(), claim.token, stale_before.to_rfc3339()],
+                 WHERE (idempotency.claim_token IS NOT NULL AND idempotency.created_at < ?6) \
+                 OR idempotency.created_at < ?7",
+                args![claim.api_key_id, claim.key, request_hash, now.to_rfc3339(), claim.token, stale_before.to_rfc3339(), expired_before],
             )? == 1;
             if won {
                 return Ok(ClaimOutcome::Won(claim));
             }
-            // The writer is the only writer: the row that refused the claim is still there.
-            find_in(c, &claim.api_key_id, &claim.key)?
+            // The row that refused the claim is still there: SQLite's one writer runs nothing in
+            // between, and on PostgreSQL the upsert locked it even though its WHERE refused.
+            find_in(c, &claim.api_key_id, &claim.key, &expired_before)?
                 .map(ClaimOutcome::Taken)
                 .ok_or_else(|| StoreError::Internal("idempotency row vanished during its claim".into()))
         })
@@ -104,7 +114,20 @@ impl Store {
         key: &str,
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
         let (api_key_id, key) = (api_key_id.to_owned(), key.to_owned());
-        self.read(move |c| find_in(c, &api_key_id, &key)).await
+        let expired_before = self.idempotency_expired_before();
+        self.read(move |c| find_in(c, &api_key_id, &key, &expired_before))
+            .await
+    }
+
+    /// Records created before this have expired (RFC 3339, which orders as text).
+    fn idempotency_expired_before(&self) -> String {
+        let retention = self.retention.idempotency.as_micros();
+        let now = Timestamp::now();
+        Timestamp(
+            now.0
+                .saturating_sub(i64::try_from(retention).unwrap_or(i64::MAX)),
+        )
+        .to_rfc3339()
     }
 
     /// Gives a claim up after a failed attempt, so a retry can run; a stored response stays.
@@ -113,7 +136,7 @@ impl Store {
         self.run(move |c| {
             c.execute(
                 "DELETE FROM idempotency WHERE api_key_id = ?1 AND key = ?2 AND claim_token = ?3",
-                params![claim.api_key_id, claim.key, claim.token],
+                args![claim.api_key_id, claim.key, claim.token],
             )?;
             Ok(())
         })
@@ -134,8 +157,8 @@ impl Store {
             let completed = c.execute(
                 "UPDATE idempotency SET status = ?1, body = ?2, claim_token = NULL \
                  WHERE api_key_id = ?3 AND key = ?4 AND claim_token = ?5",
-                params![
-                    response.status as i64,
+                args![
+                    i64::from(response.status),
                     response.body,
                     claim.api_key_id,
                     claim.key,

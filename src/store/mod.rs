@@ -1,7 +1,8 @@
-//! Persistence: the only code that imports the database driver. Embedded SQLite by default (WAL,
-//! `synchronous=FULL`, so an acknowledged write survives `kill -9` and power loss): one
-//! group-committing writer thread, four read-only connections, migrations in order, one file per
-//! aggregate. SQL stays portable so a PostgreSQL backend is an addition.
+//! Persistence: the only code that imports a database driver. Embedded SQLite by default (WAL,
+//! `synchronous=FULL`, so an acknowledged write survives `kill -9` and power loss), or PostgreSQL
+//! when `store.url` names one. Either way: one group-committing writer thread, reads on their own
+//! connections, migrations in order, one file per aggregate, and every query written once against
+//! [`sql::Sql`].
 
 mod api_keys;
 mod audit;
@@ -11,8 +12,11 @@ mod migrations;
 mod object_list;
 mod objects;
 mod platform_keks;
+mod postgres_url;
 mod record_cache;
+mod retention;
 mod rewrap;
+mod sql;
 mod writer;
 
 use std::path::Path;
@@ -21,7 +25,7 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OpenFlags};
 
-pub use crate::config::limits::StoreOptions;
+pub use crate::config::{Retention, StoreOptions};
 pub use api_keys::{ApiKeyRecord, NewApiKey};
 pub use audit::{AuditEvent, EventQuery};
 pub use byok::{ByokFlag, ByokKeyRecord, ByokSnapshot, TenantKekRecord};
@@ -29,7 +33,11 @@ pub use idempotency::{ClaimOutcome, IdempotencyClaim, IdempotencyRecord, StoredR
 pub use object_list::{ListPosition, ListQuery, ListedObject, Order};
 pub use objects::{NewObject, NewVersion, ObjectRecord, VersionRecord};
 pub use platform_keks::{KekCreationRefused, PlatformKekReservation};
+pub use retention::Purged;
 pub use rewrap::{RewrapCandidate, RewrapJobRecord};
+pub use sql::Dialect;
+
+use sql::{PostgresConnector, PostgresWriteConnection, Sql, SqliteWriteConnection};
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum StoreError {
@@ -53,10 +61,19 @@ pub enum StoreError {
     /// The database file cannot be read or written (I/O error, cannot open); SQLite's own message.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
-    /// A SQLite failure that is neither of the above; keeps rusqlite's error as its source (shared,
-    /// because the group-commit writer hands one failure to every waiter of the batch).
-    #[error("database failure")]
-    Database(#[source] Arc<rusqlite::Error>),
+    /// A database failure that is neither of the above: the driver's description, which names
+    /// the condition (an error code, a constraint) and never a stored value.
+    #[error("database failure: {0}")]
+    Database(String),
+    /// Text the database cannot hold (PostgreSQL refuses U+0000): the caller's input.
+    #[error("text containing U+0000 cannot be stored or searched")]
+    UnstorableText,
+    /// The database was migrated by a newer broker; this one would misread it.
+    #[error(
+        "the database schema is version {database}, newer than this broker's version {binary}: \
+         run a broker release that knows schema {database}, or point this one at another database"
+    )]
+    SchemaTooNew { database: i64, binary: i64 },
     #[error("storage failure: {0}")]
     Internal(String),
 }
@@ -74,28 +91,40 @@ impl From<rusqlite::Error> for StoreError {
                     ErrorCode::SystemIoFailure | ErrorCode::CannotOpen => {
                         StoreError::Unavailable(text)
                     }
-                    _ => StoreError::Database(Arc::new(e)),
+                    _ => StoreError::Database(text),
                 }
             }
-            None => StoreError::Database(Arc::new(e)),
+            None => StoreError::Database(text),
         }
     }
 }
 
-/// The database. One connection serialises writes (SQLite allows one writer anyway); every call
-/// runs on the blocking pool so the async runtime never waits on disk.
-/// Read-only connections: WAL lets them read a consistent snapshot while the writer commits,
-/// so reads never queue behind writes (or their fsync).
-const READERS: usize = 4;
-
+/// The database. One connection serialises writes (SQLite allows one writer anyway; on
+/// PostgreSQL it keeps group commit and its ordering); every call runs on a blocking thread so the
+/// async runtime never waits on the database.
 #[derive(Clone)]
 pub struct Store {
     writer: writer::Writer,
-    /// `None` once the store is closed.
-    readers: Arc<[Mutex<Option<Connection>>]>,
-    next_reader: Arc<AtomicUsize>,
+    readers: Readers,
     records: Arc<record_cache::RecordCache>,
+    retention: Retention,
 }
+
+/// Where reads run.
+#[derive(Clone)]
+enum Readers {
+    /// Read-only connections: WAL lets them read a consistent snapshot while the writer commits,
+    /// so reads never queue behind writes (or their fsync). `None` once the store is closed.
+    Sqlite {
+        connections: Arc<[Mutex<Option<Connection>>]>,
+        next: Arc<AtomicUsize>,
+    },
+    /// The pool the writer's connection also comes from.
+    Postgres(PostgresConnector),
+}
+
+/// SQLite read-only connections.
+const SQLITE_READERS: usize = 4;
 
 fn configure(connection: &Connection) -> Result<(), StoreError> {
     connection.pragma_update(None, "foreign_keys", "ON")?;
@@ -104,10 +133,23 @@ fn configure(connection: &Connection) -> Result<(), StoreError> {
 }
 
 impl Store {
+    /// The store `options` select: PostgreSQL when they carry a URL, else the SQLite file
+    /// `broker.db` in `data_dir`.
+    pub async fn open_configured(
+        data_dir: &Path,
+        options: StoreOptions,
+    ) -> Result<Self, StoreError> {
+        match options.url.clone() {
+            Some(url) => Self::open_postgres(&url.0, &options).await,
+            None => Self::open_with(&data_dir.join("broker.db"), options).await,
+        }
+    }
+
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
         Self::open_with(path, StoreOptions::default()).await
     }
 
+    /// The embedded SQLite file at `path`.
     pub async fn open_with(path: &Path, options: StoreOptions) -> Result<Self, StoreError> {
         let path = path.to_path_buf();
         let (writer, readers) = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
@@ -119,12 +161,12 @@ impl Store {
             // FULL: a commit is on disk before the write is acknowledged (survives power loss).
             writer.pragma_update(None, "synchronous", "FULL")?;
             configure(&writer)?;
-            migrations::apply(&mut writer)?;
+            migrations::apply_sqlite(&mut writer)?;
             if let Some(pages) = options.max_page_count {
                 // A connection setting, so only the writer (the one that grows the file) needs it.
                 writer.pragma_update(None, "max_page_count", pages as i64)?;
             }
-            let readers = (0..READERS)
+            let readers = (0..SQLITE_READERS)
                 .map(|_| {
                     let reader = Connection::open_with_flags(
                         &path,
@@ -139,11 +181,41 @@ impl Store {
         .await
         .map_err(|e| StoreError::Internal(e.to_string()))??;
         Ok(Self {
-            writer: writer::Writer::start(writer)?,
-            readers: readers.into(),
-            next_reader: Arc::new(AtomicUsize::new(0)),
+            writer: writer::Writer::start(SqliteWriteConnection(writer))?,
+            readers: Readers::Sqlite {
+                connections: readers.into(),
+                next: Arc::new(AtomicUsize::new(0)),
+            },
             records: Arc::new(record_cache::RecordCache::new()),
+            retention: options.retention,
         })
+    }
+
+    /// PostgreSQL at `url`: migrates it (under the migration lock) before anything else runs.
+    async fn open_postgres(url: &str, options: &StoreOptions) -> Result<Self, StoreError> {
+        let target = postgres_url::PostgresTarget::new(url, options)?;
+        let connector = PostgresConnector::new(&target)?;
+        let migrating = connector.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut sql = migrating.checkout()?;
+            migrations::apply_postgres(&mut sql)
+        })
+        .await
+        .map_err(|e| StoreError::Internal(e.to_string()))??;
+        Ok(Self {
+            writer: writer::Writer::start(PostgresWriteConnection::new(connector.clone()))?,
+            readers: Readers::Postgres(connector),
+            records: Arc::new(record_cache::RecordCache::new()),
+            retention: options.retention,
+        })
+    }
+
+    /// Which database this store runs on.
+    pub fn dialect(&self) -> Dialect {
+        match self.readers {
+            Readers::Sqlite { .. } => Dialect::Sqlite,
+            Readers::Postgres(_) => Dialect::Postgres,
+        }
     }
 
     /// Runs a write through the group-committing writer: in its own savepoint, acknowledged only
@@ -151,27 +223,30 @@ impl Store {
     async fn run<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut rusqlite::Savepoint<'_>) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&mut dyn Sql) -> Result<T, StoreError> + Send + 'static,
     {
         self.writer.run(work).await
     }
 
-    /// Runs a read on one of the read-only connections (round robin).
+    /// Runs a read on a read connection (SQLite: round robin; PostgreSQL: from the pool).
     async fn read<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&mut dyn Sql) -> Result<T, StoreError> + Send + 'static,
     {
-        let readers = Arc::clone(&self.readers);
-        let index = self.next_reader.fetch_add(1, Ordering::Relaxed) % readers.len();
-        tokio::task::spawn_blocking(move || {
-            let guard = readers[index]
-                .lock()
-                .map_err(|_| StoreError::Internal("database lock poisoned".into()))?;
-            let reader = guard
-                .as_ref()
-                .ok_or_else(|| StoreError::Unavailable("the database is closed".into()))?;
-            work(reader)
+        let readers = self.readers.clone();
+        tokio::task::spawn_blocking(move || match readers {
+            Readers::Sqlite { connections, next } => {
+                let index = next.fetch_add(1, Ordering::Relaxed) % connections.len();
+                let mut guard = connections[index]
+                    .lock()
+                    .map_err(|_| StoreError::Internal("database lock poisoned".into()))?;
+                let reader = guard
+                    .as_mut()
+                    .ok_or_else(|| StoreError::Unavailable("the database is closed".into()))?;
+                work(reader)
+            }
+            Readers::Postgres(connector) => work(&mut connector.checkout()?),
         })
         .await
         .map_err(|e| StoreError::Internal(e.to_string()))?
@@ -181,12 +256,17 @@ impl Store {
     /// connection) and closes the readers. Later calls fail; closing twice is harmless.
     pub async fn close(&self) -> Result<(), StoreError> {
         self.writer.close().await?;
-        for reader in self.readers.iter() {
-            let taken = reader
-                .lock()
-                .map_err(|_| StoreError::Internal("database lock poisoned".into()))?
-                .take();
-            drop(taken);
+        match &self.readers {
+            Readers::Sqlite { connections, .. } => {
+                for reader in connections.iter() {
+                    let taken = reader
+                        .lock()
+                        .map_err(|_| StoreError::Internal("database lock poisoned".into()))?
+                        .take();
+                    drop(taken);
+                }
+            }
+            Readers::Postgres(connector) => connector.close(),
         }
         Ok(())
     }
@@ -198,7 +278,6 @@ impl Store {
 
     /// Readiness: the database answers a trivial query.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.read(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
-            .await
+        self.read(|c| c.query("SELECT 1", &[]).map(|_| ())).await
     }
 }

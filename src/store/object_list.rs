@@ -2,10 +2,10 @@
 //! boundary is a position that stays valid whatever happens to the object that marked it
 //! (deleted, updated), and paging never skips or repeats an object that exists throughout.
 
-use rusqlite::{OptionalExtension, params_from_iter, types::Value};
 use uuid::Uuid;
 
 use super::objects::push_scope_filter;
+use super::sql::{Dialect, Value, args};
 use super::{Store, StoreError};
 use crate::timestamp::Timestamp;
 
@@ -60,15 +60,15 @@ impl Store {
     ) -> Result<Option<(ListPosition, String)>, StoreError> {
         let id = id.to_owned();
         self.read(move |c| {
-            let row = c
-                .query_row(
-                    "SELECT created_at, id, context_json FROM objects WHERE id = ?1",
-                    [id],
-                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?)),
-                )
-                .optional()?;
-            row.map(|(created_at, id, context)| Ok((position_from(&created_at, &id)?, context)))
-                .transpose()
+            let Some(row) = c.query_opt(
+                "SELECT created_at, id, context_json FROM objects WHERE id = ?1",
+                args![id],
+            )?
+            else {
+                return Ok(None);
+            };
+            let (created_at, id): (String, String) = (row.get(0)?, row.get(1)?);
+            Ok(Some((position_from(&created_at, &id)?, row.get(2)?)))
         })
         .await
     }
@@ -92,44 +92,40 @@ impl Store {
                     args.len() + 1,
                     args.len() + 2
                 ));
-                args.push(position.created_at.to_rfc3339().into());
-                args.push(position.id.to_string().into());
+                args.push(Value::Text(position.created_at.to_rfc3339()));
+                args.push(Value::Text(position.id.to_string()));
             }
             if let Some(search) = &query.search {
-                sql.push_str(&format!(
-                    " AND instr(lower(name), lower(?{})) > 0",
-                    args.len() + 1
-                ));
-                args.push(search.clone().into());
+                // A substring, case-insensitive over ASCII (SQLite's `lower`). PostgreSQL has
+                // `strpos`, not `instr`; under the "C" collation its `lower` is ASCII-only too.
+                let at = args.len() + 1;
+                sql.push_str(&match c.dialect() {
+                    Dialect::Sqlite => format!(" AND instr(lower(name), lower(?{at})) > 0"),
+                    Dialect::Postgres => format!(
+                        " AND strpos(lower(name COLLATE \"C\"), lower(CAST(?{at} AS TEXT) COLLATE \"C\")) > 0"
+                    ),
+                });
+                args.push(Value::Text(search.clone()));
             }
             if let Some(after) = query.updated_after {
                 sql.push_str(&format!(" AND updated_at > ?{}", args.len() + 1));
-                args.push(after.to_rfc3339().into());
+                args.push(Value::Text(after.to_rfc3339()));
             }
-            push_scope_filter(&mut sql, &mut args, "context_json", &query.scope);
+            push_scope_filter(c.dialect(), &mut sql, &mut args, "context_json", &query.scope);
             sql.push_str(if ascending {
                 " ORDER BY created_at ASC, id ASC"
             } else {
                 " ORDER BY created_at DESC, id DESC"
             });
             sql.push_str(&format!(" LIMIT {}", query.limit + 1));
-            let mut statement = c.prepare(&sql)?;
-            let rows = statement.query_map(params_from_iter(args), |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                ))
-            })?;
             let mut page = Vec::new();
-            for row in rows {
-                let (id, name, updated_at, created_at) = row?;
+            for row in c.query(&sql, &args)? {
+                let (id, created_at): (String, String) = (row.get(0)?, row.get(3)?);
                 let position = position_from(&created_at, &id)?;
                 page.push(ListedObject {
                     id,
-                    name,
-                    updated_at,
+                    name: row.get(1)?,
+                    updated_at: row.get(2)?,
                     position,
                 });
             }

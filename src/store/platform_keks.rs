@@ -4,8 +4,8 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{OptionalExtension, params};
-
+use super::objects::serialize_counting;
+use super::sql::args;
 use super::{Store, StoreError};
 
 const HOUR_SECONDS: i64 = 3600;
@@ -41,29 +41,33 @@ impl Store {
         max_total: u64,
     ) -> Result<Result<PlatformKekReservation, KekCreationRefused>, StoreError> {
         let (creator, context_hash) = (creator.map(str::to_owned), context_hash.to_owned());
-        self.run(move |c| {
+        self.run(move |tx| {
+            // The limits are counts, not rows to lock: reservations take turns.
+            serialize_counting(tx, "platform_keks")?;
             let now = unix_now();
-            let total: i64 = c.query_row("SELECT COUNT(*) FROM platform_keks", [], |r| r.get(0))?;
-            if total as u64 >= max_total {
+            let total: u64 = tx.query_one("SELECT COUNT(*) FROM platform_keks", &[])?.get(0)?;
+            if total >= max_total {
                 return Ok(Err(KekCreationRefused::Total { limit: max_total }));
             }
             if let Some(creator) = &creator {
-                let (recent, oldest): (i64, Option<i64>) = c.query_row(
+                let row = tx.query_one(
                     "SELECT COUNT(*), MIN(created_unix) FROM platform_keks WHERE creator = ?1 AND created_unix > ?2",
-                    params![creator, now - HOUR_SECONDS],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
+                    args![creator, now - HOUR_SECONDS],
                 )?;
-                if recent as u64 >= u64::from(per_hour) {
+                let (recent, oldest): (u64, Option<i64>) = (row.get(0)?, row.get(1)?);
+                if recent >= u64::from(per_hour) {
                     let leaves_window = oldest.map_or(HOUR_SECONDS, |t| t + HOUR_SECONDS - now);
                     let retry_after = Duration::from_secs(leaves_window.clamp(1, HOUR_SECONDS) as u64);
                     return Ok(Err(KekCreationRefused::HourlyQuota { retry_after }));
                 }
             }
-            c.execute(
-                "INSERT INTO platform_keks (creator, kek_id, context_hash, created_unix) VALUES (?1, NULL, ?2, ?3)",
-                params![creator, context_hash, now],
-            )?;
-            Ok(Ok(PlatformKekReservation(c.last_insert_rowid())))
+            let id: i64 = tx
+                .query_one(
+                    "INSERT INTO platform_keks (creator, kek_id, context_hash, created_unix) VALUES (?1, NULL, ?2, ?3) RETURNING id",
+                    args![creator, context_hash, now],
+                )?
+                .get(0)?;
+            Ok(Ok(PlatformKekReservation(id)))
         })
         .await
     }
@@ -78,7 +82,7 @@ impl Store {
         self.run(move |c| {
             c.execute(
                 "UPDATE platform_keks SET kek_id = ?2 WHERE id = ?1",
-                params![reservation.0, kek_id],
+                args![reservation.0, kek_id],
             )?;
             Ok(())
         })
@@ -90,13 +94,12 @@ impl Store {
     pub async fn platform_kek_selection(&self, kek_id: &str) -> Result<Option<String>, StoreError> {
         let kek_id = kek_id.to_owned();
         self.read(move |c| {
-            c.query_row(
+            c.query_opt(
                 "SELECT context_hash FROM platform_keks WHERE kek_id = ?1",
-                params![kek_id],
-                |row| row.get(0),
-            )
-            .optional()
-            .map_err(StoreError::from)
+                args![kek_id],
+            )?
+            .map(|row| row.get(0))
+            .transpose()
         })
         .await
     }
@@ -109,7 +112,7 @@ impl Store {
         self.run(move |c| {
             c.execute(
                 "DELETE FROM platform_keks WHERE id = ?1",
-                params![reservation.0],
+                args![reservation.0],
             )?;
             Ok(())
         })

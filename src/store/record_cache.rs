@@ -1,7 +1,8 @@
 //! Recently read object records (current version, sealed bytes: ciphertext only, no secrets),
-//! so a hot read does not go to SQLite. Every write of an object through this store invalidates
-//! it, and a read that raced with a write never re-inserts what it read (generation check).
-//! Sound because this process is the only writer of its embedded database.
+//! so a hot read does not go to the database. Every write of an object through this store
+//! invalidates it, and a read that raced with a write never re-inserts what it read (generation
+//! check). Sound only while this process is the only writer of its database (the embedded SQLite
+//! store): another process's write would stay unseen here for up to the TTL.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -4,8 +4,8 @@
 //! double-counts an object; the swap applies only while the version is still current and still
 //! under the source KEK (a concurrent update wins).
 
-use rusqlite::{OptionalExtension, params, params_from_iter};
-
+use super::objects::serialize_counting;
+use super::sql::{Row, Sql, Value, args};
 use super::{Store, StoreError};
 use crate::timestamp::Timestamp;
 
@@ -39,7 +39,7 @@ pub struct RewrapCandidate {
 
 const JOB_COLUMNS: &str = "id, source_kind, source_id, source_keks_json, state, total, done, skipped, failed, checkpoint_seq, started_at, finished_at, error";
 
-fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RewrapJobRecord> {
+fn job_from_row(r: &Row) -> Result<RewrapJobRecord, StoreError> {
     let keks: String = r.get(3)?;
     Ok(RewrapJobRecord {
         id: r.get(0)?,
@@ -47,10 +47,10 @@ fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RewrapJobRecord> {
         source_id: r.get(2)?,
         source_keks: serde_json::from_str(&keks).unwrap_or_default(),
         state: r.get(4)?,
-        total: r.get::<_, i64>(5)? as u64,
-        done: r.get::<_, i64>(6)? as u64,
-        skipped: r.get::<_, i64>(7)? as u64,
-        failed: r.get::<_, i64>(8)? as u64,
+        total: r.get(5)?,
+        done: r.get(6)?,
+        skipped: r.get(7)?,
+        failed: r.get(8)?,
         checkpoint_seq: r.get(9)?,
         started_at: r.get(10)?,
         finished_at: r.get(11)?,
@@ -65,7 +65,7 @@ fn kek_list(keks: &[String], first_param: usize) -> String {
         .join(", ")
 }
 
-fn count_under(c: &rusqlite::Connection, keks: &[String]) -> Result<u64, StoreError> {
+fn count_under(c: &mut dyn Sql, keks: &[String]) -> Result<u64, StoreError> {
     if keks.is_empty() {
         return Ok(0);
     }
@@ -73,7 +73,8 @@ fn count_under(c: &rusqlite::Connection, keks: &[String]) -> Result<u64, StoreEr
         "SELECT COUNT(*) FROM objects o JOIN versions v ON v.id = o.current_version WHERE v.kek_id IN ({})",
         kek_list(keks, 1)
     );
-    Ok(c.query_row(&sql, params_from_iter(keks), |r| r.get::<_, i64>(0))? as u64)
+    let args: Vec<Value> = keks.iter().cloned().map(Value::Text).collect();
+    c.query_one(&sql, &args)?.get(0)
 }
 
 impl Store {
@@ -86,23 +87,22 @@ impl Store {
         source_id: String,
         source_keks: Vec<String>,
     ) -> Result<RewrapJobRecord, StoreError> {
-        self.run(move |c| {
-            let tx = c.savepoint()?;
-            let running: i64 = tx.query_row("SELECT COUNT(*) FROM rewrap_jobs WHERE source_id = ?1 AND state = 'running'", [&source_id], |r| r.get(0))?;
+        self.run(move |tx| {
+            // "None running" is a count, not a row to lock: job creations take turns.
+            serialize_counting(tx, "rewrap_jobs")?;
+            let running: i64 = tx.query_one("SELECT COUNT(*) FROM rewrap_jobs WHERE source_id = ?1 AND state = 'running'", args![source_id])?.get(0)?;
             if running > 0 {
                 return Err(StoreError::AlreadyExists(
                     "a running rewrap job for this source",
                 ));
             }
-            let total = count_under(&tx, &source_keks)?;
+            let total = count_under(tx, &source_keks)?;
             let keks_json = serde_json::to_string(&source_keks).map_err(|e| StoreError::Internal(e.to_string()))?;
             tx.execute(
                 "INSERT INTO rewrap_jobs (id, source_kind, source_id, source_keks_json, state, total, started_at) VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6)",
-                params![id, source_kind, source_id, keks_json, total as i64, Timestamp::now().to_rfc3339()],
+                args![id, source_kind, source_id, keks_json, total, Timestamp::now().to_rfc3339()],
             )?;
-            let job = tx.query_row(&format!("SELECT {JOB_COLUMNS} FROM rewrap_jobs WHERE id = ?1"), [&id], job_from_row)?;
-            tx.commit()?;
-            Ok(job)
+            job_from_row(&tx.query_one(&format!("SELECT {JOB_COLUMNS} FROM rewrap_jobs WHERE id = ?1"), args![id])?)
         })
         .await
     }
@@ -110,24 +110,28 @@ impl Store {
     pub async fn get_rewrap_job(&self, id: &str) -> Result<RewrapJobRecord, StoreError> {
         let id = id.to_owned();
         self.read(move |c| {
-            c.query_row(
-                &format!("SELECT {JOB_COLUMNS} FROM rewrap_jobs WHERE id = ?1"),
-                [id],
-                job_from_row,
-            )
-            .optional()?
-            .ok_or(StoreError::NotFound("rewrap job"))
+            let row = c
+                .query_opt(
+                    &format!("SELECT {JOB_COLUMNS} FROM rewrap_jobs WHERE id = ?1"),
+                    args![id],
+                )?
+                .ok_or(StoreError::NotFound("rewrap job"))?;
+            job_from_row(&row)
         })
         .await
     }
 
     pub async fn running_rewrap_jobs(&self) -> Result<Vec<RewrapJobRecord>, StoreError> {
         self.read(|c| {
-            let mut statement = c.prepare(&format!(
-                "SELECT {JOB_COLUMNS} FROM rewrap_jobs WHERE state = 'running' ORDER BY started_at"
-            ))?;
-            let rows = statement.query_map([], job_from_row)?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            c.query(
+                &format!(
+                    "SELECT {JOB_COLUMNS} FROM rewrap_jobs WHERE state = 'running' ORDER BY started_at"
+                ),
+                &[],
+            )?
+            .iter()
+            .map(job_from_row)
+            .collect()
         })
         .await
     }
@@ -149,13 +153,14 @@ impl Store {
                 kek_list(&source_keks, 1),
                 source_keks.len() + 1
             );
-            let mut args: Vec<rusqlite::types::Value> = source_keks.into_iter().map(Into::into).collect();
-            args.push(after_seq.into());
-            let mut statement = c.prepare(&sql)?;
-            let rows = statement.query_map(params_from_iter(args), |r| {
-                Ok(RewrapCandidate { seq: r.get(0)?, object_id: r.get(1)?, context_json: r.get(2)?, version_id: r.get(3)?, kek_id: r.get(4)?, sealed: r.get(5)? })
-            })?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            let mut args: Vec<Value> = source_keks.into_iter().map(Value::Text).collect();
+            args.push(Value::Integer(after_seq));
+            c.query(&sql, &args)?
+                .iter()
+                .map(|r| {
+                    Ok(RewrapCandidate { seq: r.get(0)?, object_id: r.get(1)?, context_json: r.get(2)?, version_id: r.get(3)?, kek_id: r.get(4)?, sealed: r.get(5)? })
+                })
+                .collect()
         })
         .await
     }
@@ -176,20 +181,21 @@ impl Store {
             candidate.version_id.clone(),
             candidate.kek_id.clone(),
         );
-        self.run(move |c| {
-            let tx = c.savepoint()?;
+        self.run(move |tx| {
+            // One conditional statement, so PostgreSQL needs no lock either: a concurrent swap of
+            // this version makes it re-check `kek_id` and skip; an update of the object that
+            // commits meanwhile simply comes after the swap, as it could on SQLite.
             let swapped = new_kek_id != old_kek
                 && tx.execute(
                     "UPDATE versions SET kek_id = ?1, sealed = ?2 WHERE id = ?3 AND kek_id = ?4 \
                      AND id = (SELECT current_version FROM objects WHERE id = ?5)",
-                    params![new_kek_id, new_sealed, version_id, old_kek, object_id],
+                    args![new_kek_id, new_sealed, version_id, old_kek, object_id],
                 )? == 1;
             let counter = if swapped { "done" } else { "skipped" };
             tx.execute(
                 &format!("UPDATE rewrap_jobs SET {counter} = {counter} + 1 WHERE id = ?1"),
-                [&job_id],
+                args![job_id],
             )?;
-            tx.commit()?;
             Ok(swapped)
         })
         .await
@@ -204,11 +210,9 @@ impl Store {
     ) -> Result<(), StoreError> {
         let (job_id, object_id, reason) =
             (job_id.to_owned(), object_id.to_owned(), reason.to_owned());
-        self.run(move |c| {
-            let tx = c.savepoint()?;
-            let inserted = tx.execute("INSERT OR IGNORE INTO rewrap_failures (job_id, object_id, reason) VALUES (?1, ?2, ?3)", params![job_id, object_id, reason])?;
-            tx.execute("UPDATE rewrap_jobs SET failed = failed + ?1 WHERE id = ?2", params![inserted as i64, job_id])?;
-            tx.commit()?;
+        self.run(move |tx| {
+            let inserted = tx.execute("INSERT INTO rewrap_failures (job_id, object_id, reason) VALUES (?1, ?2, ?3) ON CONFLICT (job_id, object_id) DO NOTHING", args![job_id, object_id, reason])?;
+            tx.execute("UPDATE rewrap_jobs SET failed = failed + ?1 WHERE id = ?2", args![inserted, job_id])?;
             Ok(())
         })
         .await
@@ -221,9 +225,10 @@ impl Store {
     ) -> Result<(), StoreError> {
         let job_id = job_id.to_owned();
         self.run(move |c| {
+            // Only forwards, in one statement (no two-argument MAX on PostgreSQL).
             c.execute(
-                "UPDATE rewrap_jobs SET checkpoint_seq = MAX(checkpoint_seq, ?1) WHERE id = ?2",
-                params![seq, job_id],
+                "UPDATE rewrap_jobs SET checkpoint_seq = ?1 WHERE id = ?2 AND checkpoint_seq < ?1",
+                args![seq, job_id],
             )?;
             Ok(())
         })
@@ -241,7 +246,7 @@ impl Store {
         self.run(move |c| {
             c.execute(
                 "UPDATE rewrap_jobs SET state = ?1, error = ?2, finished_at = ?3 WHERE id = ?4 AND state = 'running'",
-                params![state, error, Timestamp::now().to_rfc3339(), job_id],
+                args![state, error, Timestamp::now().to_rfc3339(), job_id],
             )?;
             Ok(())
         })
@@ -255,9 +260,10 @@ impl Store {
     ) -> Result<Vec<(String, u64)>, StoreError> {
         let job_id = job_id.to_owned();
         self.read(move |c| {
-            let mut statement = c.prepare("SELECT reason, COUNT(*) FROM rewrap_failures WHERE job_id = ?1 GROUP BY reason ORDER BY reason")?;
-            let rows = statement.query_map([job_id], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            c.query("SELECT reason, COUNT(*) FROM rewrap_failures WHERE job_id = ?1 GROUP BY reason ORDER BY reason", args![job_id])?
+                .iter()
+                .map(|r| Ok((r.get(0)?, r.get(1)?)))
+                .collect()
         })
         .await
     }

@@ -2,27 +2,36 @@
 //! takes every write queued at the moment, runs each in its own savepoint inside one transaction,
 //! and commits once (one fsync for the whole group). A write's result is delivered only after the
 //! commit, so an acknowledged write is durable; a write that fails rolls back its savepoint alone.
+//! The same on both backends: transaction control is plain SQL both databases speak.
 
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use rusqlite::{Connection, Savepoint};
 use tokio::sync::{mpsc, oneshot};
 
 use super::StoreError;
+use super::sql::Sql;
 
 /// Writes committed together at most.
 const GROUP: usize = 256;
 /// Writes queued at most before callers wait.
 const QUEUE: usize = 4096;
 
+/// The writer thread's connection: opened again after a failure that broke it (PostgreSQL
+/// restarted, network cut), so the store recovers by itself once the database is back.
+pub(super) trait WriteConnection: Send + 'static {
+    /// The connection, reconnecting first if the last one broke.
+    fn connection(&mut self) -> Result<&mut dyn Sql, StoreError>;
+    /// Called after a group failed: drop the connection if it no longer works.
+    fn after_failure(&mut self);
+}
+
 /// Called once the group's commit is decided: `Ok` = committed, else why it did not.
 type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 /// Runs one write inside its savepoint (or, when its group already failed, is given that
 /// failure instead); reports how it ended and how to deliver it.
 type Job = Box<
-    dyn FnOnce(Result<&mut Savepoint<'_>, StoreError>) -> (Result<(), StoreError>, Completion)
-        + Send,
+    dyn FnOnce(Result<&mut dyn Sql, StoreError>) -> (Result<(), StoreError>, Completion) + Send,
 >;
 
 enum Message {
@@ -40,7 +49,7 @@ pub(super) struct Writer {
 
 impl Writer {
     /// Moves `connection` into the writer thread.
-    pub fn start(connection: Connection) -> Result<Self, StoreError> {
+    pub fn start(connection: impl WriteConnection) -> Result<Self, StoreError> {
         let (jobs, receiver) = mpsc::channel(QUEUE);
         let thread = std::thread::Builder::new()
             .name("byok-db-writer".into())
@@ -81,7 +90,7 @@ impl Writer {
     pub async fn run<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Savepoint<'_>) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&mut dyn Sql) -> Result<T, StoreError> + Send + 'static,
     {
         let (deliver, delivered) = oneshot::channel();
         let job: Job = Box::new(move |savepoint| {
@@ -106,7 +115,7 @@ impl Writer {
     }
 }
 
-fn write_groups(mut connection: Connection, mut receiver: mpsc::Receiver<Message>) {
+fn write_groups(mut connection: impl WriteConnection, mut receiver: mpsc::Receiver<Message>) {
     let mut messages = Vec::with_capacity(GROUP);
     let mut group = Vec::with_capacity(GROUP);
     while receiver.blocking_recv_many(&mut messages, GROUP) > 0 {
@@ -122,9 +131,13 @@ fn write_groups(mut connection: Connection, mut receiver: mpsc::Receiver<Message
         }
         let mut completions = Vec::with_capacity(group.len());
         let mut jobs = group.drain(..);
-        let outcome = run_group(&mut connection, &mut jobs, &mut completions);
+        let outcome = match connection.connection() {
+            Ok(sql) => run_group(sql, &mut jobs, &mut completions),
+            Err(why) => Err(why),
+        };
         if let Err(e) = &outcome {
             tracing::error!(error = %e, writes = completions.len() + jobs.len(), "write group not committed");
+            connection.after_failure();
         }
         // Jobs the failed group never reached learn why, without running.
         for job in jobs {
@@ -142,35 +155,52 @@ fn write_groups(mut connection: Connection, mut receiver: mpsc::Receiver<Message
 }
 
 /// One transaction for the whole group; a savepoint per write. Stops at the first failure of the
-/// transaction itself, including SQLite rolling it back on its own (it may on `SQLITE_FULL` or
-/// an I/O error): later savepoints would otherwise run, and commit, outside any transaction.
+/// transaction itself: the database may have rolled it back on its own (SQLite may on
+/// `SQLITE_FULL` or an I/O error; a PostgreSQL connection may be gone), and later writes would
+/// otherwise run, and commit, outside any transaction. Rolling back to a savepoint is what fails
+/// then, so that failure ends the group.
 fn run_group(
-    connection: &mut Connection,
+    sql: &mut dyn Sql,
     jobs: &mut impl Iterator<Item = Job>,
     completions: &mut Vec<Completion>,
 ) -> Result<(), StoreError> {
-    let mut transaction = connection.transaction()?;
-    for job in jobs.by_ref() {
-        let mut savepoint = transaction.savepoint()?;
-        let (ended, complete) = job(Ok(&mut savepoint));
-        completions.push(complete);
-        match ended {
-            Ok(()) => savepoint.commit()?,
-            Err(why) => {
-                // The savepoint rolls back when dropped, undoing only this write.
-                drop(savepoint);
-                if transaction.is_autocommit() {
-                    return Err(why);
-                }
-            }
+    sql.batch("BEGIN")?;
+    let outcome = run_savepoints(sql, jobs, completions);
+    match outcome {
+        Ok(()) => sql.batch("COMMIT"),
+        Err(why) => {
+            // Best effort: the transaction may already be gone with its connection.
+            let _ = sql.batch("ROLLBACK");
+            Err(why)
         }
     }
-    Ok(transaction.commit()?)
+}
+
+fn run_savepoints(
+    sql: &mut dyn Sql,
+    jobs: &mut impl Iterator<Item = Job>,
+    completions: &mut Vec<Completion>,
+) -> Result<(), StoreError> {
+    for job in jobs.by_ref() {
+        sql.batch("SAVEPOINT write")?;
+        let (ended, complete) = job(Ok(&mut *sql));
+        completions.push(complete);
+        match ended {
+            Ok(()) => sql.batch("RELEASE SAVEPOINT write")?,
+            // Undoes only this write; if that fails, the transaction itself is gone.
+            Err(why) => sql
+                .batch("ROLLBACK TO SAVEPOINT write; RELEASE SAVEPOINT write")
+                .map_err(|_| why)?,
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::sql::{SqliteWriteConnection, args};
+    use rusqlite::Connection;
 
     #[tokio::test]
     async fn a_failed_write_rolls_back_alone_and_the_rest_of_its_group_commits() {
@@ -180,16 +210,16 @@ mod tests {
         connection
             .execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT NOT NULL)")
             .unwrap();
-        let writer = Writer::start(connection).unwrap();
+        let writer = Writer::start(SqliteWriteConnection(connection)).unwrap();
         // 50 concurrent writes; every fifth inserts a row and then violates NOT NULL.
         let writes = (0..50).map(|k| {
             let writer = writer.clone();
             tokio::spawn(async move {
                 writer
                     .run(move |c| {
-                        c.execute("INSERT INTO t (k, v) VALUES (?1, 'ok')", [k])?;
+                        c.execute("INSERT INTO t (k, v) VALUES (?1, 'ok')", args![k])?;
                         if k % 5 == 0 {
-                            c.execute("INSERT INTO t (k, v) VALUES (?1, NULL)", [k + 1000])?;
+                            c.execute("INSERT INTO t (k, v) VALUES (?1, NULL)", args![k + 1000])?;
                         }
                         Ok(k)
                     })

@@ -1,12 +1,12 @@
-//! Schema migrations, applied in order inside one transaction each; `PRAGMA user_version` records
+//! SQLite's migrations, applied in order inside one transaction each; `PRAGMA user_version` records
 //! how many have run. Never edit a released migration: append a new one. Foreign keys are off
 //! while they run (a table rebuild must not cascade) and checked before each commit.
 
 use rusqlite::Connection;
 
-use super::StoreError;
+use crate::store::StoreError;
 
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE objects (
     seq              INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -181,9 +181,14 @@ CREATE TRIGGER tenant_keks_insert AFTER INSERT ON tenant_keks BEGIN UPDATE byok_
 CREATE TRIGGER tenant_keks_update AFTER UPDATE ON tenant_keks BEGIN UPDATE byok_revision SET revision = revision + 1; END;
 CREATE TRIGGER tenant_keks_delete AFTER DELETE ON tenant_keks BEGIN UPDATE byok_revision SET revision = revision + 1; END;
 "#,
+    // Retention: the purge finds expired idempotency records and old audit events by age.
+    r#"
+CREATE INDEX idempotency_created ON idempotency(created_at);
+CREATE INDEX audit_events_created ON audit_events(created_at);
+"#,
 ];
 
-pub(super) fn apply(connection: &mut Connection) -> Result<(), StoreError> {
+pub(in crate::store) fn apply(connection: &mut Connection) -> Result<(), StoreError> {
     // Outside a transaction, or SQLite ignores it. With foreign keys on, dropping a table being
     // rebuilt would cascade into its children (every object's versions).
     connection.pragma_update(None, "foreign_keys", "OFF")?;
@@ -194,6 +199,7 @@ pub(super) fn apply(connection: &mut Connection) -> Result<(), StoreError> {
 
 fn apply_pending(connection: &mut Connection) -> Result<(), StoreError> {
     let applied: i64 = connection.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    super::refuse_newer(applied)?;
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied.max(0) as usize) {
         let tx = connection.transaction()?;
         tx.execute_batch(sql)?;
@@ -246,6 +252,29 @@ mod tests {
             .execute("DELETE FROM objects WHERE id = 'o3'", [])
             .unwrap();
         connection
+    }
+
+    #[test]
+    fn a_database_from_a_newer_binary_is_refused_naming_both_versions() {
+        let mut connection = Connection::open_in_memory().unwrap();
+        apply(&mut connection).unwrap();
+        let newer = MIGRATIONS.len() as i64 + 1;
+        connection
+            .pragma_update(None, "user_version", newer)
+            .unwrap();
+        let refused = apply(&mut connection).unwrap_err();
+        assert_eq!(
+            refused,
+            StoreError::SchemaTooNew {
+                database: newer,
+                binary: MIGRATIONS.len() as i64
+            }
+        );
+        let text = refused.to_string();
+        assert!(
+            text.contains(&newer.to_string()) && text.contains(&MIGRATIONS.len().to_string()),
+            "{text}"
+        );
     }
 
     #[test]
