@@ -596,7 +596,10 @@ async fn a_disabled_kek_fails_closed_with_403() {
             Some(&json!({"name": "s", "value": "v", "key_context": acme()})),
         )
         .await;
-    let id = created.body["id"].as_str().unwrap().to_owned();
+    let id = created.body["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{:?}", created.body))
+        .to_owned();
     let kek = created.body["key_id"].as_str().unwrap().to_owned();
     common::raw_kms(common::PLATFORM_ACCOUNT)
         .await

@@ -399,3 +399,36 @@ async fn a_non_ascii_updated_after_gets_422_not_a_cut_connection() {
         );
     }
 }
+
+/// PostgreSQL cannot store U+0000 in text (SQLite can): a key context carrying one is refused on
+/// both backends with the same 422, instead of a 500 from one of them.
+#[tokio::test]
+async fn a_nul_character_in_a_key_context_is_refused_on_every_backend() {
+    let broker = TestBroker::start_local("nul-context").await;
+    for context in [
+        json!({"organization_id": "org\u{0}acme"}),
+        json!({"org\u{0}id": "org_acme"}),
+    ] {
+        let created = broker
+            .call(
+                "POST",
+                "/vault/v1/kv",
+                Some(&json!({"name": "n", "value": "v", "key_context": context})),
+            )
+            .await;
+        assert_eq!(created.status, 422, "{}", created.body);
+        assert_eq!(created.body["code"], "invalid_context", "{}", created.body);
+    }
+    // A search for it finds nothing on SQLite; PostgreSQL cannot even compare such text, and
+    // says so in a 422 rather than failing with a 500.
+    let searched = broker.call("GET", "/vault/v1/kv?search=a%00b", None).await;
+    match searched.status {
+        200 => assert_eq!(searched.body["data"], json!([]), "{}", searched.body),
+        status => assert_eq!(
+            (status, searched.body["code"].as_str()),
+            (422, Some("invalid_request")),
+            "{}",
+            searched.body
+        ),
+    }
+}
