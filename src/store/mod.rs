@@ -197,7 +197,10 @@ impl Store {
         let connector = PostgresConnector::new(&target)?;
         let migrating = connector.clone();
         tokio::task::spawn_blocking(move || {
-            let mut sql = migrating.checkout()?;
+            // Its own connection, closed afterwards: waiting for another broker's migration, or
+            // building an index on a large table, may take longer than any statement bound.
+            let mut sql = migrating.dedicated()?.unbounded();
+            sql.batch("SET statement_timeout = 0")?;
             migrations::apply_postgres(&mut sql)
         })
         .await
@@ -235,6 +238,12 @@ impl Store {
         F: FnOnce(&mut dyn Sql) -> Result<T, StoreError> + Send + 'static,
     {
         let readers = self.readers.clone();
+        // On PostgreSQL the connection is awaited here, so waiting for a free one (or for one to
+        // open after a restart) holds no blocking thread.
+        let pooled = match &readers {
+            Readers::Postgres(connector) => Some(connector.checkout().await?),
+            Readers::Sqlite { .. } => None,
+        };
         tokio::task::spawn_blocking(move || match readers {
             Readers::Sqlite { connections, next } => {
                 let index = next.fetch_add(1, Ordering::Relaxed) % connections.len();
@@ -246,7 +255,10 @@ impl Store {
                     .ok_or_else(|| StoreError::Unavailable("the database is closed".into()))?;
                 work(reader)
             }
-            Readers::Postgres(connector) => work(&mut connector.checkout()?),
+            Readers::Postgres(_) => match pooled {
+                Some(mut sql) => work(&mut sql),
+                None => Err(StoreError::Internal("no PostgreSQL connection".into())),
+            },
         })
         .await
         .map_err(|e| StoreError::Internal(e.to_string()))?

@@ -38,6 +38,7 @@ pub struct PostgresTarget {
     pub tls: MakeRustlsConnect,
     pub pool_size: usize,
     pub connect_timeout: Duration,
+    pub statement_timeout: Duration,
 }
 
 impl PostgresTarget {
@@ -46,14 +47,31 @@ impl PostgresTarget {
         let (base, query) = url.split_once('?').unwrap_or((url, ""));
         let mut verification = Verification::None;
         let mut root_file = None;
+        let mut require = false;
         let mut passed = Vec::new();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             match pair.split_once('=') {
                 Some(("sslmode", "verify-ca")) => verification = Verification::Chain,
                 Some(("sslmode", "verify-full")) => verification = Verification::Full,
                 Some(("sslrootcert", path)) => root_file = Some(path.to_owned()),
+                Some(("sslmode", "require")) => {
+                    require = true;
+                    passed.push(pair);
+                }
                 _ => passed.push(pair),
             }
+        }
+        // libpq: `require` with a root certificate file verifies the chain, as `verify-ca`.
+        if require && root_file.is_some() {
+            verification = Verification::Chain;
+        }
+        // libpq would read ~/.postgresql/root.crt; here the trust anchor is always explicit:
+        // a file, or `system` for the public web roots. Without one, verifying means nothing.
+        if verification != Verification::None && root_file.is_none() {
+            return Err(invalid(
+                "sslmode=verify-ca / verify-full needs sslrootcert=<CA file> (or sslrootcert=system)"
+                    .into(),
+            ));
         }
         let rebuilt = if passed.is_empty() {
             base.to_owned()
@@ -69,16 +87,27 @@ impl PostgresTarget {
         }
         config.connect_timeout(options.connect_timeout);
         config.application_name("byok-broker");
+        // A peer that vanished without closing (failover, a dropped NAT entry) is noticed in
+        // about a minute rather than after the kernel's two hours.
+        config.keepalives_idle(Duration::from_secs(30));
+        config.keepalives_interval(Duration::from_secs(10));
+        config.keepalives_retries(3);
         let timeout_ms = options.statement_timeout.as_millis();
         // A statement that runs longer is cancelled by the server: a stuck query answers 503
-        // instead of holding a connection and a request forever.
-        config.options(format!("-c statement_timeout={timeout_ms}"));
+        // instead of holding a connection and a request forever. Added to the URL's own
+        // `options`, which setting them would replace.
+        let server_options = match config.get_options() {
+            Some(given) => format!("{given} -c statement_timeout={timeout_ms}"),
+            None => format!("-c statement_timeout={timeout_ms}"),
+        };
+        config.options(server_options);
         let tls = tls_config(verification, root_file.as_deref()).map_err(invalid)?;
         Ok(Self {
             config,
             tls: MakeRustlsConnect::new(tls),
             pool_size: options.pool_size,
             connect_timeout: options.connect_timeout,
+            statement_timeout: options.statement_timeout,
         })
     }
 }
@@ -96,6 +125,7 @@ fn tls_config(verification: Verification, root_file: Option<&str>) -> Result<Cli
     }
     let mut roots = RootCertStore::empty();
     match root_file {
+        Some("system") | None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
         Some(path) => {
             for cert in CertificateDer::pem_file_iter(path)
                 .map_err(|e| format!("sslrootcert {path}: {e}"))?
@@ -106,7 +136,6 @@ fn tls_config(verification: Verification, root_file: Option<&str>) -> Result<Cli
                     .map_err(|e| format!("sslrootcert {path}: {e}"))?;
             }
         }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
     }
     let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
         .build()
@@ -244,6 +273,33 @@ mod tests {
         let required =
             PostgresTarget::new("postgres://u@h/app?sslmode=require", &options()).unwrap();
         assert_eq!(required.config.get_ssl_mode(), SslMode::Require);
+    }
+
+    #[test]
+    fn verification_needs_an_explicit_trust_anchor_and_keeps_the_urls_options() {
+        for url in [
+            "postgres://u@h/app?sslmode=verify-full",
+            "postgres://u@h/app?sslmode=verify-ca",
+        ] {
+            let Err(e) = PostgresTarget::new(url, &options()) else {
+                panic!("{url} accepted without sslrootcert")
+            };
+            assert!(e.to_string().contains("sslrootcert"), "{e}");
+        }
+        let given = PostgresTarget::new(
+            "postgres://u@h/app?options=-c%20search_path%3Dbyok",
+            &options(),
+        )
+        .unwrap();
+        let server_options = given.config.get_options().unwrap();
+        assert!(
+            server_options.contains("search_path=byok"),
+            "{server_options}"
+        );
+        assert!(
+            server_options.contains("statement_timeout="),
+            "{server_options}"
+        );
     }
 
     #[test]

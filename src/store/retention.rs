@@ -25,7 +25,9 @@ impl Store {
         let mut purged = Purged {
             idempotency_records: self
                 .purge_in_batches(
-                    "DELETE FROM idempotency WHERE (api_key_id, key) IN \
+                    // The age is checked again on the row itself: a key re-claimed meanwhile is
+                    // a new record, and stays.
+                    "DELETE FROM idempotency WHERE created_at < ?1 AND (api_key_id, key) IN \
                      (SELECT api_key_id, key FROM idempotency WHERE created_at < ?1 LIMIT ?2)",
                     before(retention.idempotency),
                 )

@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use tokio::sync::{mpsc, oneshot};
 
 use super::StoreError;
-use super::sql::Sql;
+use super::sql::{Dialect, Sql};
 
 /// Writes committed together at most.
 const GROUP: usize = 256;
@@ -167,7 +167,16 @@ fn run_group(
     sql.batch("BEGIN")?;
     let outcome = run_savepoints(sql, jobs, completions);
     match outcome {
-        Ok(()) => sql.batch("COMMIT"),
+        Ok(()) => {
+            if sql.dialect() == Dialect::Postgres {
+                // With synchronous replication, a COMMIT cancelled by statement_timeout while
+                // waiting for the standby still commits locally, and says so only in a warning:
+                // the commit must not be cancelled. The client's own bound still applies, and
+                // reports an overrun as a failure (never as an acknowledgement).
+                sql.batch("SET LOCAL statement_timeout = 0")?;
+            }
+            sql.batch("COMMIT")
+        }
         Err(why) => {
             // Best effort: the transaction may already be gone with its connection.
             let _ = sql.batch("ROLLBACK");

@@ -5,9 +5,10 @@
 //! backends. Statements are prepared once per connection (the pool's statement cache).
 
 use std::error::Error as StdError;
+use std::time::Duration;
 
 use bytes::BytesMut;
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use deadpool_postgres::{ClientWrapper, Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use tokio::runtime::Handle;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
@@ -86,8 +87,7 @@ fn numbered_placeholders(sql: &str) -> String {
 /// constraint or table it names: a server message or detail can quote the values of a row.
 pub(in crate::store) fn store_error(e: &tokio_postgres::Error) -> StoreError {
     let Some(db) = e.as_db_error() else {
-        // No server answer: the connection is closed, refused, timed out or broken.
-        return StoreError::Unavailable(format!("PostgreSQL connection failed: {e}"));
+        return client_error(e);
     };
     let code = db.code();
     let named = [db.constraint(), db.table()]
@@ -112,11 +112,36 @@ pub(in crate::store) fn store_error(e: &tokio_postgres::Error) -> StoreError {
     }
 }
 
+/// A failure without a server answer. The connection kinds (closed, I/O, connect, TLS, timeout)
+/// pass once the server is reachable: 503. The rest (a parameter that does not encode, a column
+/// that does not decode) are bugs here, and retrying would not help: 500.
+fn client_error(e: &tokio_postgres::Error) -> StoreError {
+    let text = e.to_string();
+    let connection = e.is_closed()
+        || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
+        || [
+            "error connecting",
+            "error performing TLS",
+            "timeout waiting",
+            "error communicating",
+        ]
+        .iter()
+        .any(|kind| text.starts_with(kind));
+    if connection {
+        StoreError::Unavailable(format!("PostgreSQL connection failed: {text}"))
+    } else {
+        StoreError::Internal(format!("PostgreSQL client: {text}"))
+    }
+}
+
 /// The pool of one store: its connections, and the runtime that drives them.
 #[derive(Clone)]
 pub struct PostgresConnector {
     pool: Pool,
     handle: Handle,
+    /// The client-side bound on one statement: the server's `statement_timeout` plus a margin.
+    /// It is what ends a wait on a connection the network silently dropped.
+    statement_bound: Duration,
 }
 
 impl PostgresConnector {
@@ -142,19 +167,32 @@ impl PostgresConnector {
         Ok(Self {
             pool,
             handle: Handle::current(),
+            statement_bound: target.statement_timeout + STATEMENT_MARGIN,
         })
     }
 
-    /// A connection from the pool, for a blocking thread (not a runtime worker).
-    pub fn checkout(&self) -> Result<PostgresSql, StoreError> {
-        let client = self.handle.block_on(self.pool.get()).map_err(|e| match e {
-            deadpool_postgres::PoolError::Backend(e) => store_error(&e),
-            other => StoreError::Unavailable(format!("no PostgreSQL connection: {other}")),
-        })?;
-        Ok(PostgresSql {
-            client,
+    /// A pooled connection, awaited on the runtime (so waiting for one holds no blocking
+    /// thread), for use on a blocking thread.
+    pub async fn checkout(&self) -> Result<PostgresSql, StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        Ok(self.wrap(Client::Pooled(client)))
+    }
+
+    /// A connection of its own, outside the pool (the writer's, and the migrator's), from a
+    /// blocking thread. Dropping it closes it, so an unknown transaction state never reaches
+    /// a reader.
+    pub fn dedicated(&self) -> Result<PostgresSql, StoreError> {
+        let client = self.handle.block_on(self.pool.get()).map_err(pool_error)?;
+        Ok(self.wrap(Client::Dedicated(Object::take(client))))
+    }
+
+    fn wrap(&self, client: Client) -> PostgresSql {
+        PostgresSql {
+            client: Some(client),
             handle: self.handle.clone(),
-        })
+            bound: Some(self.statement_bound),
+            broken: false,
+        }
     }
 
     /// Closes the pool: connections are dropped as they come back.
@@ -163,15 +201,95 @@ impl PostgresConnector {
     }
 }
 
-/// One pooled connection; returns to the pool when dropped.
+/// Added to the server's statement timeout for the client's own bound: the server cancels first
+/// and says why; the client's bound is for when the server cannot answer at all.
+const STATEMENT_MARGIN: Duration = Duration::from_secs(5);
+
+fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => store_error(&e),
+        other => StoreError::Unavailable(format!("no PostgreSQL connection: {other}")),
+    }
+}
+
+enum Client {
+    /// Returns to the pool when dropped (unless it broke).
+    Pooled(Object),
+    Dedicated(ClientWrapper),
+}
+
+/// One connection.
 pub struct PostgresSql {
-    client: Object,
+    /// `None` only while being dropped.
+    client: Option<Client>,
     handle: Handle,
+    /// `None`: statements may take as long as they take (migrations wait for the lock).
+    bound: Option<Duration>,
+    /// A statement outlived the client-side bound: the connection's state is unknown.
+    broken: bool,
 }
 
 impl PostgresSql {
-    fn is_closed(&self) -> bool {
-        self.client.is_closed()
+    fn client(&self) -> &ClientWrapper {
+        match &self.client {
+            Some(Client::Pooled(object)) => object,
+            Some(Client::Dedicated(client)) => client,
+            None => unreachable!("the client is taken only on drop"),
+        }
+    }
+
+    fn is_usable(&self) -> bool {
+        !self.broken && !self.client().is_closed()
+    }
+
+    /// Lifts the client-side bound (the server's `statement_timeout` still applies unless the
+    /// caller changes it).
+    pub fn unbounded(mut self) -> Self {
+        self.bound = None;
+        self
+    }
+
+    /// The result of a statement [`drive`]n to its end; a connection that overran the
+    /// client-side bound is marked broken and never reused.
+    fn settle<T>(
+        &mut self,
+        outcome: Option<Result<T, tokio_postgres::Error>>,
+    ) -> Result<T, StoreError> {
+        match outcome {
+            Some(result) => result.map_err(|e| store_error(&e)),
+            None => {
+                self.broken = true;
+                Err(StoreError::Unavailable(
+                    "PostgreSQL did not answer within the statement bound".into(),
+                ))
+            }
+        }
+    }
+}
+
+/// Runs `work` on the runtime behind `handle` (from a blocking thread), within `bound`;
+/// `None` if the bound passed first.
+fn drive<T>(
+    handle: &Handle,
+    bound: Option<Duration>,
+    work: impl Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Option<Result<T, tokio_postgres::Error>> {
+    handle.block_on(async move {
+        match bound {
+            Some(bound) => tokio::time::timeout(bound, work).await.ok(),
+            None => Some(work.await),
+        }
+    })
+}
+
+impl Drop for PostgresSql {
+    fn drop(&mut self) {
+        // A broken pooled connection leaves the pool (and closes) instead of going back to it.
+        if self.broken
+            && let Some(Client::Pooled(object)) = self.client.take()
+        {
+            drop(Object::take(object));
+        }
     }
 }
 
@@ -183,24 +301,23 @@ impl Sql for PostgresSql {
     fn execute(&mut self, sql: &str, args: &[Value]) -> Result<u64, StoreError> {
         let sql = numbered_placeholders(sql);
         let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a as _).collect();
-        self.handle
-            .block_on(async {
-                let statement = self.client.prepare_cached(&sql).await?;
-                self.client.execute(&statement, &params).await
-            })
-            .map_err(|e| store_error(&e))
+        let client = self.client();
+        let outcome = drive(&self.handle, self.bound, async {
+            let statement = client.prepare_cached(&sql).await?;
+            client.execute(&statement, &params).await
+        });
+        self.settle(outcome)
     }
 
     fn query(&mut self, sql: &str, args: &[Value]) -> Result<Vec<Row>, StoreError> {
         let sql = numbered_placeholders(sql);
         let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a as _).collect();
-        let rows = self
-            .handle
-            .block_on(async {
-                let statement = self.client.prepare_cached(&sql).await?;
-                self.client.query(&statement, &params).await
-            })
-            .map_err(|e| store_error(&e))?;
+        let client = self.client();
+        let outcome = drive(&self.handle, self.bound, async {
+            let statement = client.prepare_cached(&sql).await?;
+            client.query(&statement, &params).await
+        });
+        let rows = self.settle(outcome)?;
         rows.iter()
             .map(|row| {
                 (0..row.len())
@@ -215,14 +332,15 @@ impl Sql for PostgresSql {
     }
 
     fn batch(&mut self, sql: &str) -> Result<(), StoreError> {
-        self.handle
-            .block_on(self.client.batch_execute(sql))
-            .map_err(|e| store_error(&e))
+        let client = self.client();
+        let outcome = drive(&self.handle, self.bound, client.batch_execute(sql));
+        self.settle(outcome)
     }
 }
 
-/// The writer thread's connection: taken from the pool, and taken again when the one it had
-/// closed (the server restarted, the network dropped it), so writes resume by themselves.
+/// The writer thread's connection, outside the pool: taken again when the one it had closed or
+/// a group failed on it (the server restarted, the network dropped it, the state is unknown),
+/// so writes resume by themselves.
 pub struct PostgresWriteConnection {
     connector: PostgresConnector,
     current: Option<PostgresSql>,
@@ -239,9 +357,9 @@ impl PostgresWriteConnection {
 
 impl crate::store::writer::WriteConnection for PostgresWriteConnection {
     fn connection(&mut self) -> Result<&mut dyn Sql, StoreError> {
-        if self.current.as_ref().is_none_or(PostgresSql::is_closed) {
+        if !self.current.as_ref().is_some_and(PostgresSql::is_usable) {
             self.current = None;
-            self.current = Some(self.connector.checkout()?);
+            self.current = Some(self.connector.dedicated()?);
         }
         match self.current.as_mut() {
             Some(sql) => Ok(sql),
@@ -250,9 +368,8 @@ impl crate::store::writer::WriteConnection for PostgresWriteConnection {
     }
 
     fn after_failure(&mut self) {
-        if self.current.as_ref().is_some_and(PostgresSql::is_closed) {
-            self.current = None;
-        }
+        // The transaction may still be open or aborted; a new connection starts clean.
+        self.current = None;
     }
 }
 
