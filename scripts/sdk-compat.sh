@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # WorkOS SDK compatibility: starts the broker binary against LOCALSTACK_ENDPOINT and drives the
 # official @workos-inc/node 11.x and 8.x through every Vault method (tests/sdk/run.mjs).
-# Called by scripts/test.sh after `cargo test` (which builds the binary).
+# Called by scripts/test.sh after `cargo test` (which builds the binary). With BYOK_TEST_DATABASE_URL
+# set, the broker runs on PostgreSQL, on a fresh database created through that URL and dropped on exit.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -17,13 +18,39 @@ binary="${CARGO_TARGET_DIR:-target}/debug/byok-broker"
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 data_dir="$(mktemp -d)"
 app_key="sdk-compat-$(python3 -c 'import secrets; print(secrets.token_hex(16))')"
+broker_pid=""
+database=""
+cleanup() {
+  if [[ -n "$broker_pid" ]]; then kill "$broker_pid" 2>/dev/null || true; wait "$broker_pid" 2>/dev/null || true; fi
+  rm -rf "$data_dir"
+  if [[ -n "$database" ]]; then
+    psql "$BYOK_TEST_DATABASE_URL" -qc "DROP DATABASE IF EXISTS \"$database\" WITH (FORCE)" >/dev/null ||
+      echo "warning: cannot drop the test database $database" >&2
+  fi
+}
+trap cleanup EXIT
+
+# The store: SQLite in the data directory, or a database of its own (the byok_t_ prefix is the
+# one scripts/test.sh drops leftovers by).
+unset BYOK_BROKER_DATABASE_URL
+if [[ -n "${BYOK_TEST_DATABASE_URL:-}" ]]; then
+  command -v psql >/dev/null 2>&1 || { echo "error: 'psql' is required for the SDK compatibility test on PostgreSQL" >&2; exit 1; }
+  database="byok_t_sdk_$(python3 -c 'import secrets; print(secrets.token_hex(8))')"
+  psql "$BYOK_TEST_DATABASE_URL" -v ON_ERROR_STOP=1 -qc "CREATE DATABASE \"$database\""
+  # The same URL with its database (the path) replaced, query parameters kept.
+  base="${BYOK_TEST_DATABASE_URL%%\?*}"
+  query="${BYOK_TEST_DATABASE_URL:${#base}}"
+  authority="${base#*://}"
+  export BYOK_BROKER_DATABASE_URL="${base%%://*}://${authority%%/*}/$database$query"
+  echo "SDK compatibility test on PostgreSQL (database $database)"
+fi
+
 BYOK_BROKER_KMS=aws AWS_ENDPOINT_URL="$LOCALSTACK_ENDPOINT" AWS_REGION=us-east-1 \
 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \
 BYOK_BROKER_APP_KEY="$app_key" BYOK_BROKER_DATA_DIR="$data_dir" \
 BYOK_BROKER_LISTEN="127.0.0.1:$port" BYOK_BROKER_KEK_ALIAS_PREFIX="sdk-compat/$port-$$" \
   "$binary" serve >"$data_dir/broker.log" 2>&1 &
 broker_pid=$!
-trap 'kill "$broker_pid" 2>/dev/null || true; wait "$broker_pid" 2>/dev/null || true; rm -rf "$data_dir"' EXIT
 
 for _ in $(seq 1 100); do
   curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break

@@ -12,6 +12,7 @@ use base64::engine::general_purpose::STANDARD;
 use byok_broker::error::Error;
 use byok_broker::kms::{KekRef, KeyProvider};
 use common::broker::{HttpResponse, TestBroker, admin, register};
+use common::database;
 use common::{PLATFORM_ACCOUNT, TENANT_ACCOUNT, broker_kms, context, create_key, raw_kms};
 use serde_json::{Value, json};
 
@@ -269,13 +270,10 @@ async fn a_retired_and_deleted_byok_keys_blobs_no_longer_open_with_the_brokers_i
     assert_eq!(broker.kms.decrypt_calls(), decrypts_before);
 }
 
-fn sql(data_dir: &Path, statement: &str, params: &[&dyn rusqlite::ToSql]) {
-    let connection = rusqlite::Connection::open(data_dir.join("broker.db")).unwrap();
-    connection
-        .busy_timeout(std::time::Duration::from_secs(5))
-        .unwrap();
+/// Runs one statement on the broker's database (SQLite or PostgreSQL) that must change one row.
+async fn sql(data_dir: &Path, statement: &str, params: &[&str]) {
     assert_eq!(
-        connection.execute(statement, params).unwrap(),
+        database::execute(data_dir, statement, params).await,
         1,
         "{statement}"
     );
@@ -297,11 +295,12 @@ async fn a_stored_row_redirected_to_another_tenants_cmk_is_refused_before_any_km
     // A database writer points org_a's object at org_b's CMK (org_b's sealed value and KEK id).
     sql(
         &broker.data_dir,
-        "UPDATE versions SET sealed = (SELECT v.sealed FROM versions v JOIN objects o ON o.current_version = v.id WHERE o.id = ?1), \
-         kek_id = (SELECT v.kek_id FROM versions v JOIN objects o ON o.current_version = v.id WHERE o.id = ?1) \
-         WHERE id = (SELECT current_version FROM objects WHERE id = ?2)",
+        "UPDATE versions SET sealed = (SELECT v.sealed FROM versions v JOIN objects o ON o.current_version = v.id WHERE o.id = $1), \
+         kek_id = (SELECT v.kek_id FROM versions v JOIN objects o ON o.current_version = v.id WHERE o.id = $1) \
+         WHERE id = (SELECT current_version FROM objects WHERE id = $2)",
         &[&other, &victim],
-    );
+    )
+    .await;
     let decrypts_before = broker.kms.decrypt_calls();
     let read = broker
         .call("GET", &format!("/vault/v1/kv/{victim}"), None)
@@ -333,11 +332,12 @@ async fn an_older_versions_sealed_value_copied_over_the_current_row_does_not_ope
     assert_eq!(updated.status, 201, "{:?}", updated.body);
     sql(
         &broker.data_dir,
-        "UPDATE versions SET sealed = (SELECT sealed FROM versions WHERE object_id = ?1 AND seq = (SELECT MIN(seq) FROM versions WHERE object_id = ?1)), \
-         kek_id = (SELECT kek_id FROM versions WHERE object_id = ?1 AND seq = (SELECT MIN(seq) FROM versions WHERE object_id = ?1)) \
-         WHERE id = (SELECT current_version FROM objects WHERE id = ?1)",
+        "UPDATE versions SET sealed = (SELECT sealed FROM versions WHERE object_id = $1 AND seq = (SELECT MIN(seq) FROM versions WHERE object_id = $1)), \
+         kek_id = (SELECT kek_id FROM versions WHERE object_id = $1 AND seq = (SELECT MIN(seq) FROM versions WHERE object_id = $1)) \
+         WHERE id = (SELECT current_version FROM objects WHERE id = $1)",
         &[&id],
-    );
+    )
+    .await;
     let read = broker
         .call("GET", &format!("/vault/v1/kv/{id}"), None)
         .await;

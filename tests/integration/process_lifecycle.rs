@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::join_all;
 use serde_json::json;
 
+use common::database;
 use common::process::{APP_KEY as KEY, spawn_broker, temp_dir};
 
 async fn request(
@@ -69,9 +70,8 @@ async fn kill_9_during_a_write_burst_loses_no_acknowledged_write() {
     restarted.child.wait().unwrap();
 
     // No half rows: every object has its current version, every version has its object.
-    let db = rusqlite::Connection::open(data_dir.join("broker.db")).unwrap();
-    let headless: i64 = db.query_row("SELECT COUNT(*) FROM objects o LEFT JOIN versions v ON v.id = o.current_version WHERE v.id IS NULL", [], |r| r.get(0)).unwrap();
-    let orphaned: i64 = db.query_row("SELECT COUNT(*) FROM versions v LEFT JOIN objects o ON o.id = v.object_id WHERE o.id IS NULL", [], |r| r.get(0)).unwrap();
+    let headless = database::query_i64(&data_dir, "SELECT COUNT(*) FROM objects o LEFT JOIN versions v ON v.id = o.current_version WHERE v.id IS NULL", &[]).await;
+    let orphaned = database::query_i64(&data_dir, "SELECT COUNT(*) FROM versions v LEFT JOIN objects o ON o.id = v.object_id WHERE o.id IS NULL", &[]).await;
     assert_eq!((headless, orphaned), (0, 0));
 }
 

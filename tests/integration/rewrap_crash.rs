@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::database;
 use common::process::{ADMIN_KEY, APP_KEY, request, spawn_broker, temp_dir};
 use common::{TENANT_ACCOUNT as TENANT, create_key, key_spec, raw_kms};
 use futures_util::StreamExt;
@@ -109,15 +110,16 @@ async fn a_job_killed_mid_way_resumes_and_finishes_exactly_once() {
     restarted.child.wait().unwrap();
 }
 
-/// The job's counters as the stopped broker left them, read from its database file.
-fn job_counters(data_dir: &std::path::Path, job_id: &str) -> (String, i64, i64) {
-    let db = rusqlite::Connection::open(data_dir.join("broker.db")).expect("open the database");
-    db.query_row(
-        "SELECT state, done + skipped + failed, checkpoint_seq FROM rewrap_jobs WHERE id = ?1",
-        [job_id],
-        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+/// The job's counters as the stopped broker left them, read from its database.
+async fn job_counters(data_dir: &std::path::Path, job_id: &str) -> (String, i64, i64) {
+    let rows = database::query(
+        data_dir,
+        "SELECT state, done + skipped + failed, checkpoint_seq FROM rewrap_jobs WHERE id = $1",
+        &[job_id],
     )
-    .expect("the job's row")
+    .await;
+    let row = rows.first().expect("the job's row");
+    (row[0].text().to_owned(), row[1].integer(), row[2].integer())
 }
 
 #[tokio::test]
@@ -167,7 +169,7 @@ async fn sigterm_stops_a_job_at_a_checkpoint_and_a_restart_finishes_it_exactly_o
     println!("exited {exit} {:?} after SIGTERM", signalled.elapsed());
     assert!(exit.success(), "an ordered shutdown exits 0, got {exit}");
 
-    let (state, processed, checkpoint) = job_counters(&data_dir, &job_id);
+    let (state, processed, checkpoint) = job_counters(&data_dir, &job_id).await;
     println!("after SIGTERM: {processed} of {count} processed, checkpoint {checkpoint}, {state}");
     assert_eq!(state, "running", "a stopped job is resumed, not finished");
     assert!(
@@ -179,16 +181,13 @@ async fn sigterm_stops_a_job_at_a_checkpoint_and_a_restart_finishes_it_exactly_o
         0,
         "stopped at a checkpoint, not mid-batch"
     );
-    let db = rusqlite::Connection::open(data_dir.join("broker.db")).expect("open the database");
-    let reads: i64 = db
-        .query_row(
-            "SELECT COUNT(*) FROM audit_events WHERE event = 'vault.data.read' AND data_json LIKE ?1",
-            [format!("%\"kv_name\":\"{last_name}\"%")],
-            |row| row.get(0),
-        )
-        .expect("count events");
+    let reads = database::query_i64(
+        &data_dir,
+        "SELECT COUNT(*) FROM audit_events WHERE event = 'vault.data.read' AND data_json LIKE $1",
+        &[&format!("%\"kv_name\":\"{last_name}\"%")],
+    )
+    .await;
     assert_eq!(reads, 1, "the last request's audit event was committed");
-    drop(db);
 
     let restarted = spawn_broker(&data_dir, &prefix, &settings).await;
     let finished = wait_until_finished(restarted.port, &job_id).await;

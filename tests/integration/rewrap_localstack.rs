@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use byok_broker::envelope::SealedValue;
 use common::broker::{TestBroker, admin, register};
+use common::database;
 use common::{TENANT_ACCOUNT as TENANT, create_key, key_spec, raw_kms};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
@@ -106,21 +107,19 @@ async fn start_job(broker: &TestBroker, source: Value) -> String {
 }
 
 /// Data ciphertext (nonce ‖ ciphertext ‖ tag) per object, straight from the database.
-fn data_ciphertexts(data_dir: &Path) -> HashMap<String, Vec<u8>> {
-    let db = rusqlite::Connection::open(data_dir.join("broker.db")).unwrap();
-    let mut statement = db
-        .prepare("SELECT o.id, v.sealed FROM objects o JOIN versions v ON v.id = o.current_version")
-        .unwrap();
-    let rows = statement
-        .query_map([], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+async fn data_ciphertexts(data_dir: &Path) -> HashMap<String, Vec<u8>> {
+    let rows = database::query(
+        data_dir,
+        "SELECT o.id, v.sealed FROM objects o JOIN versions v ON v.id = o.current_version",
+        &[],
+    )
+    .await;
+    rows.iter()
+        .map(|row| {
+            let sealed = SealedValue::decode(row[1].blob()).unwrap();
+            (row[0].text().to_owned(), sealed.ciphertext)
         })
-        .unwrap();
-    rows.map(|r| {
-        let (id, sealed) = r.unwrap();
-        (id, SealedValue::decode(&sealed).unwrap().ciphertext)
-    })
-    .collect()
+        .collect()
 }
 
 async fn start() -> TestBroker {
@@ -141,7 +140,7 @@ async fn rotation_rewrap_then_old_cmk_disabled_everything_still_readable() {
     let count = object_count();
     let (id, key_a) = register(&broker, "org_rot", TENANT).await;
     let objects = create_objects(&broker, "org_rot", count).await;
-    let before = data_ciphertexts(&broker.data_dir);
+    let before = data_ciphertexts(&broker.data_dir).await;
 
     let key_b = create_key(TENANT).await;
     assert_eq!(
@@ -176,7 +175,7 @@ async fn rotation_rewrap_then_old_cmk_disabled_everything_still_readable() {
     );
 
     // The data ciphertext of every object is untouched; only wrapped DEKs moved.
-    assert_eq!(data_ciphertexts(&broker.data_dir), before);
+    assert_eq!(data_ciphertexts(&broker.data_dir).await, before);
     // The tenant disables the old CMK: nothing depends on it any more.
     raw_kms(TENANT)
         .await

@@ -6,16 +6,16 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::common::broker::TestBroker;
+use crate::common::database;
 
 /// Events named `event` in the broker's database, read with a connection of the test's own.
-fn events_named(data_dir: &std::path::Path, event: &str) -> i64 {
-    let db = rusqlite::Connection::open(data_dir.join("broker.db")).expect("open the database");
-    db.query_row(
-        "SELECT COUNT(*) FROM audit_events WHERE event = ?1",
-        [event],
-        |row| row.get(0),
+async fn events_named(data_dir: &std::path::Path, event: &str) -> i64 {
+    database::query_i64(
+        data_dir,
+        "SELECT COUNT(*) FROM audit_events WHERE event = $1",
+        &[event],
     )
-    .expect("count events")
+    .await
 }
 
 #[tokio::test]
@@ -30,8 +30,8 @@ async fn shutdown_ends_every_task_commits_the_audit_queue_and_joins_the_database
         .call("GET", &format!("/vault/v1/kv/{id}"), None)
         .await;
     assert_eq!(read.status, 200, "{:?}", read.body);
-    // The watcher, the audit writer and the database's closer.
-    assert_eq!(broker.supervisor.running(), 3);
+    // The watcher, the retention purge, the audit writer and the database's closer.
+    assert_eq!(broker.supervisor.running(), 4);
     assert!(!broker.broker.store.is_closed());
 
     tokio::time::timeout(Duration::from_secs(10), broker.shutdown())
@@ -44,7 +44,7 @@ async fn shutdown_ends_every_task_commits_the_audit_queue_and_joins_the_database
         broker.broker.store.ping().await.is_err(),
         "the readers are closed"
     );
-    assert_eq!(events_named(&broker.data_dir, "vault.data.read"), 1);
+    assert_eq!(events_named(&broker.data_dir, "vault.data.read").await, 1);
     // A task handed over after shutdown is refused, not left running.
     broker
         .supervisor

@@ -111,6 +111,10 @@ fn test_config(test: &str, provider: &str, data_dir: &Path, settings: &[(&str, &
     .into_iter()
     .map(|(name, value)| (name.to_owned(), value))
     .collect();
+    // On PostgreSQL, the data directory's own database: a restarted broker on it finds its state.
+    if let Some(url) = super::database::broker_url(data_dir) {
+        env.insert("BYOK_BROKER_DATABASE_URL".into(), url);
+    }
     if provider == "aws" {
         // Tests share one LocalStack; a local provider's keys live in its own data directory, and
         // a restarted broker on that directory must find them under the same aliases.

@@ -1,8 +1,10 @@
 //! Shared fixtures: the LocalStack that `LOCALSTACK_ENDPOINT` names (otherwise installed once and
 //! started on `BYOK_TEST_LOCALSTACK_PORT`, default 4566, and left running for the next run), test
-//! directories, tenant accounts and BYOK request bodies; the brokers are in `broker` and `process`.
+//! directories, tenant accounts and BYOK request bodies; the brokers are in `broker` and `process`,
+//! the store backend under test (SQLite or PostgreSQL) in `database`.
 
 pub mod broker;
+pub mod database;
 // The CLI's client, included by path: it is no part of the library's public API.
 #[path = "../../../src/cli/http_client.rs"]
 #[allow(dead_code)] // the tests use `send`, not the CLI's `call` helpers
@@ -51,8 +53,9 @@ pub fn registration(org: &str, key_arn: &str, account: &str) -> Value {
     })
 }
 
-/// A directory under the system's temporary directory, removed when dropped: a test leaves
-/// nothing behind, even when it fails. Not created here (the broker creates its own, private).
+/// A directory under the system's temporary directory, removed when dropped with its PostgreSQL
+/// database if it has one: a test leaves nothing behind, even when it fails. Not created here
+/// (the broker creates its own, private).
 pub struct TestDir(PathBuf);
 
 impl TestDir {
@@ -77,6 +80,7 @@ impl AsRef<Path> for TestDir {
 impl Drop for TestDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+        database::drop_database(&self.0);
     }
 }
 

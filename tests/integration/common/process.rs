@@ -105,6 +105,7 @@ pub async fn spawn_broker(data_dir: &Path, prefix: &str, extra: &[(&str, &str)])
         .env("BYOK_BROKER_LISTEN", format!("127.0.0.1:{port}"))
         .env("BYOK_BROKER_KEK_ALIAS_PREFIX", prefix)
         .env("RUST_LOG", "warn");
+    database_env(&mut command, data_dir);
     for (name, value) in extra {
         command.env(name, value);
     }
@@ -123,6 +124,15 @@ pub async fn request(
     let response = client.send(method, path, body.as_bytes(), &[]).await.ok()?;
     let json = serde_json::from_slice(&response.body).ok()?;
     Some((response.status, json))
+}
+
+/// On PostgreSQL, points the broker at `data_dir`'s own database, so a restart finds its state;
+/// on SQLite, keeps one from this process's environment from choosing the backend.
+fn database_env(command: &mut Command, data_dir: &Path) {
+    match super::database::broker_url(data_dir) {
+        Some(url) => command.env("BYOK_BROKER_DATABASE_URL", url),
+        None => command.env_remove("BYOK_BROKER_DATABASE_URL"),
+    };
 }
 
 /// A fresh data directory for a broker process, removed when dropped (after the process, which
@@ -166,6 +176,7 @@ pub async fn spawn_local_broker(
         .env("BYOK_BROKER_DATA_DIR", data_dir)
         .env("BYOK_BROKER_LISTEN", format!("127.0.0.1:{port}"))
         .env("RUST_LOG", "warn");
+    database_env(&mut command, data_dir);
     for (name, value) in settings {
         command.env(name, value);
     }
