@@ -258,7 +258,7 @@ mod tests {
     #[test]
     fn libpq_verification_modes_are_taken_out_of_the_url() {
         let target = PostgresTarget::new(
-            "postgres://u:secret@db.internal/app?sslmode=verify-full",
+            "postgres://u:secret@db.internal/app?sslmode=verify-full&sslrootcert=system",
             &options(),
         )
         .unwrap();

@@ -116,7 +116,15 @@ pub(in crate::store) fn store_error(e: &tokio_postgres::Error) -> StoreError {
 /// pass once the server is reachable: 503. The rest (a parameter that does not encode, a column
 /// that does not decode) are bugs here, and retrying would not help: 500.
 fn client_error(e: &tokio_postgres::Error) -> StoreError {
-    let text = e.to_string();
+    // The kind ("error performing TLS handshake") and then its causes ("invalid peer
+    // certificate: UnknownIssuer", "Connection refused"): what an operator needs to fix it.
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
     let connection = e.is_closed()
         || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
         || [
