@@ -13,7 +13,7 @@ pub struct StoreOptions {
     /// `postgres://…` selects PostgreSQL (`store.url`, `BYOK_BROKER_DATABASE_URL`); unset, the
     /// embedded SQLite file in the data directory. Redacted: it may carry a password.
     pub url: Option<Redacted>,
-    /// PostgreSQL connections per broker process, the writer's included.
+    /// PostgreSQL connections for reads per broker process; the writer holds one more.
     pub pool_size: usize,
     /// How long opening a PostgreSQL connection, or waiting for a free one, may take before the
     /// request answers 503 `storage_unavailable`.
@@ -125,7 +125,7 @@ pub(super) fn load(raw: RawStore, sources: &Sources<'_>) -> Result<StoreOptions,
         max_page_count: sources.optional("BYOK_BROKER_STORE_MAX_PAGE_COUNT", raw.max_page_count)?,
         retention,
     };
-    // The writer holds one connection; reads need at least one more.
+    // One for reads would serialise every read behind the slowest.
     if options.pool_size < 2 {
         return Err(invalid("store.pool_size", "must be at least 2".into()));
     }
