@@ -184,6 +184,9 @@ impl From<StoreError> for Error {
             StoreError::IdempotencyClaimLost => Error::IdempotencyInFlight,
             StoreError::Full(cause) => Error::StorageFull(cause),
             StoreError::Unavailable(cause) => Error::StorageUnavailable(cause),
+            e @ StoreError::UnknownCursor => {
+                Error::invalid(ErrorCode::InvalidCursor, e.to_string())
+            }
             e @ StoreError::UnstorableText => {
                 Error::invalid(ErrorCode::InvalidRequest, e.to_string())
             }

@@ -59,13 +59,22 @@ impl Store {
                 (" AND organization_id = ?{}", query.organization_id),
                 (" AND created_at >= ?{}", query.range_start),
                 (" AND created_at < ?{}", query.range_end),
-                (" AND seq > COALESCE((SELECT seq FROM audit_events WHERE id = ?{}), -1)", query.after),
             ];
             for (clause, value) in filters {
                 if let Some(value) = value {
                     args.push(Value::Text(value));
                     sql.push_str(&clause.replace("{}", &args.len().to_string()));
                 }
+            }
+            // A cursor to an event that is gone (purged) or never was: continuing from the
+            // oldest event would hand the consumer everything again.
+            if let Some(after) = query.after {
+                let seq: i64 = c
+                    .query_opt("SELECT seq FROM audit_events WHERE id = ?1", args![after])?
+                    .ok_or(StoreError::UnknownCursor)?
+                    .get(0)?;
+                args.push(Value::Integer(seq));
+                sql.push_str(&format!(" AND seq > ?{}", args.len()));
             }
             sql.push_str(&format!(" ORDER BY seq ASC LIMIT {}", query.limit + 1));
             let mut page = c

@@ -65,6 +65,9 @@ pub enum StoreError {
     /// the condition (an error code, a constraint) and never a stored value.
     #[error("database failure: {0}")]
     Database(String),
+    /// A list cursor names a row that no longer exists (purged by retention) or never did.
+    #[error("the cursor names an event that no longer exists; list again from a time range")]
+    UnknownCursor,
     /// Text the database cannot hold (PostgreSQL refuses U+0000): the caller's input.
     #[error("text containing U+0000 cannot be stored or searched")]
     UnstorableText,

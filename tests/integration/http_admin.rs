@@ -263,3 +263,43 @@ async fn metrics_are_served_as_openmetrics() {
     let text = metrics.body.as_str().unwrap_or_default();
     assert!(text.trim_end().ends_with("# EOF"), "{text}");
 }
+
+/// An `after` cursor naming an event that no longer exists (purged by retention) or never did is
+/// refused: listing again from the oldest event would hand a consumer everything twice.
+#[tokio::test]
+async fn an_audit_cursor_to_a_missing_event_is_refused_not_restarted() {
+    let broker = TestBroker::start_local("events-cursor").await;
+    broker
+        .call(
+            "POST",
+            "/vault/v1/kv",
+            Some(&json!({"name": "c", "value": "v", "key_context": {"organization_id": "org_c"}})),
+        )
+        .await;
+    let page = admin(&broker, "GET", "/admin/v1/events?limit=1", None).await;
+    let cursor = page.body["list_metadata"]["after"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let next = admin(
+        &broker,
+        "GET",
+        &format!("/admin/v1/events?limit=1&after={cursor}"),
+        None,
+    )
+    .await;
+    assert_eq!(next.status, 200, "{}", next.body);
+    let gone = admin(
+        &broker,
+        "GET",
+        "/admin/v1/events?after=event_purged_long_ago",
+        None,
+    )
+    .await;
+    assert_eq!(
+        (gone.status, gone.body["code"].as_str()),
+        (422, Some("invalid_cursor")),
+        "{}",
+        gone.body
+    );
+}
