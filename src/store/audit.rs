@@ -1,7 +1,7 @@
 //! Audit events: append-only rows with the WorkOS event name and payload (never a value or a key),
 //! read back with filters and a cursor (the event id).
 
-use super::sql::{Sql, Value, args};
+use super::sql::{Sql, ToValue, Value, args};
 use super::{Store, StoreError};
 
 #[derive(Debug, Clone)]
@@ -76,7 +76,10 @@ impl Store {
                 args.push(Value::Integer(seq));
                 sql.push_str(&format!(" AND seq > ?{}", args.len()));
             }
-            sql.push_str(&format!(" ORDER BY seq ASC LIMIT {}", query.limit + 1));
+            // Bound, not spliced: one statement text per filter combination, whatever the
+            // limit (each text is a prepared statement kept per PostgreSQL connection).
+            args.push((query.limit as u64 + 1).to_value());
+            sql.push_str(&format!(" ORDER BY seq ASC LIMIT ?{}", args.len()));
             let mut page = c
                 .query(&sql, &args)?
                 .iter()

@@ -5,7 +5,7 @@
 use uuid::Uuid;
 
 use super::objects::push_scope_filter;
-use super::sql::{Dialect, Value, args};
+use super::sql::{Dialect, ToValue, Value, args};
 use super::{Store, StoreError};
 use crate::timestamp::Timestamp;
 
@@ -117,7 +117,9 @@ impl Store {
             } else {
                 " ORDER BY created_at DESC, id DESC"
             });
-            sql.push_str(&format!(" LIMIT {}", query.limit + 1));
+            // Bound, not spliced: the limit does not multiply the prepared statements.
+            args.push((query.limit as u64 + 1).to_value());
+            sql.push_str(&format!(" LIMIT ?{}", args.len()));
             let mut page = Vec::new();
             for row in c.query(&sql, &args)? {
                 let (id, created_at): (String, String) = (row.get(0)?, row.get(3)?);

@@ -3,7 +3,7 @@
 //! `current_version` only if the caller's version check still holds (checked and written together).
 
 use super::audit::insert_events_in;
-use super::sql::{Dialect, Row, Sql, Value, args};
+use super::sql::{Dialect, Row, Sql, ToValue, Value, args};
 use super::{AuditEvent, Store, StoreError};
 use crate::timestamp::Timestamp;
 
@@ -231,7 +231,8 @@ impl Store {
             let mut sql = format!("{SELECT_OBJECT} WHERE o.name = ?1");
             let mut args = vec![Value::Text(name)];
             push_scope_filter(c.dialect(), &mut sql, &mut args, "o.context_json", &scope);
-            sql.push_str(&format!(" LIMIT {limit}"));
+            args.push((limit as u64).to_value());
+            sql.push_str(&format!(" LIMIT ?{}", args.len()));
             c.query(&sql, &args)?.iter().map(object_from_row).collect()
         })
         .await

@@ -5,7 +5,7 @@
 //! under the source KEK (a concurrent update wins).
 
 use super::objects::serialize_counting;
-use super::sql::{Row, Sql, Value, args};
+use super::sql::{Row, Sql, ToValue, Value, args};
 use super::{Store, StoreError};
 use crate::timestamp::Timestamp;
 
@@ -149,12 +149,14 @@ impl Store {
             }
             let sql = format!(
                 "SELECT o.seq, o.id, o.context_json, v.id, v.kek_id, v.sealed FROM objects o JOIN versions v ON v.id = o.current_version \
-                 WHERE v.kek_id IN ({}) AND o.seq > ?{} ORDER BY o.seq LIMIT {limit}",
+                 WHERE v.kek_id IN ({}) AND o.seq > ?{} ORDER BY o.seq LIMIT ?{}",
                 kek_list(&source_keks, 1),
-                source_keks.len() + 1
+                source_keks.len() + 1,
+                source_keks.len() + 2
             );
             let mut args: Vec<Value> = source_keks.into_iter().map(Value::Text).collect();
             args.push(Value::Integer(after_seq));
+            args.push((limit as u64).to_value());
             c.query(&sql, &args)?
                 .iter()
                 .map(|r| {
