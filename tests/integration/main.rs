@@ -26,6 +26,7 @@ mod local_provider;
 mod platform_kek_limits;
 mod platform_kek_localstack;
 mod postgres_faults;
+mod postgres_migrations;
 mod process_lifecycle;
 mod retention;
 mod rewrap_crash;
