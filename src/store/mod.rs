@@ -211,7 +211,7 @@ impl Store {
         Ok(Self {
             writer: writer::Writer::start(PostgresWriteConnection::new(connector.clone()))?,
             readers: Readers::Postgres(connector),
-            records: Arc::new(record_cache::RecordCache::new()),
+            records: Arc::new(record_cache::RecordCache::disabled()),
             retention: options.retention,
         })
     }

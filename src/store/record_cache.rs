@@ -2,7 +2,8 @@
 //! so a hot read does not go to the database. Every write of an object through this store
 //! invalidates it, and a read that raced with a write never re-inserts what it read (generation
 //! check). Sound only while this process is the only writer of its database (the embedded SQLite
-//! store): another process's write would stay unseen here for up to the TTL.
+//! store): another process's write would stay unseen here for up to the TTL. So on PostgreSQL,
+//! which other broker processes may share, it is off and every read asks the database.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,11 +19,22 @@ const TTL: Duration = Duration::from_secs(60);
 pub(super) struct RecordCache {
     records: moka::sync::Cache<String, Arc<ObjectRecord>>,
     generation: AtomicU64,
+    /// `false`: nothing is kept (a database other processes write).
+    enabled: bool,
 }
 
 impl RecordCache {
+    /// A cache that keeps nothing: for a database other processes may write.
+    pub fn disabled() -> Self {
+        Self {
+            enabled: false,
+            ..Self::new()
+        }
+    }
+
     pub fn new() -> Self {
         Self {
+            enabled: true,
             records: moka::sync::Cache::builder()
                 .max_capacity(CAPACITY_BYTES)
                 .weigher(|id: &String, record: &Arc<ObjectRecord>| {
@@ -50,7 +62,7 @@ impl RecordCache {
 
     /// Caches a record read from the database, unless a write happened since the read began.
     pub fn insert_if_current(&self, record: Arc<ObjectRecord>, generation_at_read: u64) {
-        if self.generation() == generation_at_read {
+        if self.enabled && self.generation() == generation_at_read {
             self.records.insert(record.id.clone(), record);
         }
     }
@@ -95,6 +107,13 @@ mod tests {
         cache.insert_if_current(record("a", "v2"), fresh);
         assert_eq!(cache.get("a").unwrap().current_version, "v2");
         cache.invalidate("a");
+        assert!(cache.get("a").is_none());
+    }
+
+    #[test]
+    fn a_disabled_cache_keeps_nothing() {
+        let cache = RecordCache::disabled();
+        cache.insert_if_current(record("a", "v1"), cache.generation());
         assert!(cache.get("a").is_none());
     }
 }

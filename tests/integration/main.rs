@@ -20,6 +20,7 @@ mod http_hardening;
 mod http_vault;
 mod http_vault_hardening;
 mod idempotency;
+mod instances;
 mod keyring_localstack;
 mod kms_localstack;
 mod local_provider;

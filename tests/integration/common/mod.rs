@@ -9,6 +9,7 @@ pub mod database;
 #[path = "../../../src/cli/http_client.rs"]
 #[allow(dead_code)] // the tests use `send`, not the CLI's `call` helpers
 pub mod http_client;
+pub mod instances;
 pub mod process;
 
 use std::ops::Deref;
