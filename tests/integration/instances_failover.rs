@@ -474,6 +474,13 @@ async fn losing_an_instance_under_load_loses_no_acknowledged_write() {
     assert!(violations.is_empty(), "{violations:#?}");
     assert!(lost.is_empty(), "lost acknowledged writes: {lost:#?}");
     assert!(owned.len() >= 20, "the load made progress");
+    // A retried create whose first attempt died with the killed instance runs on the survivor at
+    // once: its claim is not left to go stale (60 s).
+    let slowest = *load.slowest_failover.lock().unwrap();
+    assert!(
+        slowest < Duration::from_secs(15),
+        "a retried request waited {slowest:?}"
+    );
     assert!(
         load.retries.load(Ordering::SeqCst) > 0,
         "the kill cut or refused requests"
@@ -482,5 +489,64 @@ async fn losing_an_instance_under_load_loses_no_acknowledged_write() {
         (objects, names),
         (owned.len() as i64, owned.len() as i64),
         "objects in the store"
+    );
+}
+
+/// A create's Idempotency-Key claimed by a holder whose database session ended (its broker was
+/// killed) is taken over at once, not after the claim goes stale; one whose session lives is not.
+#[tokio::test]
+async fn a_claim_whose_holder_died_is_taken_over_at_once() {
+    let Some(instances) = Instances::spawn("inst-claim", 1, &[]).await else {
+        return;
+    };
+    let port = instances.port(0);
+    let key = [("Idempotency-Key", "dead-holder-1")];
+    let body =
+        json!({"name": "claimed", "value": "v", "key_context": {"organization_id": "org_claim"}});
+    // A first attempt stores the request's hash under the key; its object is then deleted and
+    // the record turned back into a pending claim held by `holder`'s session.
+    let first = send(port, "POST", "/vault/v1/kv", &body, &key)
+        .await
+        .unwrap();
+    assert_eq!(first.status, 201, "{}", first.body);
+    let path = format!("/vault/v1/kv/{}", first.body["id"].as_str().unwrap());
+    let deleted = send(port, "DELETE", &path, &Value::Null, &[])
+        .await
+        .unwrap();
+    assert!(matches!(deleted.status, 200 | 204), "{}", deleted.body);
+    let db = postgres(&instances.url).await;
+    let holder = postgres(&instances.url).await;
+    let pid: i32 = holder
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let claimed = db
+        .execute(
+            "UPDATE idempotency SET status = 0, body = '', claim_token = $1 WHERE key = 'dead-holder-1'",
+            &[&format!("held.{pid}")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(claimed, 1);
+
+    // The holder's session lives: the claim stands (the retry is told to come back).
+    let refused = send(port, "POST", "/vault/v1/kv", &body, &key)
+        .await
+        .unwrap();
+    assert_eq!(refused.status, 409, "{}", refused.body);
+    assert_eq!(refused.body["code"], "idempotency_in_flight");
+
+    // The holder's session ends, as a killed broker's does: the retry runs now.
+    drop(holder);
+    let started = Instant::now();
+    let retried = send(port, "POST", "/vault/v1/kv", &body, &key)
+        .await
+        .unwrap();
+    assert_eq!(retried.status, 201, "{}", retried.body);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "taken over in {:?}",
+        started.elapsed()
     );
 }
