@@ -239,6 +239,8 @@ struct Load {
     down: [AtomicBool; 2],
     stop: AtomicBool,
     requests: AtomicU64,
+    /// Writes acknowledged so far: the kill waits until the load is under way.
+    acknowledged: AtomicU64,
     retries: AtomicU64,
     /// Waits on a 503 or a 409 `idempotency_in_flight`, both with Retry-After.
     waits: AtomicU64,
@@ -310,6 +312,9 @@ impl Load {
                     Duration::from_secs(retry_after.unwrap_or(1)).min(Duration::from_secs(1));
                 tokio::time::sleep(wait).await;
                 continue;
+            }
+            if matches!(answer.status, 201) {
+                self.acknowledged.fetch_add(1, Ordering::SeqCst);
             }
             if answer.status >= 500 {
                 self.violations.lock().await.push(format!(
@@ -411,6 +416,7 @@ async fn losing_an_instance_under_load_loses_no_acknowledged_write() {
         down: [AtomicBool::new(false), AtomicBool::new(false)],
         stop: AtomicBool::new(false),
         requests: AtomicU64::new(0),
+        acknowledged: AtomicU64::new(0),
         retries: AtomicU64::new(0),
         waits: AtomicU64::new(0),
         killed_at: std::sync::Mutex::new(None),
@@ -423,8 +429,13 @@ async fn losing_an_instance_under_load_loses_no_acknowledged_write() {
         .map(|w| tokio::spawn(worker(Arc::clone(&load), w, org.clone())))
         .collect();
 
-    // Load both, kill -9 instance 0 mid-load, keep the load on the survivor a while, stop.
-    tokio::time::sleep(Duration::from_millis(2000)).await;
+    // Load both, kill -9 instance 0 mid-load, keep the load on the survivor a while, stop. The
+    // kill waits for the load to be under way (the context's first write creates its KEK).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while load.acknowledged.load(Ordering::SeqCst) < 40 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let victim = &mut instances.brokers[0].child;
     victim.kill().unwrap(); // SIGKILL
     *load.killed_at.lock().unwrap() = Some(Instant::now());
