@@ -1,16 +1,37 @@
 //! Idempotency records: the first response to `(api key, Idempotency-Key)`, replayed for retries
 //! of the same request. A key is claimed atomically before any work (a pending row; the primary
 //! key decides between concurrent requests), and the response replaces the claim in the same
-//! transaction as the object, so one key never yields two objects.
+//! transaction as the object, so one key never yields two objects. On PostgreSQL a claim also
+//! names the writer session that made it: once that session is gone (its broker was killed), the
+//! claim is taken over at once instead of after `STALE_CLAIM`.
 
 use super::objects::NewObject;
-use super::sql::{Sql, args};
+use super::sql::{Dialect, Sql, args};
 use super::{AuditEvent, Store, StoreError};
 use crate::timestamp::Timestamp;
 
 /// A pending claim older than this may be taken over: its holder crashed or hung. The holder's
 /// completion checks its token, so a takeover can cost a slow request its object, never duplicate it.
 const STALE_CLAIM: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// PostgreSQL: the claim's holder is gone, because the writer session whose backend pid ends its
+/// token (`<random>.<pid>`) no longer exists; a broker's writer session ends with its process.
+/// A pid reused meanwhile only delays the takeover until `STALE_CLAIM`; a session lost while its
+/// broker lives costs that request its claim (completion checks the token), never a duplicate.
+/// Tokens without a pid (made by earlier releases) wait for `STALE_CLAIM`.
+const HOLDER_GONE_POSTGRES: &str = "(idempotency.claim_token IS NOT NULL \
+     AND split_part(idempotency.claim_token, '.', 2) <> '' \
+     AND NOT EXISTS (SELECT 1 FROM pg_stat_activity \
+     WHERE pid::TEXT = split_part(idempotency.claim_token, '.', 2)))";
+
+/// Whether a pending claim's holder is known to be gone, as SQL for `dialect`: on SQLite one
+/// process owns the database, so a holder it cannot see is only ever a stale one.
+fn holder_gone(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Postgres => HOLDER_GONE_POSTGRES,
+        Dialect::Sqlite => "0",
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredResponse {
@@ -42,21 +63,26 @@ pub enum ClaimOutcome {
     Taken(IdempotencyRecord),
 }
 
-/// The record under `key`, unless it expired (created before `expired_before`).
+/// The record under `key`, unless it expired (created before `expired_before`). With
+/// `skip_orphaned`, a pending claim whose holder is gone counts as no record: the caller may claim.
 fn find_in(
     c: &mut dyn Sql,
     api_key_id: &str,
     key: &str,
     expired_before: &str,
+    skip_orphaned: bool,
 ) -> Result<Option<IdempotencyRecord>, StoreError> {
-    let Some(r) = c.query_opt(
-        "SELECT request_hash, status, body, claim_token IS NOT NULL FROM idempotency \
+    let sql = format!(
+        "SELECT request_hash, status, body, claim_token IS NOT NULL, {} FROM idempotency \
          WHERE api_key_id = ?1 AND key = ?2 AND created_at >= ?3",
-        args![api_key_id, key, expired_before],
-    )?
-    else {
+        holder_gone(c.dialect())
+    );
+    let Some(r) = c.query_opt(&sql, args![api_key_id, key, expired_before])? else {
         return Ok(None);
     };
+    if skip_orphaned && r.get::<bool>(4)? {
+        return Ok(None);
+    }
     let request_hash: Vec<u8> = r.get(0)?;
     Ok(Some(if r.get::<bool>(3)? {
         IdempotencyRecord::InFlight { request_hash }
@@ -87,13 +113,22 @@ impl Store {
         let stale_before = Timestamp(now.0.saturating_sub(STALE_CLAIM.as_micros() as i64));
         let expired_before = self.idempotency_expired_before();
         self.run(move |c| {
+            let mut claim = claim;
+            if c.dialect() == Dialect::Postgres {
+                // Claims are written through the writer's session: the token names it.
+                let pid: i64 = c.query_one("SELECT pg_backend_pid()::BIGINT", &[])?.get(0)?;
+                claim.token = format!("{}.{pid}", claim.token);
+            }
+            let holder_gone = holder_gone(c.dialect());
             let won = c.execute(
-                "INSERT INTO idempotency (api_key_id, key, request_hash, status, body, created_at, claim_token) \
-                 VALUES (?1, ?2, ?3, 0, '', ?4, ?5) \
-                 ON CONFLICT (api_key_id, key) DO UPDATE SET request_hash = excluded.request_hash, \
-                 created_at = excluded.created_at, claim_token = excluded.claim_token \
-                 WHERE (idempotency.claim_token IS NOT NULL AND idempotency.created_at < ?6) \
-                 OR idempotency.created_at < ?7",
+                &format!(
+                    "INSERT INTO idempotency (api_key_id, key, request_hash, status, body, created_at, claim_token) \
+                     VALUES (?1, ?2, ?3, 0, '', ?4, ?5) \
+                     ON CONFLICT (api_key_id, key) DO UPDATE SET request_hash = excluded.request_hash, \
+                     created_at = excluded.created_at, claim_token = excluded.claim_token \
+                     WHERE (idempotency.claim_token IS NOT NULL AND idempotency.created_at < ?6) \
+                     OR idempotency.created_at < ?7 OR {holder_gone}"
+                ),
                 args![claim.api_key_id, claim.key, request_hash, now.to_rfc3339(), claim.token, stale_before.to_rfc3339(), expired_before],
             )? == 1;
             if won {
@@ -101,13 +136,15 @@ impl Store {
             }
             // The row that refused the claim is still there: SQLite's one writer runs nothing in
             // between, and on PostgreSQL the upsert locked it even though its WHERE refused.
-            find_in(c, &claim.api_key_id, &claim.key, &expired_before)?
+            find_in(c, &claim.api_key_id, &claim.key, &expired_before, false)?
                 .map(ClaimOutcome::Taken)
                 .ok_or_else(|| StoreError::Internal("idempotency row vanished during its claim".into()))
         })
         .await
     }
 
+    /// The record under `key` as a waiting retry sees it: a claim whose holder is gone is none,
+    /// so the retry claims the key again instead of waiting for the claim to go stale.
     pub async fn find_idempotent(
         &self,
         api_key_id: &str,
@@ -115,7 +152,7 @@ impl Store {
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
         let (api_key_id, key) = (api_key_id.to_owned(), key.to_owned());
         let expired_before = self.idempotency_expired_before();
-        self.read(move |c| find_in(c, &api_key_id, &key, &expired_before))
+        self.read(move |c| find_in(c, &api_key_id, &key, &expired_before, true))
             .await
     }
 

@@ -4,6 +4,7 @@
 use crate::common;
 
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
@@ -29,13 +30,17 @@ async fn kill_9_during_a_write_burst_loses_no_acknowledged_write() {
     let port = broker.port;
 
     // 8 writers create objects as fast as they can; the broker is killed while they run.
+    let acks = &AtomicUsize::new(0);
     let writers = (0..8).map(|w| async move {
         let mut acknowledged = Vec::new();
         for i in 0.. {
             let name = format!("w{w}-{i}");
             let body = json!({"name": name, "value": format!("value of {name}"), "key_context": {"organization_id": "org_kill"}}).to_string();
             match request(port, "POST", "/vault/v1/kv", &body).await {
-                Some((201, json)) => acknowledged.push((json["id"].as_str().unwrap().to_owned(), name)),
+                Some((201, json)) => {
+                    acks.fetch_add(1, Ordering::SeqCst);
+                    acknowledged.push((json["id"].as_str().unwrap().to_owned(), name));
+                }
                 Some((status, json)) => panic!("unexpected {status}: {json}"),
                 None => break, // the broker is gone
             }
@@ -43,7 +48,13 @@ async fn kill_9_during_a_write_burst_loses_no_acknowledged_write() {
         acknowledged
     });
     let killer = async {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // Killed once the burst is under way, not after a fixed time: the first write creates the
+        // context's KEK in LocalStack, which a loaded machine can take well over a second to do.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while acks.load(Ordering::SeqCst) < 20 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
         broker.child.kill().unwrap(); // SIGKILL
         broker.child.wait().unwrap();
     };
