@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use base64::Engine;
@@ -73,24 +75,70 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// How long a verified key is trusted without asking the database again. A revocation through
-/// this broker takes effect at once (the cache is cleared); one made elsewhere within this bound.
+/// this broker takes effect at once (the cache is cleared); one made through another broker on
+/// the same database when the coherence worker hears of it (`services::coherence`), and at the
+/// latest within this bound.
 const VERIFIED_KEY_TTL: Duration = Duration::from_secs(10);
+
+/// The verified-key cache, shared by the authenticator and whoever must empty it (a revocation,
+/// the coherence worker). Clones share the entries.
+#[derive(Clone)]
+pub struct VerifiedKeys {
+    entries: moka::sync::Cache<[u8; 32], Principal>,
+    /// Bumped by every `forget_all`: a verification that read the key before a revocation and
+    /// finishes after the cache was emptied must not put its stale answer back.
+    generation: Arc<AtomicU64>,
+}
+
+impl VerifiedKeys {
+    fn new() -> Self {
+        Self {
+            entries: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(VERIFIED_KEY_TTL)
+                .build(),
+            generation: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    fn get(&self, hash: &[u8; 32]) -> Option<Principal> {
+        self.entries.get(hash)
+    }
+
+    /// Taken before the database is asked, and handed to [`Self::remember`] with its answer.
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Caches a verification read at `generation`, unless the cache was emptied since.
+    fn remember(&self, hash: [u8; 32], principal: Principal, generation: u64) {
+        self.entries.insert(hash, principal);
+        // Checked after the insert, so a `forget_all` racing with it either ran before the insert
+        // (the generation differs: undone here) or after it (it removed the entry itself).
+        if self.generation() != generation {
+            self.entries.invalidate(&hash);
+        }
+    }
+
+    /// Forgets every verified key (after a revocation, here or through another broker).
+    pub fn forget_all(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.entries.invalidate_all();
+    }
+}
 
 /// Resolves bearer tokens to principals, remembering verified keys briefly so the hot path does
 /// not query the database on every request. Only successes are cached.
 pub struct Authenticator {
     store: Store,
-    verified: moka::sync::Cache<[u8; 32], Principal>,
+    verified: VerifiedKeys,
 }
 
 impl Authenticator {
     pub fn new(store: Store) -> Self {
         Self {
             store,
-            verified: moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(VERIFIED_KEY_TTL)
-                .build(),
+            verified: VerifiedKeys::new(),
         }
     }
 
@@ -108,6 +156,7 @@ impl Authenticator {
         if let Some(principal) = self.verified.get(&hash) {
             return Ok(principal);
         }
+        let generation = self.verified.generation();
         let record = self
             .store
             .find_api_key_by_hash(hash)
@@ -133,13 +182,18 @@ impl Authenticator {
             role,
             scope,
         };
-        self.verified.insert(hash, principal.clone());
+        self.verified.remember(hash, principal.clone(), generation);
         Ok(principal)
     }
 
     /// Forgets every verified key (after a revocation).
     pub fn forget_all(&self) {
-        self.verified.invalidate_all();
+        self.verified.forget_all();
+    }
+
+    /// A handle on the verified-key cache, for whoever else must empty it.
+    pub fn verified_keys(&self) -> VerifiedKeys {
+        self.verified.clone()
     }
 }
 
@@ -242,6 +296,26 @@ mod tests {
             }
             .may_use(&outside)
         );
+    }
+
+    #[test]
+    fn a_verification_read_before_a_forget_all_is_not_cached_after_it() {
+        let verified = VerifiedKeys::new();
+        let principal = Principal {
+            key_id: "k".into(),
+            name: "n".into(),
+            role: Role::App,
+            scope: None,
+        };
+        // The key was read (not yet revoked), then revoked and the cache emptied, then the
+        // verification finishes: its answer is stale and must not be served for the next 10 s.
+        let read_at = verified.generation();
+        verified.forget_all();
+        verified.remember([1; 32], principal.clone(), read_at);
+        assert!(verified.get(&[1; 32]).is_none());
+        // A verification that started after the forget is cached as usual.
+        verified.remember([1; 32], principal, verified.generation());
+        assert!(verified.get(&[1; 32]).is_some());
     }
 
     #[test]

@@ -159,6 +159,16 @@ impl Broker {
         supervisor.spawn(Stage::Workers, "key-state watcher", move |stop| {
             crate::services::byok::watcher::run(byok, watcher, stop)
         });
+        // Several processes share a PostgreSQL database: follow what the others change.
+        if broker.store.is_shared() {
+            let coherence = crate::services::coherence::Coherence::new(
+                broker.store.clone(),
+                Arc::downgrade(&broker.byok),
+                broker.api_keys.verified_keys(),
+                broker.config.coherence,
+            );
+            supervisor.spawn(Stage::Workers, "coherence", move |stop| coherence.run(stop));
+        }
         let purging = broker.store.clone();
         let purge_interval = broker.config.store.retention.purge_interval;
         supervisor.spawn(Stage::Workers, "retention purge", move |stop| {

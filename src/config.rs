@@ -22,7 +22,7 @@ pub use platform_keks::PlatformKekConfig;
 use server::ServerSettings;
 use sources::Sources;
 pub use store::{Retention, StoreOptions};
-use workers::{RewrapConfig, WatcherConfig};
+use workers::{CoherenceConfig, RewrapConfig, WatcherConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -50,6 +50,7 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     pub watcher: WatcherConfig,
     pub rewrap: RewrapConfig,
+    pub coherence: CoherenceConfig,
     /// Connection timeouts and bounds of the HTTP server.
     pub server: ServerSettings,
     /// BYOK registrations without a role: the broker's own identity uses the tenant's key, which
@@ -186,6 +187,19 @@ impl Config {
                 "must be at least 1".into(),
             ));
         }
+        let coherence = CoherenceConfig {
+            check_interval: sources.millis(
+                "BYOK_BROKER_COHERENCE_CHECK_MS",
+                raw.store.coherence_check_ms,
+                CoherenceConfig::default().check_interval,
+            )?,
+        };
+        if coherence.check_interval < Duration::from_millis(50) {
+            return Err(invalid(
+                "store.coherence_check_ms / BYOK_BROKER_COHERENCE_CHECK_MS",
+                "must be at least 50".into(),
+            ));
+        }
         let server = ServerSettings::load(raw.server, &env)?;
         let store = store::load(raw.store, &sources)?;
         let platform_keks = platform_keks::load(
@@ -201,6 +215,7 @@ impl Config {
             rate_limit,
             watcher,
             rewrap,
+            coherence,
             server,
             byok_allow_direct_key_access,
             store,
@@ -265,6 +280,15 @@ mod tests {
         assert_eq!(config.provider, ProviderKind::Local);
         assert_eq!(config.data_dir, PathBuf::from("data"));
         assert_eq!(config.dek_cache.ttl, Duration::from_secs(300));
+        assert_eq!(config.coherence.check_interval, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn the_coherence_check_interval_is_set_by_name_and_bounded_below() {
+        let config = Config::load(None, env(&[("BYOK_BROKER_COHERENCE_CHECK_MS", "250")])).unwrap();
+        assert_eq!(config.coherence.check_interval, Duration::from_millis(250));
+        let err = Config::load(None, env(&[("BYOK_BROKER_COHERENCE_CHECK_MS", "10")])).unwrap_err();
+        assert!(err.to_string().contains("coherence_check_ms"), "{err}");
     }
 
     #[test]

@@ -46,6 +46,7 @@ pub(super) struct RawStore {
     pub(super) audit_retention_days: Option<u64>,
     pub(super) purge_interval_seconds: Option<u64>,
     pub(super) purge_batch_size: Option<u64>,
+    pub(super) coherence_check_ms: Option<u64>,
 }
 
 // By hand: the URL may carry a password.
@@ -64,6 +65,7 @@ impl std::fmt::Debug for RawStore {
             .field("audit_retention_days", &self.audit_retention_days)
             .field("purge_interval_seconds", &self.purge_interval_seconds)
             .field("purge_batch_size", &self.purge_batch_size)
+            .field("coherence_check_ms", &self.coherence_check_ms)
             .finish()
     }
 }

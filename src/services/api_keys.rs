@@ -69,6 +69,11 @@ impl ApiKeys {
         }
     }
 
+    /// The verified-key cache, for the coherence worker to empty on another broker's revocation.
+    pub fn verified_keys(&self) -> auth::VerifiedKeys {
+        self.authenticator.verified_keys()
+    }
+
     /// Resolves an `Authorization` header value to a principal, or `Unauthorized`.
     pub async fn authenticate(&self, header: Option<&str>) -> Result<Principal, Error> {
         self.authenticator.authenticate(header).await

@@ -4,6 +4,7 @@
 pub mod api_keys;
 pub mod audit;
 pub mod byok;
+pub mod coherence;
 pub mod retention;
 pub mod rewrap;
 pub mod vault;

@@ -7,6 +7,7 @@
 mod api_keys;
 mod audit;
 mod byok;
+mod changes;
 mod idempotency;
 mod migrations;
 mod object_list;
@@ -29,6 +30,7 @@ pub use crate::config::{Retention, StoreOptions};
 pub use api_keys::{ApiKeyRecord, NewApiKey};
 pub use audit::{AuditEvent, EventQuery};
 pub use byok::{ByokFlag, ByokKeyRecord, ByokSnapshot, TenantKekRecord};
+pub use changes::{Change, ChangeListener, LISTENER_APPLICATION_NAME, Revisions};
 pub use idempotency::{ClaimOutcome, IdempotencyClaim, IdempotencyRecord, StoredResponse};
 pub use object_list::{ListPosition, ListQuery, ListedObject, Order};
 pub use objects::{NewObject, NewVersion, ObjectRecord, VersionRecord};
@@ -111,6 +113,8 @@ pub struct Store {
     readers: Readers,
     records: Arc<record_cache::RecordCache>,
     retention: Retention,
+    /// Where the change listener connects (PostgreSQL only: other processes share the database).
+    listen: Option<Arc<changes::ListenTarget>>,
 }
 
 /// Where reads run.
@@ -191,6 +195,7 @@ impl Store {
             },
             records: Arc::new(record_cache::RecordCache::new()),
             retention: options.retention,
+            listen: None,
         })
     }
 
@@ -213,6 +218,7 @@ impl Store {
             readers: Readers::Postgres(connector),
             records: Arc::new(record_cache::RecordCache::disabled()),
             retention: options.retention,
+            listen: Some(Arc::new(changes::ListenTarget::new(&target))),
         })
     }
 

@@ -22,6 +22,7 @@ mod http_vault_hardening;
 mod idempotency;
 mod instances;
 mod instances_failover;
+mod instances_revocation;
 mod keyring_localstack;
 mod kms_localstack;
 mod local_provider;

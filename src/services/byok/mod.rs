@@ -5,6 +5,7 @@
 pub mod external_id;
 mod object_counts;
 pub mod platform_kek_watch;
+mod refresh;
 pub mod service;
 mod verify;
 pub mod watcher;

@@ -11,6 +11,10 @@ pub(super) use sqlite::apply as apply_sqlite;
 
 use super::StoreError;
 
+/// The PostgreSQL channel every committed BYOK or API-key change is announced on (version 11's
+/// triggers send to it, `store::changes` listens to it).
+pub(super) const CHANGE_CHANNEL: &str = "byok_broker_changes";
+
 /// The schema version this binary writes and understands.
 pub(super) const LATEST: i64 = sqlite::MIGRATIONS.len() as i64;
 

@@ -22,7 +22,37 @@ const MIGRATIONS: &[(i64, &str)] = &[
         "CREATE INDEX idempotency_created ON idempotency(created_at); \
          CREATE INDEX audit_events_created ON audit_events(created_at);",
     ),
+    // (10 is another branch's migration.)
+    (11, COHERENCE),
 ];
+
+/// Version 11: coherence between brokers on one database. The API-key revision (bumped in the
+/// transaction of every change to a key, as `byok_revision` is for BYOK), and a `pg_notify` in
+/// both bump functions: sent in the changing transaction, so delivered only on its commit, never
+/// ahead of the data. The payload says which cache is stale; it carries no key or value.
+const COHERENCE: &str = r#"
+CREATE TABLE api_key_revision (
+    id        BIGINT PRIMARY KEY CHECK (id = 1),
+    revision  BIGINT NOT NULL
+);
+INSERT INTO api_key_revision (id, revision) VALUES (1, 1);
+CREATE OR REPLACE FUNCTION byok_revision_bump() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE byok_revision SET revision = revision + 1;
+    PERFORM pg_notify('byok_broker_changes', 'byok');
+    RETURN NULL;
+END
+$$;
+CREATE FUNCTION api_key_revision_bump() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE api_key_revision SET revision = revision + 1;
+    PERFORM pg_notify('byok_broker_changes', 'api_keys');
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER api_keys_change AFTER UPDATE OR DELETE ON api_keys
+    FOR EACH ROW EXECUTE FUNCTION api_key_revision_bump();
+"#;
 
 const BASELINE: &str = r#"
 CREATE TABLE objects (
@@ -206,5 +236,11 @@ mod tests {
             Some(super::super::LATEST)
         );
         assert!(MIGRATIONS.windows(2).all(|w| w[0].0 < w[1].0));
+    }
+
+    #[test]
+    fn both_revision_bumps_notify_on_the_channel_the_listener_listens_to() {
+        let notify = format!("pg_notify('{}', ", super::super::CHANGE_CHANNEL);
+        assert_eq!(COHERENCE.matches(&notify).count(), 2, "{COHERENCE}");
     }
 }

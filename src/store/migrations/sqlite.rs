@@ -186,7 +186,27 @@ CREATE TRIGGER tenant_keks_delete AFTER DELETE ON tenant_keks BEGIN UPDATE byok_
 CREATE INDEX idempotency_created ON idempotency(created_at);
 CREATE INDEX audit_events_created ON audit_events(created_at);
 "#,
+    // Version 10 is another branch's migration; this entry holds its place until they merge.
+    RESERVED_10,
+    // Coherence between brokers: the API-key revision (see `COHERENCE` below).
+    COHERENCE,
 ];
+
+/// Version 10's place: replaced by that migration when the branches merge.
+const RESERVED_10: &str = "-- reserved";
+
+/// Version 11. The API-key revision: bumped by triggers in the transaction of every change to a
+/// key (a revocation), so a broker that cached a verified key can tell its copy is stale. One
+/// process uses a SQLite file, so nothing else reads it here; the table keeps both schemas alike.
+const COHERENCE: &str = r#"
+CREATE TABLE api_key_revision (
+    id        INTEGER PRIMARY KEY CHECK (id = 1),
+    revision  INTEGER NOT NULL
+);
+INSERT INTO api_key_revision (id, revision) VALUES (1, 1);
+CREATE TRIGGER api_keys_update AFTER UPDATE ON api_keys BEGIN UPDATE api_key_revision SET revision = revision + 1; END;
+CREATE TRIGGER api_keys_delete AFTER DELETE ON api_keys BEGIN UPDATE api_key_revision SET revision = revision + 1; END;
+"#;
 
 pub(in crate::store) fn apply(connection: &mut Connection) -> Result<(), StoreError> {
     // Outside a transaction, or SQLite ignores it. With foreign keys on, dropping a table being

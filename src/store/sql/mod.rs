@@ -7,7 +7,7 @@
 mod postgres;
 mod sqlite;
 
-pub(super) use postgres::{PostgresConnector, PostgresWriteConnection};
+pub(super) use postgres::{PostgresConnector, PostgresWriteConnection, store_error};
 pub(super) use sqlite::SqliteWriteConnection;
 
 use super::StoreError;

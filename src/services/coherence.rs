@@ -1,0 +1,216 @@
+//! Coherence between broker processes on one PostgreSQL database. Each process caches the BYOK
+//! routing view (with hot DEKs) and verified API keys; a revocation made through another process
+//! must reach them within a bound. Two paths, one refresh:
+//! - notifications: a session LISTENs for the changes the database announces on commit; each one
+//!   refreshes what it names at once (milliseconds);
+//! - a backstop: every `check_interval` the stored revisions are compared with what this process
+//!   loaded, which catches whatever a lost notification would have said (the listener's
+//!   connection dropped: it reconnects with backoff, then refreshes everything once, since what
+//!   was announced meanwhile is gone).
+//!
+//! The refresh reloads the routing view and purges the DEKs of CMKs no longer servable
+//! (`Byok::refresh_from_store`), and empties the verified-key cache. On SQLite there is one
+//! process and nothing to listen to: the broker does not start this worker.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Weak;
+use std::time::Duration;
+
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::VerifiedKeys;
+pub use crate::config::workers::CoherenceConfig;
+use crate::services::byok::Byok;
+use crate::store::{Change, ChangeListener, Store, StoreError};
+
+/// The first pause before listening again after the connection was lost or a connect failed;
+/// doubled on each failure up to [`MAX_RETRY`]. The backstop keeps the bound meanwhile.
+const FIRST_RETRY: Duration = Duration::from_millis(250);
+const MAX_RETRY: Duration = Duration::from_secs(30);
+
+/// What the worker refreshes, and what it last saw.
+pub struct Coherence {
+    store: Store,
+    /// Weak, like the watcher's: the worker ends when the broker is dropped.
+    byok: Weak<Byok>,
+    verified: VerifiedKeys,
+    config: CoherenceConfig,
+    /// The API-key revision the verified-key cache was last emptied at; `None` until the first
+    /// check, which therefore empties it once (fail closed).
+    api_keys_seen: Option<u64>,
+    /// The last revision check failed (logged once, not on every tick).
+    check_failing: bool,
+}
+
+type Connecting = Pin<Box<dyn Future<Output = Result<Option<ChangeListener>, StoreError>> + Send>>;
+
+/// The listener's state.
+enum Link {
+    Listening(ChangeListener),
+    Connecting(Connecting),
+    Down { retry_at: Instant },
+}
+
+enum Event {
+    Tick,
+    Changed(Result<Change, StoreError>),
+    Retry,
+    Connected(Result<Option<ChangeListener>, StoreError>),
+}
+
+impl Coherence {
+    pub fn new(
+        store: Store,
+        byok: Weak<Byok>,
+        verified: VerifiedKeys,
+        config: CoherenceConfig,
+    ) -> Self {
+        Self {
+            store,
+            byok,
+            verified,
+            config,
+            api_keys_seen: None,
+            check_failing: false,
+        }
+    }
+
+    /// Runs until `stop` is cancelled or the BYOK service is dropped.
+    pub async fn run(mut self, stop: CancellationToken) {
+        let mut link = Link::Connecting(self.connect());
+        let mut retry = FIRST_RETRY;
+        let mut ticks = tokio::time::interval(self.config.check_interval);
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            let event = match &mut link {
+                Link::Listening(listener) => tokio::select! {
+                    () = stop.cancelled() => return,
+                    change = listener.next() => Event::Changed(change),
+                    _ = ticks.tick() => Event::Tick,
+                },
+                Link::Connecting(connecting) => tokio::select! {
+                    () = stop.cancelled() => return,
+                    connected = connecting => Event::Connected(connected),
+                    _ = ticks.tick() => Event::Tick,
+                },
+                Link::Down { retry_at } => tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep_until(*retry_at) => Event::Retry,
+                    _ = ticks.tick() => Event::Tick,
+                },
+            };
+            let step = match event {
+                Event::Tick => Step::Check,
+                Event::Changed(Ok(change)) => Step::Refresh(change),
+                Event::Changed(Err(e)) => {
+                    tracing::warn!(error = %e, "lost the change listener's connection; listening again, the revision check covers the gap");
+                    link = Link::Down {
+                        retry_at: Instant::now() + retry,
+                    };
+                    continue;
+                }
+                Event::Retry => {
+                    link = Link::Connecting(self.connect());
+                    continue;
+                }
+                Event::Connected(Ok(Some(listener))) => {
+                    link = Link::Listening(listener);
+                    retry = FIRST_RETRY;
+                    tracing::debug!("listening for changes other brokers commit");
+                    // Whatever was announced before the session listened is lost: refresh all.
+                    Step::Refresh(Change::Unknown)
+                }
+                // SQLite: nothing to listen to (the broker does not start the worker there).
+                Event::Connected(Ok(None)) => return,
+                Event::Connected(Err(e)) => {
+                    tracing::warn!(error = %e, retry_ms = retry.as_millis() as u64, "cannot listen for changes; the revision check covers the gap");
+                    link = Link::Down {
+                        retry_at: Instant::now() + retry,
+                    };
+                    retry = (retry * 2).min(MAX_RETRY);
+                    continue;
+                }
+            };
+            let flow = match step {
+                Step::Check => stop.run_until_cancelled(self.check_revisions()).await,
+                Step::Refresh(change) => stop.run_until_cancelled(self.refresh(change)).await,
+            };
+            match flow {
+                None | Some(Flow::Stop) => return,
+                Some(Flow::Continue) => {}
+            }
+        }
+    }
+
+    fn connect(&self) -> Connecting {
+        let store = self.store.clone();
+        Box::pin(async move { store.listen_for_changes().await })
+    }
+
+    /// The backstop: refreshes whatever the stored revisions say changed since it was loaded.
+    async fn check_revisions(&mut self) -> Flow {
+        let revisions = match self.store.revisions().await {
+            Ok(revisions) => revisions,
+            Err(e) => {
+                if !self.check_failing {
+                    tracing::warn!(error = %e, "cannot read the stored revisions; retrying every check");
+                    self.check_failing = true;
+                }
+                return Flow::Continue;
+            }
+        };
+        if std::mem::take(&mut self.check_failing) {
+            tracing::info!("the stored revisions are readable again");
+        }
+        let Some(byok) = self.byok.upgrade() else {
+            return Flow::Stop;
+        };
+        if revisions.byok > byok.routing_revision() {
+            tracing::debug!(
+                revision = revisions.byok,
+                "BYOK changed elsewhere (revision check)"
+            );
+            refresh_byok(&byok).await;
+        }
+        if self.api_keys_seen != Some(revisions.api_keys) {
+            self.verified.forget_all();
+            self.api_keys_seen = Some(revisions.api_keys);
+        }
+        Flow::Continue
+    }
+
+    /// A notification (or a new session): refreshes what it names.
+    async fn refresh(&mut self, change: Change) -> Flow {
+        if matches!(change, Change::ApiKeys | Change::Unknown) {
+            self.verified.forget_all();
+        }
+        if matches!(change, Change::Byok | Change::Unknown) {
+            let Some(byok) = self.byok.upgrade() else {
+                return Flow::Stop;
+            };
+            refresh_byok(&byok).await;
+        }
+        Flow::Continue
+    }
+}
+
+/// What an event asks of the worker.
+enum Step {
+    Check,
+    Refresh(Change),
+}
+
+enum Flow {
+    Continue,
+    /// The broker is gone.
+    Stop,
+}
+
+async fn refresh_byok(byok: &Byok) {
+    if let Err(e) = byok.refresh_from_store().await {
+        // Tenant CMKs' DEKs were purged; the next revision check tries again.
+        tracing::warn!(error = %e, "cannot reload BYOK routing after another broker's change");
+    }
+}
