@@ -186,6 +186,18 @@ CREATE TRIGGER tenant_keks_delete AFTER DELETE ON tenant_keks BEGIN UPDATE byok_
 CREATE INDEX idempotency_created ON idempotency(created_at);
 CREATE INDEX audit_events_created ON audit_events(created_at);
 "#,
+    // Several instances: a rewrap job is run by the instance holding its lease (expiry in ms on
+    // the database's clock); platform KEK states the key-state watcher's leader found, and the
+    // platform KEKs instances have DEKs of in their caches (so the leader checks those too).
+    r#"
+ALTER TABLE rewrap_jobs ADD COLUMN lease_owner TEXT;
+ALTER TABLE rewrap_jobs ADD COLUMN lease_expires_ms INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE platform_kek_watch (
+    kek_id            TEXT PRIMARY KEY,
+    failure           TEXT,
+    cached_until_ms   INTEGER NOT NULL DEFAULT 0
+);
+"#,
 ];
 
 pub(in crate::store) fn apply(connection: &mut Connection) -> Result<(), StoreError> {
