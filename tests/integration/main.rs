@@ -21,6 +21,7 @@ mod http_vault;
 mod http_vault_hardening;
 mod idempotency;
 mod instances;
+mod instances_leader;
 mod instances_rewrap;
 mod keyring_localstack;
 mod kms_localstack;
