@@ -1,6 +1,7 @@
 //! Several instances, one key-state watcher (issue "Several instances"): only the leader calls
 //! DescribeKey, so calls per tenant CMK per interval stay 1 with three instances; after `kill -9`
-//! of the leader another instance takes over within one interval plus the database's detection.
+//! of the leader another instance takes over within one interval plus the database's detection;
+//! a follower applies the platform KEK states the leader finds.
 
 use std::time::{Duration, Instant};
 
@@ -8,8 +9,9 @@ use crate::common;
 
 use common::http_client::HttpClient;
 use common::instances::Instances;
-use common::process::{ADMIN_KEY, request};
-use common::{TENANT_ACCOUNT, create_key, registration};
+use common::process::{ADMIN_KEY, APP_KEY, request};
+use common::{PLATFORM_ACCOUNT, TENANT_ACCOUNT, create_key, raw_kms, registration};
+use serde_json::json;
 
 const INTERVAL_MS: u64 = 500;
 const KEYS: u64 = 3;
@@ -183,4 +185,70 @@ async fn only_the_leader_polls_kms_and_another_takes_over_after_kill_9() {
     );
     let calls = calls_over(&instances, &live, window).await;
     assert_one_poller(&calls, successor, window);
+}
+
+/// A follower serving a platform KEK's DEKs from its cache stops within two intervals of the KEK
+/// being disabled in AWS, without calling KMS itself: it reports the KEK cached, the leader checks
+/// it and stores the verdict, the follower applies it at its next pass. Recovery likewise.
+#[tokio::test]
+async fn a_follower_refuses_a_platform_kek_the_leader_found_disabled() {
+    let interval = INTERVAL_MS.to_string();
+    let settings = [("BYOK_BROKER_BYOK_WATCH_INTERVAL_MS", interval.as_str())];
+    let Some(instances) = Instances::spawn("inst-platform", 2, &settings).await else {
+        return;
+    };
+    let leader = the_leader(&instances, &[0, 1], Duration::from_secs(5)).await;
+    let follower = instances.port(1 - leader);
+    let body = json!({"name": "cached", "value": "v", "key_context": {"organization_id": "org_inst_platform"}});
+    let (status, created) = request(follower, APP_KEY, "POST", "/vault/v1/kv", &body.to_string())
+        .await
+        .expect("answered");
+    assert_eq!(status, 201, "{created}");
+    let kek_id = created["key_id"].as_str().expect("kek").to_owned();
+    let path = format!("/vault/v1/kv/{}", created["id"].as_str().expect("id"));
+    let read = || async {
+        request(follower, APP_KEY, "GET", &path, "")
+            .await
+            .expect("answered")
+    };
+    assert_eq!(read().await.0, 200);
+    // Reported by the follower at its next pass (the DEK is in its cache now).
+    tokio::time::sleep(Duration::from_millis(2 * INTERVAL_MS)).await;
+
+    let kms = raw_kms(PLATFORM_ACCOUNT).await;
+    kms.disable_key()
+        .key_id(&kek_id)
+        .send()
+        .await
+        .expect("disable");
+    let disabled = Instant::now();
+    let latency = loop {
+        let (status, body) = read().await;
+        if status == 403 {
+            assert_eq!(body["code"], "key_unavailable", "{body}");
+            break disabled.elapsed();
+        }
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            disabled.elapsed() < Duration::from_secs(10),
+            "the follower kept serving"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // The leader's next pass, then the follower's next pass.
+    let bound = Duration::from_millis(2 * INTERVAL_MS + 1000);
+    println!("follower refused a disabled platform KEK after {latency:?} (bound {bound:?})");
+    assert!(latency <= bound, "{latency:?} > {bound:?}");
+
+    kms.enable_key()
+        .key_id(&kek_id)
+        .send()
+        .await
+        .expect("enable");
+    let enabled = Instant::now();
+    while read().await.0 != 200 {
+        assert!(enabled.elapsed() < bound, "the follower did not recover");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!("follower served again after {:?}", enabled.elapsed());
 }

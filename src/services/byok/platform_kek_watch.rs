@@ -58,7 +58,7 @@ impl Byok {
         count
     }
 
-    /// Every instance, every interval: reports the platform KEKs it holds DEKs of, so the leader
+    /// Every follower, every interval: reports the platform KEKs it holds DEKs of, so the leader
     /// checks them until `for_at_least` from now.
     pub async fn report_cached_platform_keks(&self, for_at_least: Duration) {
         let bindings = self.keyring.bindings();

@@ -65,8 +65,12 @@ pub async fn run(byok: Weak<Byok>, config: WatcherConfig, stop: CancellationToke
         let Some(checked) = stop.run_until_cancelled(pass).await else {
             return;
         };
-        byok.report_cached_platform_keks(config.interval * REPORT_INTERVALS)
-            .await;
+        // The leader checks its own cache directly; only followers report theirs (on SQLite the
+        // one process leads, so it never writes a report).
+        if !leading {
+            byok.report_cached_platform_keks(config.interval * REPORT_INTERVALS)
+                .await;
+        }
         last_pass = started.elapsed();
         tracing::debug!(
             leading,
