@@ -18,7 +18,7 @@ use crate::rate_limit::RateLimiter;
 use crate::services::api_keys::ApiKeys;
 use crate::services::audit::Audit;
 use crate::services::byok::{Byok, ByokParts};
-use crate::services::rewrap::Rewrap;
+use crate::services::rewrap::{Rewrap, RewrapParts};
 use crate::services::vault::{Vault, VaultParts};
 use crate::store::Store;
 use crate::supervisor::{Stage, Supervisor};
@@ -132,12 +132,22 @@ impl Broker {
             byok: Arc::clone(&byok),
             limits: config.limits,
         });
-        let rewrap = Arc::new(Rewrap::new(
-            store.clone(),
-            Arc::clone(&keyring),
-            config.rewrap,
-            supervisor.clone(),
-        ));
+        // This process among the instances sharing the database (rewrap leases, logs): the pid
+        // for operators, a random part because pids repeat across hosts and restarts.
+        let instance = format!(
+            "{}-{}",
+            std::process::id(),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        tracing::info!(instance = %instance, "broker instance starting");
+        let rewrap = Arc::new(Rewrap::new(RewrapParts {
+            store: store.clone(),
+            keyring: Arc::clone(&keyring),
+            byok: Arc::clone(&byok),
+            config: config.rewrap,
+            supervisor: supervisor.clone(),
+            instance,
+        }));
         let broker = Arc::new(Self {
             api_keys: ApiKeys::new(store.clone()),
             audit: Audit::new(audit, store.clone()),
@@ -154,6 +164,11 @@ impl Broker {
         });
         broker.byok.reload_bindings().await?;
         broker.rewrap.resume_rewrap_jobs().await?;
+        // Jobs whose instance dies later are resumed here (or on another live instance).
+        let claiming = Arc::downgrade(&broker.rewrap);
+        supervisor.spawn(Stage::Workers, "rewrap claims", move |stop| {
+            crate::services::rewrap::run_claims(claiming, stop)
+        });
         // The watcher holds only a weak reference: it also ends when the broker is dropped.
         let byok = Arc::downgrade(&broker.byok);
         supervisor.spawn(Stage::Workers, "key-state watcher", move |stop| {

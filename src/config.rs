@@ -180,11 +180,23 @@ impl Config {
                 rewrap_defaults.concurrency,
             )?,
             batch_size: raw.rewrap.batch_size.unwrap_or(rewrap_defaults.batch_size),
+            lease: sources.millis(
+                "BYOK_BROKER_REWRAP_LEASE_MS",
+                raw.rewrap.lease_ms,
+                rewrap_defaults.lease,
+            )?,
         };
         if rewrap.concurrency == 0 || rewrap.batch_size == 0 {
             return Err(invalid(
                 "rewrap.concurrency / rewrap.batch_size",
                 "must be at least 1".into(),
+            ));
+        }
+        // Renewals every third of the lease must fit several database round trips.
+        if rewrap.lease < Duration::from_millis(1000) {
+            return Err(invalid(
+                "rewrap.lease_ms",
+                "must be at least 1000 ms".into(),
             ));
         }
         let coherence = CoherenceConfig {

@@ -69,6 +69,8 @@ pub struct Metrics {
     key_checks: Family<KeyCheckLabels, Counter>,
     revocations: Family<CauseLabels, Counter>,
     request_latency: LatencyFamily,
+    /// 1 while this instance leads the key-state watcher (polls KMS for every instance).
+    watcher_leader: Gauge,
     /// Accounts that may appear as label values: the broker's own (learned from KMS answers about
     /// keys it created or resolved) and those of registered BYOK keys.
     known_accounts: RwLock<BTreeSet<String>>,
@@ -81,6 +83,7 @@ impl Default for Metrics {
             key_checks: Family::default(),
             revocations: Family::default(),
             request_latency: Family::new_with_constructor(latency_histogram),
+            watcher_leader: Gauge::default(),
             known_accounts: RwLock::default(),
         }
     }
@@ -139,6 +142,10 @@ impl Metrics {
         self.key_checks.get_or_create(&labels).inc();
     }
 
+    pub fn set_watcher_leader(&self, leading: bool) {
+        self.watcher_leader.set(i64::from(leading));
+    }
+
     pub fn record_revocation(&self, cause: &str) {
         let labels = CauseLabels {
             cause: cause.into(),
@@ -193,6 +200,11 @@ impl Metrics {
             "byok_broker_http_request_duration_seconds",
             "Time from a routed request to its response head, by route template, method and status",
             self.request_latency.clone(),
+        );
+        registry.register(
+            "byok_broker_key_state_watcher_leader",
+            "1 while this instance leads the key-state watcher (the one polling KMS)",
+            self.watcher_leader.clone(),
         );
         let states: Family<StateLabels, Gauge> = Family::default();
         for state in ["active", "disabled", "unavailable"] {

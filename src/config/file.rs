@@ -76,6 +76,7 @@ pub(super) struct RawRewrap {
     pub(super) kms_calls_per_second: Option<u32>,
     pub(super) concurrency: Option<usize>,
     pub(super) batch_size: Option<usize>,
+    pub(super) lease_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -27,6 +27,24 @@ pub struct RewrapConfig {
     pub concurrency: usize,
     /// Objects per checkpoint.
     pub batch_size: usize,
+    /// How long a job stays with the instance running it without a renewal (renewed at each
+    /// checkpoint and every third of it). Another instance resumes a job whose owner died within
+    /// this plus one claim scan ([`RewrapConfig::claim_scan`]).
+    pub lease: Duration,
+}
+
+impl RewrapConfig {
+    /// How often each instance looks for jobs whose lease ran out: a fifth of the lease, so a
+    /// dead owner's job resumes within 1.2 leases of its last renewal.
+    pub fn claim_scan(&self) -> Duration {
+        self.lease / 5
+    }
+
+    /// How often the owner renews a job's lease besides at checkpoints: a batch may outlast
+    /// the lease (a slow pace, a slow KMS), and the owner must keep it meanwhile.
+    pub fn renewal(&self) -> Duration {
+        self.lease / 3
+    }
 }
 
 impl Default for RewrapConfig {
@@ -35,6 +53,7 @@ impl Default for RewrapConfig {
             kms_calls_per_second: 100,
             concurrency: 8,
             batch_size: 200,
+            lease: Duration::from_secs(15),
         }
     }
 }

@@ -55,6 +55,30 @@ impl KmsFailure {
         }
     }
 
+    /// The failure [`Self::as_str`] names (as stored by another instance); `None` for a name this
+    /// build does not know.
+    pub fn from_name(name: &str) -> Option<Self> {
+        use KmsFailure::*;
+        [
+            KeyDisabled,
+            KeyPendingDeletionOrInvalidState,
+            AccessDenied,
+            KeyNotFound,
+            RoleNotAssumable,
+            Throttled,
+            Timeout,
+            KeyUnavailable,
+            ServiceInternal,
+            Unreachable,
+            InvalidCiphertext,
+            IncorrectKey,
+            InvalidRequest,
+            InvalidKeyId,
+        ]
+        .into_iter()
+        .find(|f| f.as_str() == name)
+    }
+
     /// A stable snake_case name for logs, metrics and API error details.
     pub fn as_str(self) -> &'static str {
         use KmsFailure::*;
@@ -117,6 +141,19 @@ impl KmsError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failure_name_reads_back_as_its_failure() {
+        for failure in [
+            KmsFailure::KeyDisabled,
+            KmsFailure::KeyPendingDeletionOrInvalidState,
+            KmsFailure::KeyNotFound,
+            KmsFailure::InvalidKeyId,
+        ] {
+            assert_eq!(KmsFailure::from_name(failure.as_str()), Some(failure));
+        }
+        assert_eq!(KmsFailure::from_name("no_such_failure"), None);
+    }
 
     #[test]
     fn classes_follow_the_taxonomy() {

@@ -2,10 +2,14 @@
 //! compare-and-swap that swaps one version's wrapped DEK. The swap and the job's counter move in
 //! one atomic write (a savepoint of the writer's group commit), so a crash never loses or
 //! double-counts an object; the swap applies only while the version is still current and still
-//! under the source KEK (a concurrent update wins).
+//! under the source KEK (a concurrent update wins). With several instances, one runs a job at a
+//! time: the one holding its lease (renewed at each checkpoint and between them; an expired
+//! lease, its owner dead, is claimed by another instance, which resumes at the checkpoint).
+
+use std::time::Duration;
 
 use super::objects::serialize_counting;
-use super::sql::{Row, Sql, ToValue, Value, args};
+use super::sql::{Dialect, Row, Sql, ToValue, Value, args};
 use super::{Store, StoreError};
 use crate::timestamp::Timestamp;
 
@@ -86,7 +90,10 @@ impl Store {
         source_kind: String,
         source_id: String,
         source_keks: Vec<String>,
+        owner: String,
+        lease: Duration,
     ) -> Result<RewrapJobRecord, StoreError> {
+        let lease = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
         self.run(move |tx| {
             // "None running" is a count, not a row to lock: job creations take turns.
             serialize_counting(tx, "rewrap_jobs")?;
@@ -98,9 +105,12 @@ impl Store {
             }
             let total = count_under(tx, &source_keks)?;
             let keks_json = serde_json::to_string(&source_keks).map_err(|e| StoreError::Internal(e.to_string()))?;
+            // Leased to its starter from the first moment: no other instance's scan takes it.
+            let now = tx.dialect().now_ms();
             tx.execute(
-                "INSERT INTO rewrap_jobs (id, source_kind, source_id, source_keks_json, state, total, started_at) VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6)",
-                args![id, source_kind, source_id, keks_json, total, Timestamp::now().to_rfc3339()],
+                &format!("INSERT INTO rewrap_jobs (id, source_kind, source_id, source_keks_json, state, total, started_at, lease_owner, lease_expires_ms) \
+                 VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6, ?7, {now} + ?8)"),
+                args![id, source_kind, source_id, keks_json, total, Timestamp::now().to_rfc3339(), owner, lease],
             )?;
             job_from_row(&tx.query_one(&format!("SELECT {JOB_COLUMNS} FROM rewrap_jobs WHERE id = ?1"), args![id])?)
         })
@@ -121,17 +131,74 @@ impl Store {
         .await
     }
 
-    pub async fn running_rewrap_jobs(&self) -> Result<Vec<RewrapJobRecord>, StoreError> {
+    /// Running jobs no live instance holds: never claimed, or their lease expired (the owner
+    /// died or lost the database). On SQLite every running job: one process uses the file, so an
+    /// owner other than the caller is an earlier run of it, dead.
+    pub async fn claimable_rewrap_jobs(&self) -> Result<Vec<RewrapJobRecord>, StoreError> {
         self.read(|c| {
+            let free = match c.dialect() {
+                Dialect::Sqlite => String::new(),
+                Dialect::Postgres => format!(
+                    " AND (lease_owner IS NULL OR lease_expires_ms < {})",
+                    c.dialect().now_ms()
+                ),
+            };
             c.query(
                 &format!(
-                    "SELECT {JOB_COLUMNS} FROM rewrap_jobs WHERE state = 'running' ORDER BY started_at"
+                    "SELECT {JOB_COLUMNS} FROM rewrap_jobs WHERE state = 'running'{free} ORDER BY started_at"
                 ),
                 &[],
             )?
             .iter()
             .map(job_from_row)
             .collect()
+        })
+        .await
+    }
+
+    /// Takes (or renews) the job's lease for `owner` until `lease` from now, unless another
+    /// owner's lease is still running (on PostgreSQL; see [`Self::claimable_rewrap_jobs`] for
+    /// SQLite). One conditional statement: of two instances claiming at once, PostgreSQL lets the
+    /// second re-check the row after the first commits, so it sees the new lease and fails.
+    /// True when `owner` holds the lease now.
+    pub async fn claim_rewrap_job(
+        &self,
+        job_id: &str,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        let (job_id, owner) = (job_id.to_owned(), owner.to_owned());
+        let lease = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+        self.run(move |tx| {
+            let now = tx.dialect().now_ms();
+            let free = match tx.dialect() {
+                Dialect::Sqlite => String::new(),
+                Dialect::Postgres => format!(
+                    " AND (lease_owner IS NULL OR lease_owner = ?2 OR lease_expires_ms < {now})"
+                ),
+            };
+            let claimed = tx.execute(
+                &format!(
+                    "UPDATE rewrap_jobs SET lease_owner = ?2, lease_expires_ms = {now} + ?3 \
+                     WHERE id = ?1 AND state = 'running'{free}"
+                ),
+                args![job_id, owner, lease],
+            )?;
+            Ok(claimed == 1)
+        })
+        .await
+    }
+
+    /// Gives the lease up (an ordered shutdown): another instance, or a restart, resumes the job
+    /// at once instead of after the lease runs out.
+    pub async fn release_rewrap_job(&self, job_id: &str, owner: &str) -> Result<(), StoreError> {
+        let (job_id, owner) = (job_id.to_owned(), owner.to_owned());
+        self.run(move |c| {
+            c.execute(
+                "UPDATE rewrap_jobs SET lease_owner = NULL, lease_expires_ms = 0 WHERE id = ?1 AND lease_owner = ?2",
+                args![job_id, owner],
+            )?;
+            Ok(())
         })
         .await
     }
@@ -220,19 +287,28 @@ impl Store {
         .await
     }
 
+    /// Moves the checkpoint forwards and renews `owner`'s lease, in one statement; false (and
+    /// nothing written) when another instance holds the job now.
     pub async fn advance_rewrap_checkpoint(
         &self,
         job_id: &str,
         seq: i64,
-    ) -> Result<(), StoreError> {
-        let job_id = job_id.to_owned();
+        owner: &str,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        let (job_id, owner) = (job_id.to_owned(), owner.to_owned());
+        let lease = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
         self.run(move |c| {
-            // Only forwards, in one statement (no two-argument MAX on PostgreSQL).
-            c.execute(
-                "UPDATE rewrap_jobs SET checkpoint_seq = ?1 WHERE id = ?2 AND checkpoint_seq < ?1",
-                args![seq, job_id],
+            let now = c.dialect().now_ms();
+            // Only forwards (no two-argument MAX on PostgreSQL, hence the CASE).
+            let advanced = c.execute(
+                &format!(
+                    "UPDATE rewrap_jobs SET checkpoint_seq = CASE WHEN checkpoint_seq < ?1 THEN ?1 ELSE checkpoint_seq END, \
+                     lease_expires_ms = {now} + ?4 WHERE id = ?2 AND lease_owner = ?3"
+                ),
+                args![seq, job_id, owner, lease],
             )?;
-            Ok(())
+            Ok(advanced == 1)
         })
         .await
     }

@@ -30,10 +30,11 @@ async fn shutdown_ends_every_task_commits_the_audit_queue_and_joins_the_database
         .call("GET", &format!("/vault/v1/kv/{id}"), None)
         .await;
     assert_eq!(read.status, 200, "{:?}", read.body);
-    // The watcher, the retention purge, the audit writer and the database's closer; on
-    // PostgreSQL also the coherence worker (other processes may share the database).
+    // The watcher, the retention purge, the rewrap claim scan, the audit writer and the
+    // database's closer; on PostgreSQL also the coherence worker (other processes may share the
+    // database).
     let coherence = usize::from(database::is_postgres());
-    assert_eq!(broker.supervisor.running(), 4 + coherence);
+    assert_eq!(broker.supervisor.running(), 5 + coherence);
     assert!(!broker.broker.store.is_closed());
 
     tokio::time::timeout(Duration::from_secs(10), broker.shutdown())

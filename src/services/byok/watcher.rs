@@ -2,10 +2,18 @@
 //! by an admin, on a jittered interval with bounded concurrency. A revoked-class answer (disabled,
 //! pending deletion, access denied, not found, role not assumable) or a key that is no longer
 //! enabled marks the CMK unavailable at once; an enabled key restores it. Transient failures change
-//! nothing. Each pass also checks the platform KEKs that could serve from the DEK cache
+//! nothing. Each pass also checks the platform KEKs that could serve from a DEK cache
 //! (`platform_kek_watch`). The published bound: from `DisableKey` to refusal, at most one interval
 //! plus one check, for tenant CMKs and platform KEKs alike.
+//!
+//! With several instances on one database only the leader polls KMS (so DescribeKey calls per key
+//! per interval stay 1 however many run); it writes what it finds to the store, and the others
+//! read the stored state each interval. Leadership is the store's ([`crate::store::Leadership`]),
+//! confirmed at every pass: a leader that loses it stops polling, and the next instance to try
+//! (each tries every interval) takes over, so a dead leader is replaced within one interval plus
+//! the time the database takes to notice it gone.
 
+use std::collections::HashSet;
 use std::sync::Weak;
 use std::time::{Duration, Instant};
 
@@ -14,13 +22,22 @@ use tokio_util::sync::CancellationToken;
 
 use super::Byok;
 pub use crate::config::workers::WatcherConfig;
-use crate::keyring::bindings::kek_ref;
+use crate::keyring::bindings::{BindingSet, kek_ref};
 use crate::kms::KmsErrorClass;
+use crate::store::Leadership;
+
+/// The name the instances contend for.
+const LEADERSHIP: &str = "key-state-watcher";
+
+/// How long a platform KEK an instance reported cached stays watched without a new report: three
+/// intervals, so one late report never drops it.
+const REPORT_INTERVALS: u32 = 3;
 
 /// Runs until `stop` is cancelled or the BYOK service is dropped. A pass cut short by `stop` is
 /// safe: each key's check is independent and the next start checks every key again.
 pub async fn run(byok: Weak<Byok>, config: WatcherConfig, stop: CancellationToken) {
     let mut last_pass = Duration::ZERO;
+    let mut leadership: Option<Leadership> = None;
     loop {
         // Passes *start* at most one interval apart, however long a pass over many keys takes.
         let pause = jittered(config.interval).saturating_sub(last_pass);
@@ -35,18 +52,28 @@ pub async fn run(byok: Weak<Byok>, config: WatcherConfig, stop: CancellationToke
             return;
         };
         let started = Instant::now();
+        leadership = byok.keep_or_take_lead(leadership.take()).await;
+        let leading = leadership.is_some();
         let pass = async {
-            tokio::join!(
-                byok.check_all(config.concurrency),
-                byok.check_platform_keks(config.concurrency)
-            )
+            if leading {
+                byok.lead_pass(config.concurrency).await
+            } else {
+                byok.follow_pass().await;
+                0
+            }
         };
-        let Some((tenant_keks, platform_keks)) = stop.run_until_cancelled(pass).await else {
+        let Some(checked) = stop.run_until_cancelled(pass).await else {
             return;
         };
-        let checked = tenant_keks + platform_keks;
+        // The leader checks its own cache directly; only followers report theirs (on SQLite the
+        // one process leads, so it never writes a report).
+        if !leading {
+            byok.report_cached_platform_keks(config.interval * REPORT_INTERVALS)
+                .await;
+        }
         last_pass = started.elapsed();
         tracing::debug!(
+            leading,
             checked,
             elapsed_ms = last_pass.as_millis() as u64,
             "key-state watcher pass"
@@ -54,7 +81,73 @@ pub async fn run(byok: Weak<Byok>, config: WatcherConfig, stop: CancellationToke
     }
 }
 
+/// The tenant CMKs requests may use in `bindings`: of bindings not disabled, those available.
+fn usable_keks(bindings: &BindingSet) -> HashSet<String> {
+    bindings
+        .all()
+        .iter()
+        .filter(|b| !b.record.admin_disabled)
+        .flat_map(|b| b.record.keks.iter())
+        .filter(|k| k.available)
+        .map(|k| k.key_arn.clone())
+        .collect()
+}
+
 impl Byok {
+    /// Confirms the leadership held (if any), else tries to take it; the leadership held after.
+    async fn keep_or_take_lead(&self, held: Option<Leadership>) -> Option<Leadership> {
+        if let Some(mut leadership) = held {
+            if leadership.confirm().await {
+                return Some(leadership);
+            }
+            tracing::warn!(
+                "lost the key-state watcher's leadership (its database connection failed); not polling KMS until it is won again"
+            );
+            self.metrics.set_watcher_leader(false);
+        }
+        match self.store.try_lead(LEADERSHIP).await {
+            Ok(Some(leadership)) => {
+                tracing::info!("leading the key-state watcher: this instance polls KMS");
+                self.metrics.set_watcher_leader(true);
+                Some(leadership)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not contend for the key-state watcher's leadership");
+                None
+            }
+        }
+    }
+
+    /// The leader's pass: the bindings as stored (another instance may have changed them), then
+    /// KMS for every tenant CMK and the platform KEKs; returns how many keys were checked.
+    async fn lead_pass(&self, concurrency: usize) -> usize {
+        if let Err(e) = self.reload_bindings().await {
+            tracing::warn!(error = %e, "could not reload BYOK bindings; checking the current view");
+        }
+        let (tenant_keks, platform_keks) = tokio::join!(
+            self.check_all(concurrency),
+            self.check_platform_keks(concurrency)
+        );
+        tenant_keks + platform_keks
+    }
+
+    /// A follower's pass: no KMS call; the state the leader stored. CMKs that stopped being
+    /// usable lose their cached DEKs here too (the keyring already refuses them).
+    async fn follow_pass(&self) {
+        let before = usable_keks(&self.keyring.bindings());
+        match self.reload_bindings().await {
+            Ok(()) => {
+                let after = usable_keks(&self.keyring.bindings());
+                for key_arn in before.difference(&after) {
+                    self.dek_cache.purge_kek(key_arn).await;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not reload BYOK bindings; view unchanged"),
+        }
+        self.follow_platform_keks().await;
+    }
+
     /// One pass over every watched CMK; returns how many were checked. Tests call it directly.
     pub async fn check_all(&self, concurrency: usize) -> usize {
         let byok = self;

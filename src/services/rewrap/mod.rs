@@ -3,29 +3,53 @@
 //! inside KMS when one set of credentials reaches both keys, else `Decrypt` + `Encrypt` under each
 //! side's credentials. Jobs walk the objects under a source in order, checkpoint after each batch,
 //! write each object back by compare-and-swap, pace KMS calls, and resume after a restart.
+//! With several instances on one database, a job runs on the instance holding its lease; every
+//! instance scans for jobs whose lease ran out (their instance died) and resumes them.
 
 mod worker;
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+
+use tokio_util::sync::CancellationToken;
 
 pub use crate::config::workers::RewrapConfig;
 use crate::context::KeyContext;
 use crate::error::{Error, ErrorCode};
 use crate::keyring::Keyring;
 use crate::kms::{KekRef, KeyProvider, KmsError};
+use crate::services::byok::Byok;
 pub use crate::store::RewrapJobRecord;
 use crate::store::Store;
 use crate::supervisor::{Stage, Supervisor};
 use worker::run_job;
 
-/// Rewrap jobs: start, status, cancel, resume at start. Each running job is one task holding
-/// the service; the worker writes through the store only.
+/// Rewrap jobs: start, status, cancel, resume (at start, and jobs other instances left). Each
+/// running job is one task holding the service; the worker writes through the store only.
 pub struct Rewrap {
     store: Store,
     keyring: Arc<Keyring>,
+    /// Reloads the routing view before resuming a job another instance started: a job must
+    /// resolve destinations from the bindings as stored, never from a stale view.
+    byok: Arc<Byok>,
     config: RewrapConfig,
     /// Owns the job tasks, so a shutdown stops them at a checkpoint.
     supervisor: Supervisor,
+    /// This instance's name as a lease owner.
+    instance: String,
+    /// Jobs with a task here: a scan never starts a second one for the same job.
+    active: Mutex<HashSet<String>>,
+}
+
+/// What the rewrap service is built from.
+pub struct RewrapParts {
+    pub store: Store,
+    pub keyring: Arc<Keyring>,
+    pub byok: Arc<Byok>,
+    pub config: RewrapConfig,
+    pub supervisor: Supervisor,
+    /// Unique per process (a restart is a new owner): see `Broker::start`.
+    pub instance: String,
 }
 
 /// What a job moves away from.
@@ -94,17 +118,15 @@ pub async fn rewrap_dek(
 }
 
 impl Rewrap {
-    pub fn new(
-        store: Store,
-        keyring: Arc<Keyring>,
-        config: RewrapConfig,
-        supervisor: Supervisor,
-    ) -> Self {
+    pub fn new(parts: RewrapParts) -> Self {
         Self {
-            store,
-            keyring,
-            config,
-            supervisor,
+            store: parts.store,
+            keyring: parts.keyring,
+            byok: parts.byok,
+            config: parts.config,
+            supervisor: parts.supervisor,
+            instance: parts.instance,
+            active: Mutex::default(),
         }
     }
 
@@ -137,15 +159,17 @@ impl Rewrap {
         let job_id = format!("rewrap_{}", uuid::Uuid::new_v4().simple());
         let job = self
             .store
-            .insert_rewrap_job(job_id, kind.into(), id, keks)
+            .insert_rewrap_job(
+                job_id,
+                kind.into(),
+                id,
+                keks,
+                self.instance.clone(),
+                self.config.lease,
+            )
             .await?;
         tracing::info!(job_id = %job.id, total = job.total, "rewrap job started");
-        let rewrap = Arc::clone(self);
-        let running = job.clone();
-        self.supervisor
-            .spawn(Stage::Workers, "rewrap job", move |stop| {
-                run_job(rewrap, running, stop)
-            });
+        self.spawn_job(job.clone());
         Ok(job)
     }
 
@@ -169,16 +193,76 @@ impl Rewrap {
         self.rewrap_status(id).await
     }
 
-    /// Resumes jobs that were running when the broker stopped, from their checkpoints.
+    /// Resumes the running jobs no live instance holds (at start: those this broker was running
+    /// when it stopped; later: those whose instance died), each from its checkpoint.
     pub async fn resume_rewrap_jobs(self: &Arc<Self>) -> Result<(), Error> {
-        for job in self.store.running_rewrap_jobs().await? {
-            tracing::info!(job_id = %job.id, checkpoint = job.checkpoint_seq, "resuming rewrap job");
-            let rewrap = Arc::clone(self);
-            self.supervisor
-                .spawn(Stage::Workers, "rewrap job", move |stop| {
-                    run_job(rewrap, job, stop)
-                });
+        for job in self.store.claimable_rewrap_jobs().await? {
+            if self.is_active(&job.id) {
+                continue;
+            }
+            if !self
+                .store
+                .claim_rewrap_job(&job.id, &self.instance, self.config.lease)
+                .await?
+            {
+                continue; // another instance claimed it first
+            }
+            if let Err(e) = self.byok.reload_bindings().await {
+                // Fail closed: no job runs on a routing view that may be stale.
+                let _ = self.store.release_rewrap_job(&job.id, &self.instance).await;
+                return Err(e);
+            }
+            tracing::info!(job_id = %job.id, checkpoint = job.checkpoint_seq, instance = %self.instance, "resuming rewrap job");
+            self.spawn_job(job);
         }
         Ok(())
+    }
+
+    fn spawn_job(self: &Arc<Self>, job: RewrapJobRecord) {
+        self.active
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(job.id.clone());
+        let rewrap = Arc::clone(self);
+        self.supervisor
+            .spawn(Stage::Workers, "rewrap job", move |stop| {
+                run_job(rewrap, job, stop)
+            });
+    }
+
+    fn is_active(&self, job_id: &str) -> bool {
+        self.active
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(job_id)
+    }
+
+    fn finished_here(&self, job_id: &str) {
+        self.active
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(job_id);
+    }
+}
+
+/// Every claim scan, resumes the jobs whose lease ran out; ends with `stop` or the service.
+pub async fn run_claims(rewrap: Weak<Rewrap>, stop: CancellationToken) {
+    loop {
+        let Some(scan) = rewrap.upgrade().map(|r| r.config.claim_scan()) else {
+            return;
+        };
+        if stop
+            .run_until_cancelled(tokio::time::sleep(scan))
+            .await
+            .is_none()
+        {
+            return;
+        }
+        let Some(rewrap) = rewrap.upgrade() else {
+            return;
+        };
+        if let Err(e) = rewrap.resume_rewrap_jobs().await {
+            tracing::warn!(error = %e, "rewrap claim scan failed; retried at the next scan");
+        }
     }
 }

@@ -1,7 +1,10 @@
 //! The rewrap worker: walks a job's candidate objects in order, moves each wrapped DEK by
 //! compare-and-swap (an object changed meanwhile is left to its writer), paces KMS calls across
 //! the job's concurrent tasks, checkpoints after each batch and records per-object failures.
+//! It keeps the job's lease while it runs (renewed with each checkpoint and every third of the
+//! lease) and stops at the next checkpoint if another instance holds the job.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -123,48 +126,124 @@ impl Rewrap {
 enum JobEnd {
     /// Nothing left, or cancelled by an admin: the job gets its final state.
     Finished,
-    /// Shutdown, at a checkpoint: the job stays `running` and resumes on the next start.
+    /// Shutdown, at a checkpoint: the job stays `running`, its lease is given up, and it resumes
+    /// on the next start or on another instance.
     Stopped,
+    /// Another instance holds the job's lease now (this one could not renew it in time): that
+    /// one carries on from the checkpoint; objects both touched are swapped once (compare-and-swap).
+    Lost,
+}
+
+/// Renews the job's lease every [`RewrapConfig::renewal`](crate::config::workers::RewrapConfig::renewal);
+/// once another instance holds it, cancels `lost` and waits forever (the job's loop stops at its
+/// next checkpoint). A renewal that fails (the database is unreachable) is retried: if it stays
+/// unreachable past the lease, the lease is lost, as it should be.
+async fn keep_lease(rewrap: &Rewrap, job_id: &str, lost: &CancellationToken) -> Infallible {
+    loop {
+        tokio::time::sleep(rewrap.config.renewal()).await;
+        match rewrap
+            .store
+            .claim_rewrap_job(job_id, &rewrap.instance, rewrap.config.lease)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                lost.cancel();
+                return std::future::pending().await;
+            }
+            Err(e) => tracing::warn!(job_id, error = %e, "could not renew a rewrap job's lease"),
+        }
+    }
+}
+
+/// Forgets the job in the service's set of jobs running here, however its task ends.
+struct Running<'a>(&'a Rewrap, &'a str);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.finished_here(self.1);
+    }
 }
 
 pub(super) async fn run_job(rewrap: Arc<Rewrap>, job: RewrapJobRecord, stop: CancellationToken) {
+    let _running = Running(&rewrap, &job.id);
+    let lost = CancellationToken::new();
+    let outcome = tokio::select! {
+        outcome = process(&rewrap, &job, &stop, &lost) => outcome,
+        never = keep_lease(&rewrap, &job.id, &lost) => match never {},
+    };
+    end_job(&rewrap, &job, outcome).await;
+}
+
+/// The job's loop: batches from the checkpoint on until nothing is left, a stop or a lost lease.
+async fn process(
+    rewrap: &Arc<Rewrap>,
+    job: &RewrapJobRecord,
+    stop: &CancellationToken,
+    lost: &CancellationToken,
+) -> Result<JobEnd, Error> {
     let config = rewrap.config;
     let pacer = Pacer::new(config.kms_calls_per_second);
     let mut checkpoint = job.checkpoint_seq;
-    let outcome: Result<JobEnd, Error> = async {
-        loop {
-            // Checked only between batches: a batch, once started, finishes and is checkpointed.
-            if stop.is_cancelled() {
-                return Ok(JobEnd::Stopped);
-            }
-            if rewrap.store.get_rewrap_job(&job.id).await?.state != "running" {
-                return Ok(JobEnd::Finished); // cancelled
-            }
-            let batch = rewrap.store.rewrap_candidates(job.source_keks.clone(), checkpoint, config.batch_size).await?;
-            let Some(last) = batch.last() else { return Ok(JobEnd::Finished) };
-            let last_seq = last.seq;
-            futures_util::stream::iter(&batch)
-                .for_each_concurrent(config.concurrency.max(1), |candidate| {
-                    let (rewrap, pacer, job_id) = (&rewrap, &pacer, &job.id);
-                    async move {
-                        if let Err(e) = rewrap.rewrap_object(job_id, candidate, pacer).await {
-                            let reason = failure_reason(&e);
-                            tracing::warn!(job_id, object_id = %candidate.object_id, reason, error = %e, "object not rewrapped; left intact");
-                            if let Err(e) = rewrap.store.record_rewrap_failure(job_id, &candidate.object_id, &reason).await {
-                                tracing::error!(job_id, error = %e, "could not record a rewrap failure");
-                            }
+    loop {
+        // Checked only between batches: a batch, once started, finishes and is checkpointed.
+        if stop.is_cancelled() {
+            return Ok(JobEnd::Stopped);
+        }
+        if lost.is_cancelled() {
+            return Ok(JobEnd::Lost);
+        }
+        if rewrap.store.get_rewrap_job(&job.id).await?.state != "running" {
+            return Ok(JobEnd::Finished); // cancelled
+        }
+        let batch = rewrap
+            .store
+            .rewrap_candidates(job.source_keks.clone(), checkpoint, config.batch_size)
+            .await?;
+        let Some(last) = batch.last() else {
+            return Ok(JobEnd::Finished);
+        };
+        let last_seq = last.seq;
+        futures_util::stream::iter(&batch)
+            .for_each_concurrent(config.concurrency.max(1), |candidate| {
+                let (rewrap, pacer, job_id) = (&rewrap, &pacer, &job.id);
+                async move {
+                    if let Err(e) = rewrap.rewrap_object(job_id, candidate, pacer).await {
+                        let reason = failure_reason(&e);
+                        tracing::warn!(job_id, object_id = %candidate.object_id, reason, error = %e, "object not rewrapped; left intact");
+                        if let Err(e) = rewrap.store.record_rewrap_failure(job_id, &candidate.object_id, &reason).await {
+                            tracing::error!(job_id, error = %e, "could not record a rewrap failure");
                         }
                     }
-                })
-                .await;
-            rewrap.store.advance_rewrap_checkpoint(&job.id, last_seq).await?;
-            checkpoint = last_seq;
+                }
+            })
+            .await;
+        if !rewrap
+            .store
+            .advance_rewrap_checkpoint(&job.id, last_seq, &rewrap.instance, config.lease)
+            .await?
+        {
+            return Ok(JobEnd::Lost);
         }
+        checkpoint = last_seq;
     }
-    .await;
+}
+
+async fn end_job(rewrap: &Rewrap, job: &RewrapJobRecord, outcome: Result<JobEnd, Error>) {
     let (state, error) = match outcome {
         Ok(JobEnd::Stopped) => {
-            tracing::info!(job_id = %job.id, checkpoint, "rewrap job stopped at its checkpoint; it resumes on the next start");
+            if let Err(e) = rewrap
+                .store
+                .release_rewrap_job(&job.id, &rewrap.instance)
+                .await
+            {
+                tracing::warn!(job_id = %job.id, error = %e, "could not give up a stopped rewrap job's lease; it resumes once the lease runs out");
+            }
+            tracing::info!(job_id = %job.id, "rewrap job stopped at its checkpoint; it resumes on the next start or on another instance");
+            return;
+        }
+        Ok(JobEnd::Lost) => {
+            tracing::warn!(job_id = %job.id, instance = %rewrap.instance, "rewrap job's lease taken over by another instance; stopped here");
             return;
         }
         Err(e) => ("failed", Some(e.to_string())),

@@ -22,7 +22,20 @@ const MIGRATIONS: &[(i64, &str)] = &[
         "CREATE INDEX idempotency_created ON idempotency(created_at); \
          CREATE INDEX audit_events_created ON audit_events(created_at);",
     ),
-    // (10 is another branch's migration.)
+    // Several instances: rewrap job leases, and the key-state watcher's platform KEK findings
+    // (see the SQLite list).
+    (
+        10,
+        r#"
+ALTER TABLE rewrap_jobs ADD COLUMN lease_owner TEXT COLLATE "C";
+ALTER TABLE rewrap_jobs ADD COLUMN lease_expires_ms BIGINT NOT NULL DEFAULT 0;
+CREATE TABLE platform_kek_watch (
+    kek_id            TEXT COLLATE "C" PRIMARY KEY,
+    failure           TEXT COLLATE "C",
+    cached_until_ms   BIGINT NOT NULL DEFAULT 0
+);
+"#,
+    ),
     (11, COHERENCE),
 ];
 

@@ -186,14 +186,21 @@ CREATE TRIGGER tenant_keks_delete AFTER DELETE ON tenant_keks BEGIN UPDATE byok_
 CREATE INDEX idempotency_created ON idempotency(created_at);
 CREATE INDEX audit_events_created ON audit_events(created_at);
 "#,
-    // Version 10 is another branch's migration; this entry holds its place until they merge.
-    RESERVED_10,
+    // Several instances: a rewrap job is run by the instance holding its lease (expiry in ms on
+    // the database's clock); platform KEK states the key-state watcher's leader found, and the
+    // platform KEKs instances have DEKs of in their caches (so the leader checks those too).
+    r#"
+ALTER TABLE rewrap_jobs ADD COLUMN lease_owner TEXT;
+ALTER TABLE rewrap_jobs ADD COLUMN lease_expires_ms INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE platform_kek_watch (
+    kek_id            TEXT PRIMARY KEY,
+    failure           TEXT,
+    cached_until_ms   INTEGER NOT NULL DEFAULT 0
+);
+"#,
     // Coherence between brokers: the API-key revision (see `COHERENCE` below).
     COHERENCE,
 ];
-
-/// Version 10's place: replaced by that migration when the branches merge.
-const RESERVED_10: &str = "-- reserved";
 
 /// Version 11. The API-key revision: bumped by triggers in the transaction of every change to a
 /// key (a revocation), so a broker that cached a verified key can tell its copy is stale. One

@@ -7,7 +7,7 @@
 mod postgres;
 mod sqlite;
 
-pub(super) use postgres::{PostgresConnector, PostgresWriteConnection, store_error};
+pub(super) use postgres::{PostgresConnector, PostgresSql, PostgresWriteConnection, store_error};
 pub(super) use sqlite::SqliteWriteConnection;
 
 use super::StoreError;
@@ -17,6 +17,17 @@ use super::StoreError;
 pub enum Dialect {
     Sqlite,
     Postgres,
+}
+
+impl Dialect {
+    /// The database's clock as Unix milliseconds: leases compare against it, the one clock every
+    /// instance shares (theirs may drift apart).
+    pub(in crate::store) fn now_ms(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
+            Dialect::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+        }
+    }
 }
 
 /// A parameter or a column value.

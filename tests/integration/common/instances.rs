@@ -54,4 +54,9 @@ impl Instances {
     pub fn port(&self, index: usize) -> u16 {
         self.brokers[index].port
     }
+
+    /// The directory that names the shared database, for `database::query` and friends.
+    pub fn database_dir(&self) -> &std::path::Path {
+        &self._database
+    }
 }
