@@ -1,9 +1,34 @@
 #!/usr/bin/env bash
 # The byok-broker benchmark: starts LocalStack (unless LOCALSTACK_ENDPOINT names one), builds the
-# broker and the bench driver in release mode, and runs every workload with its baselines.
+# broker and the bench driver in release mode, and runs every workload with its baselines, every
+# workload that starts a broker once on SQLite and once on PostgreSQL, side by side.
 # Usage: bench/run.sh [--quick]     (--quick: ~1.5 s per point, the CI smoke run)
+# PostgreSQL: BYOK_BENCH_DATABASE_URL=postgres://... (a server the bench may CREATE DATABASE on;
+# each broker gets a fresh byok_bench_<uuid> database, dropped afterwards). Unset, the one on
+# 127.0.0.1:5432 (user postgres) if it answers; if none does, the PostgreSQL half is skipped, or
+# with CI=true the run fails.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# Whether a PostgreSQL server answers on 127.0.0.1:5432 (a bare TCP connect without pg_isready).
+postgres_answers() {
+  if command -v pg_isready >/dev/null 2>&1; then
+    pg_isready -q -h 127.0.0.1 -p 5432 -t 3
+  else
+    timeout 3 bash -c 'exec 3<>/dev/tcp/127.0.0.1/5432' 2>/dev/null
+  fi
+}
+
+if [[ -z "${BYOK_BENCH_DATABASE_URL:-}" ]]; then
+  if postgres_answers; then
+    export BYOK_BENCH_DATABASE_URL="postgres://postgres@127.0.0.1:5432/postgres"
+  elif [[ "${CI:-}" == "true" ]]; then
+    echo "bench: no PostgreSQL answers on 127.0.0.1:5432 (pg_isready) and BYOK_BENCH_DATABASE_URL is unset;" \
+      "CI runs the PostgreSQL half too: start PostgreSQL there or set BYOK_BENCH_DATABASE_URL=postgres://..." >&2
+    exit 1
+  fi
+  # Otherwise the driver prints one line saying the PostgreSQL half did not run, and how to run it.
+fi
 
 if [[ -z "${LOCALSTACK_ENDPOINT:-}" ]]; then
   port="${BYOK_BENCH_LOCALSTACK_PORT:-4597}"

@@ -1,11 +1,16 @@
 //! byok-broker benchmark: drives a release broker over HTTP with a keep-alive load generator and
 //! measures, in the same run, the baselines the targets are ratios of (the broker's own `/healthz`,
-//! raw AWS SDK calls against the same LocalStack). Prints a table, the targets with pass/fail,
-//! and one JSON line. Run it through `bench/run.sh` (which starts LocalStack and builds).
+//! raw AWS SDK calls against the same LocalStack). Every workload that starts a broker runs once
+//! per store backend, SQLite and (given `--database-url` / `BYOK_BENCH_DATABASE_URL`) PostgreSQL:
+//! the brokers of a phase run side by side and each load point is measured on one, then the
+//! other, so their rows are adjacent and the same targets apply to each. Prints a table, the
+//! targets with pass/fail, PostgreSQL / SQLite throughput ratios, and one JSON line. Run it
+//! through `bench/run.sh` (which starts LocalStack, finds PostgreSQL, and builds).
 
 // A benchmark driver, not the broker: it stops at the first setup failure, which is what unwrap says.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod database;
 // The CLI's client, included by path: it is no part of the library's public API.
 #[path = "../../src/cli/http_client.rs"]
 mod http_client;
@@ -15,17 +20,20 @@ mod server;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use load::{LoadResult, RequestPlan};
-use server::{APP_KEY, Broker};
+use server::{APP_KEY, Backend, Broker};
 
 struct Options {
     broker: String,
     localstack: String,
     quick: bool,
+    /// The PostgreSQL server's base URL (any database on it): each PostgreSQL broker gets a fresh
+    /// database created through it. `None`: the SQLite half only.
+    database_url: Option<String>,
 }
 
 fn options() -> Options {
@@ -34,11 +42,17 @@ fn options() -> Options {
         broker: "target/release/byok-broker".into(),
         localstack: String::new(),
         quick: false,
+        database_url: std::env::var("BYOK_BENCH_DATABASE_URL")
+            .ok()
+            .filter(|url| !url.is_empty()),
     };
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--broker" => options.broker = args.next().expect("--broker PATH"),
             "--localstack" => options.localstack = args.next().expect("--localstack URL"),
+            "--database-url" => {
+                options.database_url = Some(args.next().expect("--database-url postgres://..."))
+            }
             "--quick" => options.quick = true,
             other => panic!("unknown argument {other}"),
         }
@@ -50,22 +64,36 @@ fn options() -> Options {
     options
 }
 
+/// What one row measured, by workload, backend (`None`: a baseline that starts no broker) and
+/// concurrency.
+type Key = (String, Option<Backend>, usize);
+
 #[derive(Default)]
 struct Report {
     rows: Vec<Value>,
     targets: Vec<(String, bool, String)>,
+    /// Throughput per row (objects/s for the rewrap job).
+    rates: BTreeMap<Key, f64>,
+    /// Workloads in the order they first ran.
+    workloads: Vec<String>,
+}
+
+fn backend_name(backend: Option<Backend>) -> &'static str {
+    backend.map_or("-", Backend::name)
 }
 
 impl Report {
     fn row(
         &mut self,
         workload: &str,
+        backend: Option<Backend>,
         concurrency: usize,
         result: &LoadResult,
         kms_per_1000: Option<f64>,
     ) {
         let row = json!({
             "workload": workload,
+            "backend": backend.map(Backend::name),
             "concurrency": concurrency,
             "rps": (result.rps() * 10.0).round() / 10.0,
             "p50_ms": (result.percentile_ms(0.50) * 100.0).round() / 100.0,
@@ -74,8 +102,9 @@ impl Report {
             "kms_calls_per_1000": kms_per_1000.map(|k| (k * 10.0).round() / 10.0),
         });
         println!(
-            "{:<22} {:>4} {:>10.1} {:>9.2} {:>9.2} {:>7} {:>10}",
+            "{:<24} {:<8} {:>4} {:>10.1} {:>9.2} {:>9.2} {:>7} {:>10}",
             workload,
+            backend_name(backend),
             concurrency,
             result.rps(),
             result.percentile_ms(0.50),
@@ -84,6 +113,23 @@ impl Report {
             kms_per_1000.map_or("-".into(), |k| format!("{k:.1}"))
         );
         self.rows.push(row);
+        self.rate(workload, backend, concurrency, result.rps());
+    }
+
+    fn rate(&mut self, workload: &str, backend: Option<Backend>, concurrency: usize, rate: f64) {
+        if !self.workloads.iter().any(|w| w == workload) {
+            self.workloads.push(workload.to_owned());
+        }
+        self.rates
+            .insert((workload.to_owned(), backend, concurrency), rate);
+    }
+
+    /// The throughput a row measured (0 if it did not run).
+    fn get(&self, workload: &str, backend: Option<Backend>, concurrency: usize) -> f64 {
+        self.rates
+            .get(&(workload.to_owned(), backend, concurrency))
+            .copied()
+            .unwrap_or(0.0)
     }
 
     fn target(&mut self, name: &str, pass: bool, detail: String) {
@@ -112,8 +158,71 @@ fn value_1k(i: u64) -> String {
     format!("{i:08}{}", "v".repeat(1016))
 }
 
+/// Reads of `ids`, round robin.
+fn reads(ids: &[String]) -> Arc<RequestPlan> {
+    let ids = Arc::new(ids.to_vec());
+    plan(
+        "GET",
+        move |i| format!("/vault/v1/kv/{}", ids[i as usize % ids.len()]),
+        |_| String::new(),
+        APP_KEY,
+        200,
+    )
+}
+
+/// One broker per backend, started one after the other.
+async fn start_all(
+    options: &Options,
+    backends: &[Backend],
+    phase: &str,
+    run_id: &str,
+    extra: &[(&str, &str)],
+) -> Vec<Broker> {
+    let mut brokers = Vec::new();
+    for &backend in backends {
+        let prefix = format!("bench-{phase}-{backend}-{run_id}");
+        brokers.push(Broker::start(options, backend, &prefix, extra).await);
+    }
+    brokers
+}
+
+/// Runs `workload` at every concurrency on every broker (each point on one broker, then the
+/// next), recording rows and the KMS calls per 1,000 requests. `plan_for(broker index, c)`.
+async fn points(
+    report: &mut Report,
+    brokers: &[Broker],
+    workload: &str,
+    concurrencies: &[usize],
+    duration: Duration,
+    kms: bool,
+    plan_for: impl Fn(usize, usize) -> Arc<RequestPlan>,
+) {
+    for &c in concurrencies {
+        for (index, broker) in brokers.iter().enumerate() {
+            let (result, per_1000) = broker.measure(c, duration, plan_for(index, c)).await;
+            report.row(
+                workload,
+                Some(broker.backend),
+                c,
+                &result,
+                kms.then_some(per_1000),
+            );
+        }
+    }
+}
+
+const HEALTHZ: &str = "healthz (baseline)";
+const HOT_READS: &str = "hot reads 1 KiB";
+const CREATES: &str = "creates 1 KiB";
+const COLD_READS: &str = "cold reads (no cache)";
+const RAW_GDK: &str = "raw SDK GenerateDataKey";
+const RAW_DECRYPT: &str = "raw SDK Decrypt";
+const RAW_REENCRYPT: &str = "raw SDK ReEncrypt";
+const REWRAP: &str = "rewrap job (objects/s)";
+
 #[tokio::main]
 async fn main() {
+    let started = Instant::now();
     let options = options();
     let duration = if options.quick {
         Duration::from_millis(1500)
@@ -123,7 +232,6 @@ async fn main() {
     let concurrencies = [1usize, 16, 64];
     let run_id = uuid::Uuid::new_v4().simple().to_string();
     let mut report = Report::default();
-    let mut figures: BTreeMap<String, f64> = BTreeMap::new();
 
     println!(
         "byok-broker bench ({} mode, {:.1} s per point, LocalStack {})",
@@ -131,264 +239,354 @@ async fn main() {
         duration.as_secs_f64(),
         options.localstack
     );
+    let backends = match &options.database_url {
+        Some(url) => {
+            println!(
+                "backends: sqlite, postgres (a fresh database per broker on {})",
+                database::redacted(url)
+            );
+            vec![Backend::Sqlite, Backend::Postgres]
+        }
+        None => {
+            println!(
+                "backends: sqlite only; the PostgreSQL half did not run (no --database-url or BYOK_BENCH_DATABASE_URL: start PostgreSQL on 127.0.0.1:5432 for bench/run.sh, or set BYOK_BENCH_DATABASE_URL=postgres://USER@HOST:PORT/DB)"
+            );
+            vec![Backend::Sqlite]
+        }
+    };
     println!(
-        "{:<22} {:>4} {:>10} {:>9} {:>9} {:>7} {:>10}",
-        "workload", "c", "req/s", "p50 ms", "p99 ms", "errors", "KMS/1000"
+        "{:<24} {:<8} {:>4} {:>10} {:>9} {:>9} {:>7} {:>10}",
+        "workload", "backend", "c", "req/s", "p50 ms", "p99 ms", "errors", "KMS/1000"
     );
 
-    // Broker with the DEK cache on: trivial endpoint, hot reads, writes, data keys.
-    let hot = Broker::start(&options, &format!("bench-hot-{run_id}"), &[]).await;
-    let objects = hot.create_objects("hot", 200, value_1k).await;
-    let decrypts_before = hot.kms_calls("decrypt").await;
-    for c in concurrencies {
-        let result = load::run(
-            hot.port,
-            c,
-            duration,
+    // Brokers with the DEK cache on: trivial endpoint, hot reads, writes, data keys.
+    let hot = start_all(&options, &backends, "hot", &run_id, &[]).await;
+    let mut objects = Vec::new();
+    let mut decrypts_before = Vec::new();
+    for broker in &hot {
+        let ids = broker.create_objects("hot", 200, value_1k).await;
+        decrypts_before.push(broker.kms_calls("decrypt").await);
+        // The one Decrypt per object the Decrypt-count target allows, before the first point.
+        broker.read_each(&ids).await;
+        objects.push(ids);
+    }
+    points(
+        &mut report,
+        &hot,
+        HEALTHZ,
+        &concurrencies,
+        duration,
+        false,
+        |_, _| {
             plan(
                 "GET",
                 |_| "/healthz".into(),
                 |_| String::new(),
                 APP_KEY,
                 200,
-            ),
-        )
-        .await;
-        figures.insert(format!("healthz_c{c}"), result.rps());
-        report.row("healthz (baseline)", c, &result, None);
-    }
-    let mut hot_reads = 0;
+            )
+        },
+    )
+    .await;
+    let mut hot_reads: Vec<u64> = objects.iter().map(|ids| ids.len() as u64).collect();
     for c in concurrencies {
-        let ids = Arc::new(objects.clone());
-        let before = hot.kms_calls_total().await;
-        // BYOK_BENCH_PERF=FILE records a CPU profile of the broker during hot reads at c=64.
-        let profiler = std::env::var("BYOK_BENCH_PERF")
-            .ok()
-            .filter(|_| c == 64)
-            .map(|file| hot.profile(&file, duration));
-        let result = load::run(
-            hot.port,
-            c,
-            duration,
+        for (index, broker) in hot.iter().enumerate() {
+            let before = broker.kms_calls_total().await;
+            // BYOK_BENCH_PERF=FILE records a CPU profile of each broker during hot reads at c=64,
+            // into FILE.sqlite and FILE.postgres.
+            let profiler = std::env::var("BYOK_BENCH_PERF")
+                .ok()
+                .filter(|_| c == 64)
+                .map(|file| broker.profile(&format!("{file}.{}", broker.backend), duration));
+            let result = load::run(broker.port, c, duration, reads(&objects[index])).await;
+            if let Some(mut profiler) = profiler {
+                let _ = profiler.wait();
+            }
+            hot_reads[index] += result.requests;
+            let kms = (broker.kms_calls_total().await - before) as f64 * 1000.0
+                / result.requests.max(1) as f64;
+            report.row(HOT_READS, Some(broker.backend), c, &result, Some(kms));
+        }
+    }
+    let mut hot_decrypts = Vec::new();
+    for (broker, before) in hot.iter().zip(&decrypts_before) {
+        hot_decrypts.push(broker.kms_calls("decrypt").await - before);
+    }
+    points(
+        &mut report,
+        &hot,
+        CREATES,
+        &concurrencies,
+        duration,
+        true,
+        |index, c| {
+            let prefix = format!("create-{c}-{index}-{run_id}");
             plan(
-                "GET",
+                "POST",
+                |_| "/vault/v1/kv".into(),
+                move |i| json!({"name": format!("{prefix}-{i}"), "value": value_1k(i), "key_context": {"organization_id": format!("org_bench_{}", i % 20)}}).to_string(),
+                APP_KEY,
+                201,
+            )
+        },
+    )
+    .await;
+    points(
+        &mut report,
+        &hot,
+        "updates 1 KiB",
+        &concurrencies,
+        duration,
+        true,
+        |index, _| {
+            let ids = Arc::new(objects[index].clone());
+            plan(
+                "PUT",
                 move |i| format!("/vault/v1/kv/{}", ids[i as usize % ids.len()]),
-                |_| String::new(),
+                |i| json!({"value": value_1k(i)}).to_string(),
+                APP_KEY,
+                201,
+            )
+        },
+    )
+    .await;
+    points(
+        &mut report,
+        &hot,
+        "create data key",
+        &concurrencies,
+        duration,
+        true,
+        |_, _| {
+            plan(
+                "POST",
+                |_| "/vault/v1/keys/data-key".into(),
+                |i| {
+                    json!({"context": {"organization_id": format!("org_bench_{}", i % 20)}})
+                        .to_string()
+                },
                 APP_KEY,
                 200,
-            ),
-        )
-        .await;
-        if let Some(mut profiler) = profiler {
-            let _ = profiler.wait();
-        }
-        hot_reads += result.requests;
-        let kms =
-            (hot.kms_calls_total().await - before) as f64 * 1000.0 / result.requests.max(1) as f64;
-        figures.insert(format!("hot_reads_c{c}"), result.rps());
-        report.row("hot reads 1 KiB", c, &result, Some(kms));
-    }
-    let hot_decrypts = hot.kms_calls("decrypt").await - decrypts_before;
-    for c in concurrencies {
-        let prefix = format!("create-{c}-{run_id}");
-        let (result, kms) = hot.measure(c, duration, plan("POST", |_| "/vault/v1/kv".into(), move |i| json!({"name": format!("{prefix}-{i}"), "value": value_1k(i), "key_context": {"organization_id": format!("org_bench_{}", i % 20)}}).to_string(), APP_KEY, 201)).await;
-        figures.insert(format!("creates_c{c}"), result.rps());
-        report.row("creates 1 KiB", c, &result, Some(kms));
-    }
-    for c in concurrencies {
-        let ids = Arc::new(objects.clone());
-        let (result, kms) = hot
-            .measure(
-                c,
-                duration,
-                plan(
-                    "PUT",
-                    move |i| format!("/vault/v1/kv/{}", ids[i as usize % ids.len()]),
-                    |i| json!({"value": value_1k(i)}).to_string(),
-                    APP_KEY,
-                    201,
-                ),
             )
-            .await;
-        report.row("updates 1 KiB", c, &result, Some(kms));
+        },
+    )
+    .await;
+    let mut blobs = Vec::new();
+    for broker in &hot {
+        let keys = broker.data_key_blobs(200).await;
+        broker.decrypt_each(&keys).await;
+        blobs.push(Arc::new(keys));
     }
-    for c in concurrencies {
-        let (result, kms) = hot
-            .measure(
-                c,
-                duration,
-                plan(
-                    "POST",
-                    |_| "/vault/v1/keys/data-key".into(),
-                    |i| {
-                        json!({"context": {"organization_id": format!("org_bench_{}", i % 20)}})
-                            .to_string()
-                    },
-                    APP_KEY,
-                    200,
-                ),
+    points(
+        &mut report,
+        &hot,
+        "decrypt data key",
+        &concurrencies,
+        duration,
+        true,
+        |index, _| {
+            let blobs = Arc::clone(&blobs[index]);
+            plan(
+                "POST",
+                |_| "/vault/v1/keys/decrypt".into(),
+                move |i| json!({"keys": blobs[i as usize % blobs.len()]}).to_string(),
+                APP_KEY,
+                200,
             )
-            .await;
-        report.row("create data key", c, &result, Some(kms));
-    }
-    let blobs = Arc::new(hot.data_key_blobs(200).await);
-    for c in concurrencies {
-        let blobs = Arc::clone(&blobs);
-        let (result, kms) = hot
-            .measure(
-                c,
-                duration,
-                plan(
-                    "POST",
-                    |_| "/vault/v1/keys/decrypt".into(),
-                    move |i| json!({"keys": blobs[i as usize % blobs.len()]}).to_string(),
-                    APP_KEY,
-                    200,
-                ),
-            )
-            .await;
-        report.row("decrypt data key", c, &result, Some(kms));
-    }
-    let hot_rss = hot.peak_rss_mib();
-    hot.stop();
+        },
+    )
+    .await;
+    let hot_rss: Vec<f64> = hot.iter().map(Broker::peak_rss_mib).collect();
+    drop(hot);
 
-    // Broker with the DEK cache off: every read is a KMS Decrypt.
-    let cold = Broker::start(
+    // Brokers with the DEK cache off: every read is a KMS Decrypt.
+    let cold = start_all(
         &options,
-        &format!("bench-cold-{run_id}"),
+        &backends,
+        "cold",
+        &run_id,
         &[("BYOK_BROKER_DEK_CACHE_TTL_SECONDS", "0")],
     )
     .await;
-    let cold_objects = cold.create_objects("cold", 200, value_1k).await;
-    for c in concurrencies {
-        let ids = Arc::new(cold_objects.clone());
-        let (result, kms) = cold
-            .measure(
-                c,
-                duration,
-                plan(
-                    "GET",
-                    move |i| format!("/vault/v1/kv/{}", ids[i as usize % ids.len()]),
-                    |_| String::new(),
-                    APP_KEY,
-                    200,
-                ),
-            )
-            .await;
-        figures.insert(format!("cold_reads_c{c}"), result.rps());
-        report.row("cold reads (no cache)", c, &result, Some(kms));
+    let mut cold_objects = Vec::new();
+    for broker in &cold {
+        cold_objects.push(broker.create_objects("cold", 200, value_1k).await);
     }
-    let cold_rss = cold.peak_rss_mib();
-    cold.stop();
+    points(
+        &mut report,
+        &cold,
+        COLD_READS,
+        &concurrencies,
+        duration,
+        true,
+        |index, _| reads(&cold_objects[index]),
+    )
+    .await;
+    let cold_rss: Vec<f64> = cold.iter().map(Broker::peak_rss_mib).collect();
+    drop(cold);
 
-    // Raw AWS SDK against the same LocalStack at the same concurrency.
+    // Raw AWS SDK against the same LocalStack at the same concurrency: no broker, so once.
     let raw = raw::RawKms::connect(&options.localstack).await;
     for c in concurrencies {
         let gdk = raw.generate_data_keys(c, duration).await;
-        figures.insert(format!("raw_gdk_c{c}"), gdk.rps());
-        report.row("raw SDK GenerateDataKey", c, &gdk, None);
+        report.row(RAW_GDK, None, c, &gdk, None);
         let decrypt = raw.decrypts(c, duration).await;
-        figures.insert(format!("raw_decrypt_c{c}"), decrypt.rps());
-        report.row("raw SDK Decrypt", c, &decrypt, None);
+        report.row(RAW_DECRYPT, None, c, &decrypt, None);
     }
 
-    // Rewrap: a job CMK A -> CMK B beside raw ReEncrypt A -> B at the same concurrency.
+    // Rewrap: a job CMK A -> CMK B per backend (one broker at a time), beside raw ReEncrypt
+    // A -> B at the same concurrency.
     let rewrap_concurrency = 16;
     let rewrap_objects = if options.quick { 300 } else { 2000 };
-    let rewrap = Broker::start(
-        &options,
-        &format!("bench-rewrap-{run_id}"),
-        &[
-            ("BYOK_BROKER_REWRAP_KMS_CALLS_PER_SECOND", "0"),
-            ("BYOK_BROKER_REWRAP_CONCURRENCY", "16"),
-        ],
-    )
-    .await;
-    let (job_rate, key_a, key_b) = rewrap.rewrap_job_rate(rewrap_objects).await;
-    rewrap.stop();
+    let mut keys = None;
+    for &backend in &backends {
+        let rewrap = Broker::start(
+            &options,
+            backend,
+            &format!("bench-rewrap-{backend}-{run_id}"),
+            &[
+                ("BYOK_BROKER_REWRAP_KMS_CALLS_PER_SECOND", "0"),
+                ("BYOK_BROKER_REWRAP_CONCURRENCY", "16"),
+            ],
+        )
+        .await;
+        let (job_rate, key_a, key_b) = rewrap.rewrap_job_rate(rewrap_objects).await;
+        rewrap.stop();
+        println!(
+            "{:<24} {:<8} {:>4} {:>10.1}",
+            REWRAP, backend, rewrap_concurrency, job_rate
+        );
+        report.rate(REWRAP, Some(backend), rewrap_concurrency, job_rate);
+        report.rows.push(json!({"workload": "rewrap job", "backend": backend.name(), "concurrency": rewrap_concurrency, "objects_per_second": (job_rate * 10.0).round() / 10.0, "objects": rewrap_objects}));
+        keys.get_or_insert((key_a, key_b));
+    }
+    let (key_a, key_b) = keys.expect("at least one backend");
     let reencrypt = raw
         .reencrypts(&key_a, &key_b, rewrap_concurrency, duration)
         .await;
-    println!(
-        "{:<22} {:>4} {:>10.1}",
-        "rewrap job (objects/s)", rewrap_concurrency, job_rate
-    );
-    report.row("raw SDK ReEncrypt", rewrap_concurrency, &reencrypt, None);
-    report.rows.push(json!({"workload": "rewrap job", "concurrency": rewrap_concurrency, "objects_per_second": (job_rate * 10.0).round() / 10.0, "objects": rewrap_objects}));
+    report.row(RAW_REENCRYPT, None, rewrap_concurrency, &reencrypt, None);
 
     // Memory: 100,000 cached DEKs in a DekCache, measured in this process.
     let cache_mib = server::cache_memory_mib(100_000).await;
-    println!(
-        "peak RSS: broker with cache {hot_rss:.1} MiB, broker without cache {cold_rss:.1} MiB; 100,000 cached DEKs add {cache_mib:.1} MiB"
-    );
-
-    println!("\ntargets (ratios measured side by side in this run):");
-    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
-    let hot_ratio = ratio(figures["hot_reads_c64"], figures["healthz_c64"]);
-    report.target(
-        "hot reads >= 0.5 x /healthz at c=64",
-        hot_ratio >= 0.5,
-        format!(
-            "{:.0} / {:.0} req/s = {hot_ratio:.2}",
-            figures["hot_reads_c64"], figures["healthz_c64"]
-        ),
-    );
-    for c in [16, 64] {
-        let r = ratio(
-            figures[&format!("creates_c{c}")],
-            figures[&format!("raw_gdk_c{c}")],
-        );
-        report.target(
-            &format!("creates >= 0.8 x raw GenerateDataKey at c={c}"),
-            r >= 0.8,
-            format!(
-                "{:.0} / {:.0} per s = {r:.2}",
-                figures[&format!("creates_c{c}")],
-                figures[&format!("raw_gdk_c{c}")]
-            ),
-        );
-        let r = ratio(
-            figures[&format!("cold_reads_c{c}")],
-            figures[&format!("raw_decrypt_c{c}")],
-        );
-        report.target(
-            &format!("cold reads >= 0.8 x raw Decrypt at c={c}"),
-            r >= 0.8,
-            format!(
-                "{:.0} / {:.0} per s = {r:.2}",
-                figures[&format!("cold_reads_c{c}")],
-                figures[&format!("raw_decrypt_c{c}")]
-            ),
+    for (index, backend) in backends.iter().enumerate() {
+        println!(
+            "peak RSS ({backend}): broker with cache {:.1} MiB, broker without cache {:.1} MiB",
+            hot_rss[index], cold_rss[index]
         );
     }
-    report.target(
-        "KMS Decrypt calls for hot reads of M objects within one TTL = M",
-        hot_decrypts == objects.len() as u64,
-        format!(
-            "{hot_decrypts} Decrypt calls for {hot_reads} reads of {} objects",
-            objects.len()
-        ),
-    );
+    println!("100,000 cached DEKs add {cache_mib:.1} MiB");
+
+    println!("\ntargets (ratios measured side by side in this run, the same for each backend):");
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+    for (index, &backend) in backends.iter().enumerate() {
+        let b = Some(backend);
+        let (hot, healthz) = (report.get(HOT_READS, b, 64), report.get(HEALTHZ, b, 64));
+        let r = ratio(hot, healthz);
+        report.target(
+            &format!("[{backend}] hot reads >= 0.5 x /healthz at c=64"),
+            r >= 0.5,
+            format!("{hot:.0} / {healthz:.0} req/s = {r:.2}"),
+        );
+        for c in [16, 64] {
+            let (creates, gdk) = (report.get(CREATES, b, c), report.get(RAW_GDK, None, c));
+            let r = ratio(creates, gdk);
+            report.target(
+                &format!("[{backend}] creates >= 0.8 x raw GenerateDataKey at c={c}"),
+                r >= 0.8,
+                format!("{creates:.0} / {gdk:.0} per s = {r:.2}"),
+            );
+            let (cold, decrypt) = (
+                report.get(COLD_READS, b, c),
+                report.get(RAW_DECRYPT, None, c),
+            );
+            let r = ratio(cold, decrypt);
+            report.target(
+                &format!("[{backend}] cold reads >= 0.8 x raw Decrypt at c={c}"),
+                r >= 0.8,
+                format!("{cold:.0} / {decrypt:.0} per s = {r:.2}"),
+            );
+        }
+        report.target(
+            &format!("[{backend}] KMS Decrypt calls for hot reads of M objects within one TTL = M"),
+            hot_decrypts[index] == objects[index].len() as u64,
+            format!(
+                "{} Decrypt calls for {} reads of {} objects",
+                hot_decrypts[index],
+                hot_reads[index],
+                objects[index].len()
+            ),
+        );
+        let (job, raw_reencrypt) = (
+            report.get(REWRAP, b, rewrap_concurrency),
+            report.get(RAW_REENCRYPT, None, rewrap_concurrency),
+        );
+        let r = ratio(job, raw_reencrypt);
+        report.target(
+            &format!("[{backend}] rewrap >= 0.8 x raw ReEncrypt at c={rewrap_concurrency}"),
+            r >= 0.8,
+            format!("{job:.0} / {raw_reencrypt:.0} per s = {r:.2}"),
+        );
+    }
     report.target(
         "100,000 cached DEKs add <= 64 MiB RSS",
         cache_mib <= 64.0,
         format!("{cache_mib:.1} MiB"),
     );
-    let r = ratio(job_rate, reencrypt.rps());
-    report.target(
-        &format!("rewrap >= 0.8 x raw ReEncrypt at c={rewrap_concurrency}"),
-        r >= 0.8,
-        format!("{job_rate:.0} / {:.0} per s = {r:.2}", reencrypt.rps()),
-    );
+
+    // PostgreSQL / SQLite throughput per workload point, both measured in this run.
+    let mut backend_ratios = Vec::new();
+    if backends.contains(&Backend::Postgres) {
+        println!("\npostgres / sqlite throughput (same run, same point):");
+        println!(
+            "{:<24} {:>8} {:>8} {:>8}",
+            "workload", "c=1", "c=16", "c=64"
+        );
+        for workload in &report.workloads {
+            let mut line = format!("{workload:<24}");
+            let mut any = false;
+            for c in concurrencies {
+                // A workload without a point at `c` (the rewrap job runs at c=16 only) shows "-".
+                let sqlite = report.get(workload, Some(Backend::Sqlite), c);
+                let postgres = report.get(workload, Some(Backend::Postgres), c);
+                if sqlite > 0.0 && postgres > 0.0 {
+                    let r = postgres / sqlite;
+                    line.push_str(&format!(" {r:>8.2}"));
+                    backend_ratios.push(json!({"workload": workload, "concurrency": c, "postgres_over_sqlite": (r * 100.0).round() / 100.0}));
+                    any = true;
+                } else {
+                    line.push_str(&format!(" {:>8}", "-"));
+                }
+            }
+            if any {
+                println!("{line}");
+            }
+        }
+    }
 
     let passed = report.targets.iter().filter(|t| t.1).count();
-    println!("\n{passed} of {} targets passed", report.targets.len());
+    println!(
+        "\n{passed} of {} targets passed ({:.0} s)",
+        report.targets.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let peak_rss: BTreeMap<&str, Value> = backends
+        .iter()
+        .enumerate()
+        .map(|(index, backend)| {
+            (
+                backend.name(),
+                json!({"cache_on": hot_rss[index], "cache_off": cold_rss[index]}),
+            )
+        })
+        .collect();
     let summary = json!({
         "bench": "byok-broker",
         "mode": if options.quick { "quick" } else { "full" },
+        "backends": backends.iter().map(|b| b.name()).collect::<Vec<_>>(),
         "rows": report.rows,
-        "peak_rss_mib": {"cache_on": hot_rss, "cache_off": cold_rss},
+        "peak_rss_mib": peak_rss,
         "cached_deks_100k_mib": cache_mib,
+        "postgres_over_sqlite": backend_ratios,
         "targets": report.targets.iter().map(|(name, pass, detail)| json!({"target": name, "pass": pass, "detail": detail})).collect::<Vec<_>>(),
     });
     println!("{summary}");
