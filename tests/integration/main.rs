@@ -11,6 +11,7 @@ mod common;
 mod byok_binding_order;
 mod byok_localstack;
 mod byok_registration;
+mod byok_revision;
 mod byok_sts_faults;
 mod cache_localstack;
 mod cli_rewrap;

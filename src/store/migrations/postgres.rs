@@ -37,7 +37,25 @@ CREATE TABLE platform_kek_watch (
 "#,
     ),
     (11, COHERENCE),
+    (12, ROUTING_CHANGES_ONLY),
 ];
+
+/// Version 12: a watcher check that finds a CMK as it was updates only `last_checked_at`; that is
+/// no routing change, and bumping the revision (and notifying every broker) for it made each
+/// broker reload its routing view after every check of every key.
+const ROUTING_CHANGES_ONLY: &str = r#"
+DROP TRIGGER tenant_keks_change ON tenant_keks;
+CREATE TRIGGER tenant_keks_change AFTER INSERT OR DELETE ON tenant_keks
+    FOR EACH ROW EXECUTE FUNCTION byok_revision_bump();
+CREATE TRIGGER tenant_keks_routing_update AFTER UPDATE ON tenant_keks
+    FOR EACH ROW
+    WHEN ((OLD.key_arn, OLD.byok_key_id, OLD.region, OLD.role_arn, OLD.external_id, OLD.available,
+           OLD.reason, OLD.added_at)
+          IS DISTINCT FROM
+          (NEW.key_arn, NEW.byok_key_id, NEW.region, NEW.role_arn, NEW.external_id, NEW.available,
+           NEW.reason, NEW.added_at))
+    EXECUTE FUNCTION byok_revision_bump();
+"#;
 
 /// Version 11: coherence between brokers on one database. The API-key revision (bumped in the
 /// transaction of every change to a key, as `byok_revision` is for BYOK), and a `pg_notify` in

@@ -200,6 +200,17 @@ CREATE TABLE platform_kek_watch (
 "#,
     // Coherence between brokers: the API-key revision (see `COHERENCE` below).
     COHERENCE,
+    // Only a routing change bumps the BYOK revision: a watcher check that finds a CMK as it was
+    // moves `last_checked_at` alone, and must not make every broker reload its routing view.
+    r#"
+DROP TRIGGER tenant_keks_update;
+CREATE TRIGGER tenant_keks_update AFTER UPDATE ON tenant_keks
+    WHEN OLD.key_arn IS NOT NEW.key_arn OR OLD.byok_key_id IS NOT NEW.byok_key_id
+      OR OLD.region IS NOT NEW.region OR OLD.role_arn IS NOT NEW.role_arn
+      OR OLD.external_id IS NOT NEW.external_id OR OLD.available IS NOT NEW.available
+      OR OLD.reason IS NOT NEW.reason OR OLD.added_at IS NOT NEW.added_at
+    BEGIN UPDATE byok_revision SET revision = revision + 1; END;
+"#,
 ];
 
 /// Version 11. The API-key revision: bumped by triggers in the transaction of every change to a

@@ -1,0 +1,52 @@
+//! The BYOK routing revision moves when routing can change, and only then: a watcher pass that
+//! finds a CMK as it was (only `last_checked_at` moves) must not bump it, or every broker sharing
+//! the database would reload its routing view after every check of every key.
+
+use std::path::Path;
+
+use crate::common;
+
+use common::broker::TestBroker;
+use common::database;
+
+async fn revision(data_dir: &Path) -> i64 {
+    database::query_i64(data_dir, "SELECT revision FROM byok_revision", &[]).await
+}
+
+#[tokio::test]
+async fn a_check_that_changes_nothing_leaves_the_routing_revision_alone() {
+    let broker = TestBroker::start_local("byok-revision").await;
+    let dir = &broker.data_dir;
+    database::execute(
+        dir,
+        "INSERT INTO byok_keys (id, match_context_json, match_context_hash, provider, current_kek, created_at, updated_at) \
+         VALUES ('byok_rev', '{}', 'rev-hash', 'aws_kms', 'arn:rev', '2026', '2026')",
+        &[],
+    )
+    .await;
+    database::execute(
+        dir,
+        "INSERT INTO tenant_keks (key_arn, byok_key_id, added_at) VALUES ('arn:rev', 'byok_rev', '2026')",
+        &[],
+    )
+    .await;
+    let before = revision(dir).await;
+    database::execute(
+        dir,
+        "UPDATE tenant_keks SET last_checked_at = $1 WHERE key_arn = 'arn:rev'",
+        &["2026-11-29T00:00:00.000000Z"],
+    )
+    .await;
+    assert_eq!(
+        revision(dir).await,
+        before,
+        "an unchanged check is not a routing change"
+    );
+    database::execute(
+        dir,
+        "UPDATE tenant_keks SET available = 0, reason = 'disabled' WHERE key_arn = 'arn:rev'",
+        &[],
+    )
+    .await;
+    assert!(revision(dir).await > before, "an availability change is");
+}
