@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Start LocalStack (host mode, KMS + STS) on 127.0.0.1:PORT and wait until it is healthy.
+# Start LocalStack (host mode, KMS + STS + SQS + EventBridge) on 127.0.0.1:PORT and wait until it is healthy.
 # Usage: localstack/start.sh [PORT]   (default 4566). Prints the endpoint; writes the pid to .run/PORT.pid.
 set -euo pipefail
 
@@ -35,7 +35,7 @@ rm -rf "$state_dir"
 mkdir -p "$state_dir"
 
 GATEWAY_LISTEN="127.0.0.1:$port" \
-SERVICES="kms,sts,iam" \
+SERVICES="kms,sts,iam,sqs,events" \
 EAGER_SERVICE_LOADING=1 \
 SKIP_SSL_CERT_DOWNLOAD=1 \
 DISABLE_EVENTS=1 \

@@ -10,6 +10,7 @@ use crate::cache::DekCache;
 use crate::config::{Config, ProviderKind};
 use crate::keyring::Keyring;
 use crate::kms::aws::AwsKms;
+use crate::kms::aws::queue::SqsKeyEventQueue;
 use crate::kms::local::LocalKms;
 use crate::kms::{KeyProvider, KmsError};
 use crate::metrics::{MeteredProvider, Metrics};
@@ -183,6 +184,16 @@ impl Broker {
                 broker.config.coherence,
             );
             supervisor.spawn(Stage::Workers, "coherence", move |stop| coherence.run(stop));
+        }
+        // Push revocation: tenant key events from the operator's queue (the watcher stays the backstop).
+        if let Some(url) = &broker.config.byok_events_queue_url {
+            let queue: Arc<dyn crate::kms::events::KeyEventQueue> =
+                Arc::new(SqsKeyEventQueue::connect(&broker.config.aws, url).await);
+            let byok = Arc::downgrade(&broker.byok);
+            supervisor.spawn(Stage::Workers, "key events", move |stop| {
+                crate::services::byok::push::run(byok, queue, stop)
+            });
+            tracing::info!("consuming tenant KMS key events (push revocation)");
         }
         let purging = broker.store.clone();
         let purge_interval = broker.config.store.retention.purge_interval;

@@ -56,6 +56,9 @@ pub struct Config {
     /// BYOK registrations without a role: the broker's own identity uses the tenant's key, which
     /// the tenant's key policy must pin to its organization (README, BYOK). Off by default.
     pub byok_allow_direct_key_access: bool,
+    /// The SQS queue of tenant KMS key events (push revocation, `services::byok::push`); `None`
+    /// turns the consumer off and leaves the watcher's polling alone.
+    pub byok_events_queue_url: Option<String>,
     pub store: StoreOptions,
     pub platform_keks: PlatformKekConfig,
     /// Bootstrap API keys from `BYOK_BROKER_APP_KEY` / `BYOK_BROKER_ADMIN_KEY` (never from files).
@@ -167,6 +170,19 @@ impl Config {
             raw.byok.allow_direct_key_access,
             false,
         )?;
+        // Empty counts as unset, so an environment can switch the consumer off over a file's URL.
+        let byok_events_queue_url = sources
+            .optional(
+                "BYOK_BROKER_BYOK_EVENTS_QUEUE_URL",
+                raw.byok.events_queue_url,
+            )?
+            .filter(|url: &String| !url.trim().is_empty());
+        if byok_events_queue_url.is_some() && provider != ProviderKind::Aws {
+            return Err(invalid(
+                "byok.events_queue_url / BYOK_BROKER_BYOK_EVENTS_QUEUE_URL",
+                "key events concern AWS KMS keys: set kms.provider = \"aws\"".into(),
+            ));
+        }
         let rewrap_defaults = RewrapConfig::default();
         let rewrap = RewrapConfig {
             kms_calls_per_second: sources.value(
@@ -230,6 +246,7 @@ impl Config {
             coherence,
             server,
             byok_allow_direct_key_access,
+            byok_events_queue_url,
             store,
             platform_keks,
             bootstrap_app_key: sources.secret("BYOK_BROKER_APP_KEY"),
@@ -301,6 +318,31 @@ mod tests {
         assert_eq!(config.coherence.check_interval, Duration::from_millis(250));
         let err = Config::load(None, env(&[("BYOK_BROKER_COHERENCE_CHECK_MS", "10")])).unwrap_err();
         assert!(err.to_string().contains("coherence_check_ms"), "{err}");
+    }
+
+    #[test]
+    fn the_key_events_queue_is_off_unless_named_and_needs_aws() {
+        assert_eq!(
+            Config::load(None, env(&[])).unwrap().byok_events_queue_url,
+            None
+        );
+        let url = "https://sqs.us-east-1.amazonaws.com/000000000000/kms-events";
+        let aws = [
+            ("BYOK_BROKER_KMS", "aws"),
+            ("BYOK_BROKER_BYOK_EVENTS_QUEUE_URL", url),
+        ];
+        let config = Config::load(None, env(&aws)).unwrap();
+        assert_eq!(config.byok_events_queue_url.as_deref(), Some(url));
+        let off = [
+            ("BYOK_BROKER_KMS", "aws"),
+            ("BYOK_BROKER_BYOK_EVENTS_QUEUE_URL", ""),
+        ];
+        assert_eq!(
+            Config::load(None, env(&off)).unwrap().byok_events_queue_url,
+            None
+        );
+        let err = Config::load(None, env(&aws[1..])).unwrap_err();
+        assert!(err.to_string().contains("events_queue_url"), "{err}");
     }
 
     #[test]

@@ -85,6 +85,7 @@ pub(super) struct RawByok {
     pub(super) watch_interval_ms: Option<u64>,
     pub(super) watch_concurrency: Option<usize>,
     pub(super) allow_direct_key_access: Option<bool>,
+    pub(super) events_queue_url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -3,6 +3,7 @@
 
 pub mod aws;
 mod error;
+pub mod events;
 pub mod local;
 
 use async_trait::async_trait;

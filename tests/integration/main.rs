@@ -10,6 +10,7 @@ mod common;
 
 mod byok_binding_order;
 mod byok_localstack;
+mod byok_push;
 mod byok_registration;
 mod byok_revision;
 mod byok_sts_faults;

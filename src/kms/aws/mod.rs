@@ -4,6 +4,7 @@
 
 mod classify;
 mod clients;
+pub mod queue;
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -3,8 +3,10 @@
 //! platform KEKs. The routing view it maintains lives in `keyring::bindings`.
 
 pub mod external_id;
+mod key_event;
 mod object_counts;
 pub mod platform_kek_watch;
+pub mod push;
 mod refresh;
 pub mod service;
 mod verify;
