@@ -113,26 +113,28 @@ impl Store {
         let stale_before = Timestamp(now.0.saturating_sub(STALE_CLAIM.as_micros() as i64));
         let expired_before = self.idempotency_expired_before();
         self.run(move |c| {
-            let mut claim = claim;
-            if c.dialect() == Dialect::Postgres {
-                // Claims are written through the writer's session: the token names it.
-                let pid: i64 = c.query_one("SELECT pg_backend_pid()::BIGINT", &[])?.get(0)?;
-                claim.token = format!("{}.{pid}", claim.token);
-            }
+            // On PostgreSQL the stored token also names the writer session that made the claim
+            // (`<random>.<backend pid>`), computed in the upsert itself: no extra round trip.
+            let token = match c.dialect() {
+                Dialect::Postgres => "?5 || '.' || pg_backend_pid()",
+                Dialect::Sqlite => "?5",
+            };
             let holder_gone = holder_gone(c.dialect());
-            let won = c.execute(
+            let won = c.query_opt(
                 &format!(
                     "INSERT INTO idempotency (api_key_id, key, request_hash, status, body, created_at, claim_token) \
-                     VALUES (?1, ?2, ?3, 0, '', ?4, ?5) \
+                     VALUES (?1, ?2, ?3, 0, '', ?4, {token}) \
                      ON CONFLICT (api_key_id, key) DO UPDATE SET request_hash = excluded.request_hash, \
                      created_at = excluded.created_at, claim_token = excluded.claim_token \
                      WHERE (idempotency.claim_token IS NOT NULL AND idempotency.created_at < ?6) \
-                     OR idempotency.created_at < ?7 OR {holder_gone}"
+                     OR idempotency.created_at < ?7 OR {holder_gone} \
+                     RETURNING claim_token"
                 ),
                 args![claim.api_key_id, claim.key, request_hash, now.to_rfc3339(), claim.token, stale_before.to_rfc3339(), expired_before],
-            )? == 1;
-            if won {
-                return Ok(ClaimOutcome::Won(claim));
+            )?;
+            if let Some(stored) = won {
+                let token = stored.get(0)?;
+                return Ok(ClaimOutcome::Won(IdempotencyClaim { token, ..claim }));
             }
             // The row that refused the claim is still there: SQLite's one writer runs nothing in
             // between, and on PostgreSQL the upsert locked it even though its WHERE refused.
