@@ -7,11 +7,10 @@ use serde_json::{Value, json};
 
 use crate::common;
 
-use common::http_client::HttpClient;
 use common::instances::Instances;
-use common::process::APP_KEY;
+use common::process::{APP_KEY, call};
 
-/// One request to instance `port` with `headers`; panics on a cut connection.
+/// One request to instance `port` with the app key and `headers`.
 async fn send(
     port: u16,
     method: &str,
@@ -19,19 +18,7 @@ async fn send(
     body: &Value,
     headers: &[(&str, &str)],
 ) -> (u16, Value) {
-    let client = HttpClient::new(
-        &format!("http://127.0.0.1:{port}"),
-        Some(APP_KEY.to_owned()),
-    )
-    .unwrap();
-    let payload = if body.is_null() {
-        Vec::new()
-    } else {
-        body.to_string().into_bytes()
-    };
-    let response = client.send(method, path, &payload, headers).await.unwrap();
-    let json = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
-    (response.status, json)
+    call(port, APP_KEY, method, path, body, headers).await
 }
 
 fn context() -> Value {

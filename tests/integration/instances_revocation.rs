@@ -11,9 +11,8 @@ use serde_json::{Value, json};
 
 use crate::common;
 
-use common::http_client::HttpClient;
 use common::instances::Instances;
-use common::process::{ADMIN_KEY, APP_KEY};
+use common::process::{ADMIN_KEY, APP_KEY, call};
 use common::{TENANT_ACCOUNT, create_key, key_spec, registration};
 
 /// The bound the notification path promises.
@@ -28,16 +27,7 @@ const LISTENER: &str = "byok-broker-listener";
 
 /// One request to instance `port` as `key`: status and JSON body (`Null` if none).
 async fn send(port: u16, key: &str, method: &str, path: &str, body: &Value) -> (u16, Value) {
-    let client =
-        HttpClient::new(&format!("http://127.0.0.1:{port}"), Some(key.to_owned())).unwrap();
-    let payload = if body.is_null() {
-        Vec::new()
-    } else {
-        body.to_string().into_bytes()
-    };
-    let response = client.send(method, path, &payload, &[]).await.unwrap();
-    let json = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
-    (response.status, json)
+    call(port, key, method, path, body, &[]).await
 }
 
 /// Sends `method path` as `key` to `port` until the answer is not 200, for at most `limit`;

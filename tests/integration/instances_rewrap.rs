@@ -12,21 +12,14 @@ use crate::common;
 
 use common::database;
 use common::instances::Instances;
-use common::process::{ADMIN_KEY, APP_KEY, request};
+use common::process::{self, ADMIN_KEY, APP_KEY};
 use common::{TENANT_ACCOUNT as TENANT, create_key, key_spec, raw_kms};
 
 const OBJECTS: usize = 600;
 const LEASE_MS: u64 = 3000;
 
 async fn call(port: u16, key: &str, method: &str, path: &str, body: Value) -> (u16, Value) {
-    let body = if body.is_null() {
-        String::new()
-    } else {
-        body.to_string()
-    };
-    request(port, key, method, path, &body)
-        .await
-        .expect("broker answers")
+    process::call(port, key, method, path, &body, &[]).await
 }
 
 /// The job's lease owner and its `done` counter, from the shared database.

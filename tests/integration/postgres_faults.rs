@@ -33,7 +33,7 @@ use serde_json::{Value, json};
 use common::TestDir;
 use common::broker::TestBroker;
 use common::http_client::HttpClient;
-use common::process::{APP_KEY, spawn_local_broker, temp_dir};
+use common::process::{APP_KEY, free_port, spawn_local_broker, temp_dir};
 
 const TEST_DATABASE_URL: &str = "BYOK_TEST_DATABASE_URL";
 
@@ -55,14 +55,6 @@ async fn connect(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Er
     // The connection does the I/O; it ends when the client is dropped.
     tokio::spawn(connection);
     Ok(client)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn output_text(output: &Output) -> String {

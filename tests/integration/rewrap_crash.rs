@@ -9,20 +9,13 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::database;
-use common::process::{ADMIN_KEY, APP_KEY, request, spawn_broker, temp_dir};
+use common::process::{self, ADMIN_KEY, APP_KEY, spawn_broker, temp_dir};
 use common::{TENANT_ACCOUNT as TENANT, create_key, key_spec, raw_kms};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 async fn call(port: u16, key: &str, method: &str, path: &str, body: Value) -> (u16, Value) {
-    let body = if body.is_null() {
-        String::new()
-    } else {
-        body.to_string()
-    };
-    request(port, key, method, path, &body)
-        .await
-        .expect("broker answers")
+    process::call(port, key, method, path, &body, &[]).await
 }
 
 #[tokio::test]

@@ -80,7 +80,8 @@ enum Probe {
     Health,
 }
 
-fn free_port() -> u16 {
+/// A port nothing listens on at the moment of asking.
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -124,6 +125,31 @@ pub async fn request(
     let response = client.send(method, path, body.as_bytes(), &[]).await.ok()?;
     let json = serde_json::from_slice(&response.body).ok()?;
     Some((response.status, json))
+}
+
+/// One request that must be answered (a cut connection fails the test): its status and JSON body
+/// (`Null` when there is none). A `Null` `body` sends none.
+pub async fn call(
+    port: u16,
+    key: &str,
+    method: &str,
+    path: &str,
+    body: &serde_json::Value,
+    headers: &[(&str, &str)],
+) -> (u16, serde_json::Value) {
+    let client = HttpClient::new(&format!("http://127.0.0.1:{port}"), Some(key.to_owned()))
+        .expect("an HTTP client");
+    let payload = if body.is_null() {
+        Vec::new()
+    } else {
+        body.to_string().into_bytes()
+    };
+    let response = client
+        .send(method, path, &payload, headers)
+        .await
+        .unwrap_or_else(|e| panic!("{method} {path} on port {port}: {e}"));
+    let json = serde_json::from_slice(&response.body).unwrap_or(serde_json::Value::Null);
+    (response.status, json)
 }
 
 /// On PostgreSQL, points the broker at `data_dir`'s own database, so a restart finds its state;
