@@ -178,7 +178,7 @@ impl Broker {
         // Several processes share a PostgreSQL database: follow what the others change.
         if broker.store.is_shared() {
             let coherence = crate::services::coherence::Coherence::new(
-                broker.store.clone(),
+                broker.store.reserved(),
                 Arc::downgrade(&broker.byok),
                 broker.api_keys.verified_keys(),
                 broker.config.coherence,

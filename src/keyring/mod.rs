@@ -14,9 +14,11 @@ use tokio::sync::watch;
 
 pub mod bindings;
 mod error_mapping;
+mod freshness;
 mod platform;
 mod platform_states;
 
+pub use freshness::ViewFreshness;
 pub use platform_states::PlatformKekStates;
 
 use crate::context::{ContextHash, KeyContext};
@@ -92,6 +94,8 @@ pub struct Keyring {
     held_verdicts: moka::future::Cache<(Arc<str>, ContextHash), bool>,
     /// Platform KEKs the watcher found unusable: refused here, so no caller can bypass them.
     platform_states: Arc<PlatformKekStates>,
+    /// Whether the BYOK view may still be trusted (several brokers on one database).
+    freshness: ViewFreshness,
     counters: Counters,
     /// Context names selecting a platform KEK; `None`: the whole context.
     selector_fields: Option<Vec<String>>,
@@ -124,6 +128,7 @@ impl Keyring {
                 .time_to_idle(Duration::from_secs(24 * 3600))
                 .build(),
             platform_states: Arc::default(),
+            freshness: ViewFreshness::default(),
             counters: Counters::default(),
             bindings: watch::Sender::new(Arc::new(BindingSet::default())),
             selector_fields: None,
@@ -166,6 +171,11 @@ impl Keyring {
         })
     }
 
+    /// The coherence worker confirmed the BYOK view current; it is trusted until `until`.
+    pub fn confirm_view_until(&self, until: std::time::Instant) {
+        self.freshness.confirm_until(until);
+    }
+
     /// The KEK a new DEK for `context` is wrapped under. A context a BYOK binding covers gets that
     /// binding's current CMK or a refusal, never a platform KEK (fail closed).
     /// `creator` pays for a platform KEK this call creates (see [`KekCreator`]).
@@ -174,6 +184,7 @@ impl Keyring {
         context: &KeyContext,
         creator: KekCreator<'_>,
     ) -> Result<WriteKek, KeyAccessError> {
+        self.freshness.check().map_err(KeyAccessError::Store)?;
         let bindings = self.bindings();
         if let Some(binding) = bindings.covering(context) {
             check_state(binding)?;
@@ -207,6 +218,7 @@ impl Keyring {
         stored_kek_id: &str,
         context: &KeyContext,
     ) -> Result<KekRef, KeyAccessError> {
+        self.freshness.check().map_err(KeyAccessError::Store)?;
         let bindings = self.bindings();
         let owner = bindings.owner_of(stored_kek_id);
         let held = match owner {

@@ -11,6 +11,12 @@
 //! The refresh reloads the routing view and purges the DEKs of CMKs no longer servable
 //! (`Byok::refresh_from_store`), and empties the verified-key cache. On SQLite there is one
 //! process and nothing to listen to: the broker does not start this worker.
+//!
+//! Fail closed: each check that reads the revisions (and reloads what moved) confirms the view
+//! for one more interval plus a second; when checks fail, the keyring refuses every key
+//! resolution once that runs out ([`crate::keyring::ViewFreshness`]). The checks and reloads run
+//! on connections reserved for them ([`Store::reserved`]), so a saturated pool of request
+//! connections does not make a healthy broker refuse.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -29,6 +35,11 @@ use crate::store::{Change, ChangeListener, Store, StoreError};
 /// doubled on each failure up to [`MAX_RETRY`]. The backstop keeps the bound meanwhile.
 const FIRST_RETRY: Duration = Duration::from_millis(250);
 const MAX_RETRY: Duration = Duration::from_secs(30);
+
+/// How long past one check interval a confirmed view stays trusted: the published bound is
+/// "check interval + 1 s" for a change whose notification is lost, and the same for a broker
+/// that cannot check at all.
+const CONFIRMATION_GRACE: Duration = Duration::from_secs(1);
 
 /// What the worker refreshes, and what it last saw.
 pub struct Coherence {
@@ -149,21 +160,24 @@ impl Coherence {
         Box::pin(async move { store.listen_for_changes().await })
     }
 
-    /// The backstop: refreshes whatever the stored revisions say changed since it was loaded.
+    /// The backstop: refreshes whatever the stored revisions say changed since it was loaded,
+    /// then confirms the view current until one interval plus [`CONFIRMATION_GRACE`] from the
+    /// check's start. A check that fails confirms nothing (the keyring refuses once the last
+    /// confirmation runs out) and empties the verified-key cache, so an API key revoked elsewhere
+    /// is looked up again rather than trusted from the cache.
     async fn check_revisions(&mut self) -> Flow {
+        let started = std::time::Instant::now();
         let revisions = match self.store.revisions().await {
             Ok(revisions) => revisions,
             Err(e) => {
+                self.verified.forget_all();
                 if !self.check_failing {
-                    tracing::warn!(error = %e, "cannot read the stored revisions; retrying every check");
+                    tracing::warn!(error = %e, "cannot read the stored revisions; requests that need a key are refused once the last confirmation runs out; retrying every check");
                     self.check_failing = true;
                 }
                 return Flow::Continue;
             }
         };
-        if std::mem::take(&mut self.check_failing) {
-            tracing::info!("the stored revisions are readable again");
-        }
         let Some(byok) = self.byok.upgrade() else {
             return Flow::Stop;
         };
@@ -172,11 +186,18 @@ impl Coherence {
                 revision = revisions.byok,
                 "BYOK changed elsewhere (revision check)"
             );
-            refresh_byok(&byok).await;
+            if !refresh_byok(&byok).await {
+                self.verified.forget_all();
+                return Flow::Continue;
+            }
         }
         if self.api_keys_seen != Some(revisions.api_keys) {
             self.verified.forget_all();
             self.api_keys_seen = Some(revisions.api_keys);
+        }
+        byok.confirm_view_until(started + self.config.check_interval + CONFIRMATION_GRACE);
+        if std::mem::take(&mut self.check_failing) {
+            tracing::info!("the stored revisions are readable again; serving");
         }
         Flow::Continue
     }
@@ -208,9 +229,14 @@ enum Flow {
     Stop,
 }
 
-async fn refresh_byok(byok: &Byok) {
-    if let Err(e) = byok.refresh_from_store().await {
-        // Tenant CMKs' DEKs were purged; the next revision check tries again.
-        tracing::warn!(error = %e, "cannot reload BYOK routing after another broker's change");
+/// Whether the reload succeeded.
+async fn refresh_byok(byok: &Byok) -> bool {
+    match byok.refresh_from_store().await {
+        Ok(()) => true,
+        Err(e) => {
+            // Tenant CMKs' DEKs were purged; the next revision check tries again.
+            tracing::warn!(error = %e, "cannot reload BYOK routing after another broker's change");
+            false
+        }
     }
 }

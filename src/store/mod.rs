@@ -118,6 +118,9 @@ pub struct Store {
     retention: Retention,
     /// Where the change listener connects (PostgreSQL only: other processes share the database).
     listen: Option<Arc<changes::ListenTarget>>,
+    /// A small pool of its own for the reads that keep cached state coherent (PostgreSQL only):
+    /// see [`Store::reserved`].
+    reserved: Option<PostgresConnector>,
 }
 
 /// Where reads run.
@@ -135,6 +138,9 @@ enum Readers {
 
 /// SQLite read-only connections.
 const SQLITE_READERS: usize = 4;
+
+/// Connections of [`Store::reserved`]'s pool: the coherence worker's check and a reload at once.
+const RESERVED_CONNECTIONS: usize = 2;
 
 fn configure(connection: &Connection) -> Result<(), StoreError> {
     connection.pragma_update(None, "foreign_keys", "ON")?;
@@ -199,6 +205,7 @@ impl Store {
             records: Arc::new(record_cache::RecordCache::new()),
             retention: options.retention,
             listen: None,
+            reserved: None,
         })
     }
 
@@ -216,13 +223,27 @@ impl Store {
         })
         .await
         .map_err(|e| StoreError::Internal(e.to_string()))??;
+        let reserved = PostgresConnector::new(&target.with_pool_size(RESERVED_CONNECTIONS))?;
         Ok(Self {
             writer: writer::Writer::start(PostgresWriteConnection::new(connector.clone()))?,
             readers: Readers::Postgres(connector),
             records: Arc::new(record_cache::RecordCache::disabled()),
             retention: options.retention,
             listen: Some(Arc::new(changes::ListenTarget::new(&target))),
+            reserved: Some(reserved),
         })
+    }
+
+    /// This store with its reads on connections reserved for coherence (the revision checks and
+    /// the routing view's reloads), so requests saturating the pool never starve them: a broker
+    /// that cannot check refuses keyed requests (fail closed), which must mean the database is
+    /// in trouble, not merely busy. Writes still go through the one writer. On SQLite, itself.
+    pub fn reserved(&self) -> Store {
+        let mut store = self.clone();
+        if let Some(reserved) = &self.reserved {
+            store.readers = Readers::Postgres(reserved.clone());
+        }
+        store
     }
 
     /// Which database this store runs on.

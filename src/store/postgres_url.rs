@@ -42,6 +42,17 @@ pub struct PostgresTarget {
 }
 
 impl PostgresTarget {
+    /// The same server and settings for a pool of `pool_size` connections.
+    pub fn with_pool_size(&self, pool_size: usize) -> Self {
+        Self {
+            config: self.config.clone(),
+            tls: self.tls.clone(),
+            pool_size,
+            connect_timeout: self.connect_timeout,
+            statement_timeout: self.statement_timeout,
+        }
+    }
+
     pub fn new(url: &str, options: &StoreOptions) -> Result<Self, StoreError> {
         let invalid = |why: String| StoreError::Internal(format!("store.url: {why}"));
         let (base, query) = url.split_once('?').unwrap_or((url, ""));

@@ -19,9 +19,9 @@ use common::{TENANT_ACCOUNT, create_key, key_spec, registration};
 const NOTIFY_BOUND: Duration = Duration::from_secs(1);
 /// The brokers' revision check in these tests (the default): the backstop's bound is this
 /// plus 1 s.
-const CHECK_MS: u64 = 500;
+pub(crate) const CHECK_MS: u64 = 500;
 const BACKSTOP_BOUND: Duration = Duration::from_millis(CHECK_MS + 1000);
-const SETTINGS: &[(&str, &str)] = &[("BYOK_BROKER_COHERENCE_CHECK_MS", "500")];
+pub(crate) const SETTINGS: &[(&str, &str)] = &[("BYOK_BROKER_COHERENCE_CHECK_MS", "500")];
 /// `store::LISTENER_APPLICATION_NAME`, as the database shows it.
 const LISTENER: &str = "byok-broker-listener";
 
@@ -32,7 +32,7 @@ async fn send(port: u16, key: &str, method: &str, path: &str, body: &Value) -> (
 
 /// Sends `method path` as `key` to `port` until the answer is not 200, for at most `limit`;
 /// when it first was not, and the answer.
-async fn first_refusal(
+pub(crate) async fn first_refusal(
     port: u16,
     key: String,
     method: &'static str,
@@ -101,7 +101,7 @@ where
 
 /// A BYOK key for a fresh organization, registered through instance `port`, and an object of
 /// that organization created through it: the key's id and the object's path.
-async fn byok_object(port: u16) -> (String, String, String) {
+pub(crate) async fn byok_object(port: u16) -> (String, String, String) {
     let org = format!("org_rev_{}", uuid::Uuid::new_v4().simple());
     let key_arn = create_key(TENANT_ACCOUNT).await;
     let (status, registered) = send(
@@ -128,7 +128,7 @@ async fn byok_object(port: u16) -> (String, String, String) {
 
 /// Reads `path` through `port` until it answers 200 (the broker learnt of the registration):
 /// afterwards its DEK is in that broker's cache.
-async fn read_until_served(port: u16, path: &str) {
+pub(crate) async fn read_until_served(port: u16, path: &str) {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let (status, body) = send(port, APP_KEY, "GET", path, &Value::Null).await;
@@ -144,7 +144,7 @@ async fn read_until_served(port: u16, path: &str) {
 }
 
 /// A new app key created through `port`: its id and token.
-async fn app_key(port: u16) -> (String, String) {
+pub(crate) async fn app_key(port: u16) -> (String, String) {
     let body = json!({"name": "revocable", "role": "app"});
     let (status, created) = send(port, ADMIN_KEY, "POST", "/admin/v1/api-keys", &body).await;
     assert_eq!(status, 201, "{created}");
@@ -155,7 +155,7 @@ async fn app_key(port: u16) -> (String, String) {
 }
 
 /// A connection of the test's own to the shared database.
-async fn database(url: &str) -> tokio_postgres::Client {
+pub(crate) async fn database(url: &str) -> tokio_postgres::Client {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
         .unwrap();

@@ -29,6 +29,8 @@ pub struct Byok {
     dek_cache: DekCache,
     audit: AuditLog,
     metrics: Arc<Metrics>,
+    /// The store's reserved connections, for reloading the routing view (see `Store::reserved`).
+    routing_store: Store,
     /// The operator allows registrations without a role (the broker's own identity reaches the key).
     allow_direct_key_access: bool,
 }
@@ -46,6 +48,7 @@ pub struct ByokParts {
 impl Byok {
     pub fn new(parts: ByokParts) -> Self {
         Self {
+            routing_store: parts.store.reserved(),
             store: parts.store,
             keyring: parts.keyring,
             dek_cache: parts.dek_cache,

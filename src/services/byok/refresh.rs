@@ -13,6 +13,12 @@ impl Byok {
         self.keyring.bindings().revision()
     }
 
+    /// The routing view was found current by a revision check: trusted until `until` (after
+    /// which the keyring refuses every key resolution until the next confirmation).
+    pub fn confirm_view_until(&self, until: std::time::Instant) {
+        self.keyring.confirm_view_until(until);
+    }
+
     /// Reloads the routing view from the store and purges what it revoked. When the reload fails
     /// the view may be stale, so every tenant CMK's cached DEKs are purged (fail closed: the
     /// next read asks KMS, which enforces the tenant's own state) and the error is returned.

@@ -127,7 +127,7 @@ impl super::Byok {
 
     /// Rebuilds the routing view from the store. Called after every BYOK change and at start.
     pub async fn reload_bindings(&self) -> Result<(), Error> {
-        let snapshot = self.store.byok_snapshot().await?;
+        let snapshot = self.routing_store.byok_snapshot().await?;
         self.install_bindings(snapshot)
     }
 

@@ -1,0 +1,104 @@
+//! A broker that cannot confirm its routing view is current fails closed (issue "Several
+//! instances, one broker", point 3, review finding): while its revision check cannot read the
+//! stored revisions, another broker's revocation could be going unseen, so once the check's bound
+//! has passed without a confirmation it refuses every request that needs a key, 503
+//! `storage_unavailable` with `Retry-After`, hot cached DEKs included, and serves again as soon as
+//! a check succeeds. The test blocks the checks by holding a lock on the revision table in a
+//! session of its own. PostgreSQL only.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::common;
+use crate::instances_revocation::{
+    CHECK_MS, byok_object, database, first_refusal, read_until_served,
+};
+
+use common::instances::Instances;
+use common::process::{APP_KEY, call};
+
+/// How soon after its last confirmation a broker refuses: the check interval plus 1 s (the
+/// published backstop bound), plus the test's polling.
+const STALE_BOUND: Duration = Duration::from_millis(CHECK_MS + 1000 + 300);
+
+const SETTINGS: &[(&str, &str)] = &[
+    ("BYOK_BROKER_COHERENCE_CHECK_MS", "500"),
+    // A blocked check gives up after 1 s, as a slow or saturated database would make it.
+    ("BYOK_BROKER_STORE_STATEMENT_TIMEOUT_MS", "1000"),
+];
+
+#[tokio::test]
+async fn a_broker_whose_revision_check_fails_refuses_keyed_requests_until_it_succeeds_again() {
+    let Some(instances) = Instances::spawn("stale-view", 2, SETTINGS).await else {
+        return;
+    };
+    let (a, b) = (instances.port(0), instances.port(1));
+    let (_, _, byok_path) = byok_object(a).await;
+    read_until_served(b, &byok_path).await;
+    let platform = json!({"name": "plain", "value": "v", "key_context": {"organization_id": "org_stale_platform"}});
+    let (status, created) = call(b, APP_KEY, "POST", "/vault/v1/kv", &platform, &[]).await;
+    assert_eq!(status, 201, "{created}");
+    let platform_path = format!("/vault/v1/kv/{}", created["id"].as_str().unwrap());
+
+    // The revision table locked: every broker's check waits, then times out.
+    let db = database(&instances.url).await;
+    db.batch_execute("BEGIN; LOCK TABLE byok_revision IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let locked = Instant::now();
+    let (at, status, body) = first_refusal(
+        b,
+        APP_KEY.to_owned(),
+        "GET",
+        byok_path.clone(),
+        Duration::from_secs(6),
+    )
+    .await
+    .expect("B kept serving a tenant's data from a view it could not confirm");
+    let delay = at.saturating_duration_since(locked);
+    eprintln!("revision check blocked: B refused the tenant's hot object after {delay:?}");
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (503, Some("storage_unavailable")),
+        "{body}"
+    );
+    assert!(delay <= STALE_BOUND, "{delay:?}");
+    // Every keyed request, not only BYOK contexts: a registration made elsewhere could cover
+    // this context now.
+    let (status, body) = call(b, APP_KEY, "GET", &platform_path, &Value::Null, &[]).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (503, Some("storage_unavailable"))
+    );
+    let another = json!({"name": "plain-2", "value": "v", "key_context": {"organization_id": "org_stale_platform"}});
+    let (status, body) = call(b, APP_KEY, "POST", "/vault/v1/kv", &another, &[]).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (503, Some("storage_unavailable"))
+    );
+    // Requests that need no key still work (health, listing).
+    let (status, _) = call(b, APP_KEY, "GET", "/vault/v1/kv", &Value::Null, &[]).await;
+    assert_eq!(status, 200);
+
+    db.batch_execute("ROLLBACK").await.unwrap();
+    let released = Instant::now();
+    let deadline = released + Duration::from_secs(5);
+    loop {
+        let (status, body) = call(b, APP_KEY, "GET", &byok_path, &Value::Null, &[]).await;
+        if status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never served again: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "lock released: B served again after {:?}",
+        released.elapsed()
+    );
+    let (status, _) = call(b, APP_KEY, "GET", &platform_path, &Value::Null, &[]).await;
+    assert_eq!(status, 200);
+}
