@@ -201,6 +201,7 @@ mod tests {
                 available: true,
                 reason: None,
                 last_checked_at: None,
+                state_seq: 0,
             }],
         }
     }

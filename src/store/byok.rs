@@ -25,6 +25,9 @@ pub struct TenantKekRecord {
     pub available: bool,
     pub reason: Option<String>,
     pub last_checked_at: Option<String>,
+    /// Moves with every change of `available`: what a check read before calling KMS, so its
+    /// verdict cannot undo a revocation recorded meanwhile.
+    pub state_seq: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,7 +60,7 @@ pub struct ByokSnapshot {
 /// either database, whatever isolation the read connection has.
 const SNAPSHOT: &str = "SELECT r.revision, \
      k.id, k.match_context_json, k.match_context_hash, k.provider, k.current_kek, k.admin_disabled, k.created_at, k.updated_at, k.retired, \
-     t.key_arn, t.region, t.role_arn, t.external_id, t.available, t.reason, t.last_checked_at \
+     t.key_arn, t.region, t.role_arn, t.external_id, t.available, t.reason, t.last_checked_at, t.state_seq \
      FROM byok_revision r \
      LEFT JOIN byok_keys k ON 1 = 1 \
      LEFT JOIN tenant_keks t ON t.byok_key_id = k.id \
@@ -92,6 +95,7 @@ fn kek_from_row(
         available: r.get(14)?,
         reason: r.get(15)?,
         last_checked_at: r.get(16)?,
+        state_seq: r.get(17)?,
     })
 }
 
@@ -129,8 +133,8 @@ fn upsert_kek(c: &mut dyn Sql, kek: &TenantKekRecord) -> Result<(), StoreError> 
     c.execute(
         "INSERT INTO tenant_keks (key_arn, byok_key_id, region, role_arn, external_id, available, reason, last_checked_at, added_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, 1, NULL, ?6, ?6) \
-         ON CONFLICT (key_arn) DO UPDATE SET region = ?3, role_arn = ?4, external_id = ?5, available = 1, reason = NULL, last_checked_at = ?6 \
-         WHERE tenant_keks.byok_key_id = ?2",
+         ON CONFLICT (key_arn) DO UPDATE SET region = ?3, role_arn = ?4, external_id = ?5, available = 1, reason = NULL, last_checked_at = ?6, \
+         state_seq = tenant_keks.state_seq + 1 WHERE tenant_keks.byok_key_id = ?2",
         args![kek.key_arn, kek.byok_key_id, kek.region, kek.role_arn, kek.external_id, Timestamp::now().to_rfc3339()],
     )?;
     // The row is there and stays (a conflicting upsert locks it on PostgreSQL even when its WHERE
@@ -224,27 +228,51 @@ impl Store {
         .await
     }
 
-    /// Records a watcher observation; returns true when availability changed.
+    /// Records what a check of a CMK found; returns true when availability changed. A verdict of
+    /// "unavailable" always applies (fail closed). One of "available" that would restore the CMK
+    /// applies only when its state has not changed since `seen_seq`, the `state_seq` the check
+    /// read before asking KMS: a check that started before a revocation (another instance's
+    /// watcher, a key event, a request's refusal) must not undo it. `None`: a check made just
+    /// now that must apply (an admin re-enabling after a fresh verification).
     pub async fn record_kek_check(
         &self,
         key_arn: &str,
         available: bool,
         reason: Option<String>,
+        seen_seq: Option<i64>,
     ) -> Result<bool, StoreError> {
         let key_arn = key_arn.to_owned();
         self.run(move |tx| {
             // Locked (see `for_update`): another broker's watcher reporting the same change
             // meanwhile would otherwise make both report it.
-            let sql = format!("SELECT available FROM tenant_keks WHERE key_arn = ?1{}", for_update(tx));
-            let Some(before) = tx.query_opt(&sql, args![key_arn])? else {
+            let sql = format!(
+                "SELECT available, state_seq FROM tenant_keks WHERE key_arn = ?1{}",
+                for_update(tx)
+            );
+            let Some(row) = tx.query_opt(&sql, args![key_arn])? else {
                 return Err(StoreError::NotFound("tenant KEK"));
             };
-            let before: bool = before.get(0)?;
+            let (before, seq): (bool, i64) = (row.get(0)?, row.get(1)?);
+            let changed = before != available;
+            if changed && available && seen_seq.is_some_and(|seen| seen != seq) {
+                tracing::debug!(
+                    key_arn,
+                    "a check older than the CMK's last state change did not restore it"
+                );
+                return Ok(false);
+            }
             tx.execute(
-                "UPDATE tenant_keks SET available = ?1, reason = ?2, last_checked_at = ?3 WHERE key_arn = ?4",
-                args![available, reason, Timestamp::now().to_rfc3339(), key_arn],
+                "UPDATE tenant_keks SET available = ?1, reason = ?2, last_checked_at = ?3, \
+                 state_seq = state_seq + ?4 WHERE key_arn = ?5",
+                args![
+                    available,
+                    reason,
+                    Timestamp::now().to_rfc3339(),
+                    i64::from(changed),
+                    key_arn
+                ],
             )?;
-            Ok(before != available)
+            Ok(changed)
         })
         .await
     }

@@ -50,3 +50,43 @@ async fn a_check_that_changes_nothing_leaves_the_routing_revision_alone() {
     .await;
     assert!(revision(dir).await > before, "an availability change is");
 }
+
+/// The CMK's state as the broker's routing view has it: (available, state_seq).
+fn kek_state<P>(broker: &TestBroker<P>, key_arn: &str) -> (bool, i64) {
+    let bindings = broker.broker.keyring.bindings();
+    let kek = bindings
+        .owner_of(key_arn)
+        .and_then(|binding| binding.kek(key_arn))
+        .expect("registered");
+    (kek.available, kek.state_seq)
+}
+
+/// A check that read a CMK's state before a revocation (another instance's watcher pass, a key
+/// event's re-check) and reports "available" after it must not restore the CMK: the revocation
+/// is newer. A check that started after it may.
+#[tokio::test]
+async fn a_check_older_than_a_revocation_does_not_restore_the_key() {
+    let broker = TestBroker::start_local("byok-stale-check").await;
+    let (_, key_arn) = common::broker::bind_in_store(&broker, "org_stale_check", None).await;
+    let byok = &broker.broker.byok;
+    let (available, seen_before) = kek_state(&broker, &key_arn);
+    assert!(available);
+
+    // Revoked meanwhile (a request met a disabled key, or a DisableKey event).
+    byok.record_kek_state(&key_arn, false, Some("key_disabled".into()), None)
+        .await
+        .unwrap();
+    // The older check's verdict arrives late.
+    byok.record_kek_state(&key_arn, true, None, Some(seen_before))
+        .await
+        .unwrap();
+    let (available, seen_after) = kek_state(&broker, &key_arn);
+    assert!(!available, "a stale check restored a revoked key");
+    assert_ne!(seen_after, seen_before);
+
+    // A check that read the state after the revocation does restore it.
+    byok.record_kek_state(&key_arn, true, None, Some(seen_after))
+        .await
+        .unwrap();
+    assert!(kek_state(&broker, &key_arn).0);
+}

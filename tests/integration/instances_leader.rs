@@ -252,3 +252,81 @@ async fn a_follower_refuses_a_platform_kek_the_leader_found_disabled() {
     }
     println!("follower served again after {:?}", enabled.elapsed());
 }
+
+/// A leader that holds the lock but cannot reach KMS (here: its KMS endpoint is a closed port)
+/// gives leadership up after two passes without an answer, and an instance that reaches KMS takes
+/// over and catches a key disabled in AWS; without the step-down nobody would ever poll.
+#[tokio::test]
+async fn a_leader_that_cannot_reach_kms_steps_down_for_one_that_can() {
+    let interval = INTERVAL_MS.to_string();
+    let settings = [("BYOK_BROKER_BYOK_WATCH_INTERVAL_MS", interval.as_str())];
+    let closed = format!("http://127.0.0.1:{}", common::process::free_port());
+    let mut cut_off = settings.to_vec();
+    cut_off.push(("AWS_ENDPOINT_URL", closed.as_str()));
+    // The cut-off instance starts alone, so it leads.
+    let Some(mut instances) = Instances::spawn("inst-stepdown", 1, &cut_off).await else {
+        return;
+    };
+    assert_eq!(
+        the_leader(&instances, &[0], Duration::from_secs(5)).await,
+        0
+    );
+    let healthy = instances.add(&settings).await;
+    let port = instances.port(healthy);
+    let key = create_key(TENANT_ACCOUNT).await;
+    let body = registration("org_stepdown", &key, TENANT_ACCOUNT).to_string();
+    let (status, answer) = request(port, ADMIN_KEY, "POST", "/admin/v1/byok-keys", &body)
+        .await
+        .expect("registration answered");
+    assert_eq!(status, 201, "{answer}");
+    let registered = Instant::now();
+
+    let handed_over = loop {
+        let now = snapshot(&instances, &[0, healthy]).await;
+        if now.iter().any(|(i, leads, _)| *i == healthy && *leads) {
+            break registered.elapsed();
+        }
+        assert!(
+            registered.elapsed() < Duration::from_secs(30),
+            "the instance that reaches KMS never led: {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    println!(
+        "the cut-off leader stepped down; the healthy instance led {handed_over:?} after the key was registered"
+    );
+
+    // The new leader polls: a key disabled in AWS is refused.
+    let object =
+        json!({"name": "s", "value": "v", "key_context": {"organization_id": "org_stepdown"}});
+    let (status, created) = request(port, APP_KEY, "POST", "/vault/v1/kv", &object.to_string())
+        .await
+        .expect("answered");
+    assert_eq!(status, 201, "{created}");
+    let path = format!("/vault/v1/kv/{}", created["id"].as_str().expect("id"));
+    raw_kms(TENANT_ACCOUNT)
+        .await
+        .disable_key()
+        .key_id(&key)
+        .send()
+        .await
+        .expect("disable");
+    let disabled = Instant::now();
+    loop {
+        let (status, body) = request(port, APP_KEY, "GET", &path, "")
+            .await
+            .expect("answered");
+        if status == 403 {
+            break;
+        }
+        assert!(
+            disabled.elapsed() < Duration::from_millis(2 * INTERVAL_MS + 1000),
+            "the disabled key was still served: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!(
+        "disabled key refused {:?} after DisableKey",
+        disabled.elapsed()
+    );
+}

@@ -199,7 +199,7 @@ async fn a_rewrap_job_never_uses_a_platform_kek_the_watcher_marked_unusable() {
         .send()
         .await
         .expect("disable");
-    assert!(broker.broker.byok.check_platform_keks(4).await >= 1);
+    assert!(broker.broker.byok.check_platform_keks(4).await.checked >= 1);
 
     let decrypts = broker.kms.decrypt_calls();
     let started = common::broker::admin(

@@ -15,6 +15,7 @@ fn kek(arn: &str, available: bool) -> TenantKekRecord {
         available,
         reason: (!available).then(|| "disabled".into()),
         last_checked_at: None,
+        state_seq: 0,
     }
 }
 

@@ -6,12 +6,14 @@
 //! The leader writes each verdict to the store; the other instances apply what is stored.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::json;
 
 use super::Byok;
+use super::watcher::PassTally;
 use crate::audit;
 use crate::kms::{KekRef, KmsErrorClass, KmsFailure};
 
@@ -33,7 +35,7 @@ async fn verdict(byok: &Byok, kek_id: &str) -> Option<Option<KmsFailure>> {
 impl Byok {
     /// The leader's pass over the platform KEKs that could serve from a cache; returns how many
     /// were checked.
-    pub async fn check_platform_keks(&self, concurrency: usize) -> usize {
+    pub async fn check_platform_keks(&self, concurrency: usize) -> PassTally {
         let byok = self;
         let bindings = byok.keyring.bindings();
         let mut watched: BTreeSet<String> = byok.dek_cache.cached_kek_ids().into_iter().collect();
@@ -46,16 +48,22 @@ impl Byok {
             }
         }
         watched.retain(|id| bindings.owner_of(id).is_none());
-        let count = watched.len();
+        let checked = watched.len();
+        let answered = AtomicUsize::new(0);
+        let answered = &answered;
         futures_util::stream::iter(watched)
             .for_each_concurrent(concurrency.max(1), |kek_id| async move {
                 if let Some(failure) = verdict(byok, &kek_id).await {
+                    answered.fetch_add(1, Ordering::Relaxed);
                     byok.metrics.record_key_check(&kek_id, failure.is_none());
                     record(byok, &kek_id, failure).await;
                 }
             })
             .await;
-        count
+        PassTally {
+            checked,
+            answered: answered.load(Ordering::Relaxed),
+        }
     }
 
     /// Every follower, every interval: reports the platform KEKs it holds DEKs of, so the leader

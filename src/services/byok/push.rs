@@ -23,6 +23,7 @@ use super::verify::verify_kek;
 use crate::error::Error;
 use crate::keyring::bindings::kek_ref;
 use crate::kms::events::{KeyEventQueue, QueueMessage};
+use crate::store::TenantKekRecord;
 
 /// Pause after a failed receive, doubled up to [`MAX_RETRY`]: a queue that is down is not hammered.
 const FIRST_RETRY: Duration = Duration::from_millis(500);
@@ -116,10 +117,7 @@ impl Byok {
                         self.revoke_on_event(event, &registered, &kek.key_arn, reason)
                             .await
                     }
-                    Action::Verify => {
-                        self.verify_on_event(&kek_ref(kek), &binding.match_context)
-                            .await
-                    }
+                    Action::Verify => self.verify_on_event(kek, &binding.match_context).await,
                 };
                 if let Err(e) = handled {
                     result = Err(e);
@@ -143,7 +141,7 @@ impl Byok {
             return Ok(());
         }
         tracing::info!(key_arn, event = %event.name, "tenant CMK revoked by a key event");
-        self.record_kek_state(key_arn, false, Some(reason.to_owned()))
+        self.record_kek_state(key_arn, false, Some(reason.to_owned()), None)
             .await?;
         // Also when the state was already recorded (by another instance): this process's DEKs.
         self.dek_cache.purge_kek(key_arn).await;
@@ -154,15 +152,19 @@ impl Byok {
     /// is returned (the event comes again; meanwhile the state stays as it was).
     async fn verify_on_event(
         &self,
-        kek: &crate::kms::KekRef,
+        kek: &TenantKekRecord,
         match_context: &crate::context::KeyContext,
     ) -> Result<(), Error> {
-        match verify_kek(self.provider(), kek, match_context).await {
-            Ok(()) => self.record_kek_state(&kek.key_id, true, None).await,
+        let seen_seq = Some(kek.state_seq);
+        match verify_kek(self.provider(), &kek_ref(kek), match_context).await {
+            Ok(()) => {
+                self.record_kek_state(&kek.key_arn, true, None, seen_seq)
+                    .await
+            }
             Err(Error::ByokVerificationFailed { reason, .. }) => {
-                self.record_kek_state(&kek.key_id, false, Some(reason.to_owned()))
+                self.record_kek_state(&kek.key_arn, false, Some(reason.to_owned()), None)
                     .await?;
-                self.dek_cache.purge_kek(&kek.key_id).await;
+                self.dek_cache.purge_kek(&kek.key_arn).await;
                 Ok(())
             }
             Err(e) => Err(e),

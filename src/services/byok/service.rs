@@ -72,6 +72,7 @@ impl KeySpec {
             available: true,
             reason: None,
             last_checked_at: None,
+            state_seq: 0,
         }
     }
 }
@@ -255,7 +256,7 @@ impl super::Byok {
         };
         self.verify_and_audit(&spec, &binding.match_context).await?;
         self.store
-            .record_kek_check(&spec.key_arn, true, None)
+            .record_kek_check(&spec.key_arn, true, None, None)
             .await?;
         self.store
             .set_byok_flag(id, ByokFlag::AdminDisabled, false)
@@ -336,16 +337,19 @@ impl super::Byok {
     }
 
     /// Records what KMS said about a tenant CMK. On a change: rebuild routing, purge the CMK's
-    /// cached DEKs when it became unavailable, and audit it.
+    /// cached DEKs when it became unavailable, and audit it. `seen_seq`: the CMK's `state_seq`
+    /// as read before the check (a restoring verdict from a check older than the last change is
+    /// dropped: see `Store::record_kek_check`).
     pub async fn record_kek_state(
         &self,
         key_arn: &str,
         available: bool,
         reason: Option<String>,
+        seen_seq: Option<i64>,
     ) -> Result<(), Error> {
         let changed = self
             .store
-            .record_kek_check(key_arn, available, reason.clone())
+            .record_kek_check(key_arn, available, reason.clone(), seen_seq)
             .await?;
         if !changed {
             return Ok(());
@@ -383,7 +387,12 @@ impl super::Byok {
     /// A request met a revoked-class KMS answer for a tenant CMK: fail closed from now on.
     pub(crate) async fn mark_kek_unavailable(&self, key_arn: &str, error: &KmsError) {
         if let Err(e) = self
-            .record_kek_state(key_arn, false, Some(error.failure.as_str().to_owned()))
+            .record_kek_state(
+                key_arn,
+                false,
+                Some(error.failure.as_str().to_owned()),
+                None,
+            )
             .await
         {
             tracing::error!(key_arn, error = %e, "could not record a tenant CMK as unavailable");

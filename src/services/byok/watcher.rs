@@ -12,9 +12,17 @@
 //! confirmed at every pass: a leader that loses it stops polling, and the next instance to try
 //! (each tries every interval) takes over, so a dead leader is replaced within one interval plus
 //! the time the database takes to notice it gone.
+//!
+//! A leader that holds the lock but cannot reach KMS (its network path or credentials broke, not
+//! the database's) would keep every other instance from polling: after [`STEP_DOWN_AFTER`]
+//! passes in which no key got an answer from KMS, it gives leadership up and sits one pass out,
+//! so an instance that can reach KMS takes over. Every verdict it wrote before is safe: a
+//! restoring one is written only if the key's state has not changed since the check read it
+//! (`Store::record_kek_check`), so a deposed leader's late "available" never undoes a revocation.
 
 use std::collections::HashSet;
 use std::sync::Weak;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -29,6 +37,33 @@ use crate::store::Leadership;
 /// The name the instances contend for.
 const LEADERSHIP: &str = "key-state-watcher";
 
+/// Consecutive leader passes without a single answer from KMS after which the leader steps down.
+const STEP_DOWN_AFTER: u32 = 2;
+
+/// How many keys a pass checked, and how many of those KMS answered (a verdict either way).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PassTally {
+    pub checked: usize,
+    pub answered: usize,
+}
+
+impl PassTally {
+    /// Keys to check, and not one answered: KMS is out of this instance's reach.
+    fn unanswered(self) -> bool {
+        self.checked > 0 && self.answered == 0
+    }
+}
+
+impl std::ops::Add for PassTally {
+    type Output = Self;
+    fn add(self, other: Self) -> Self {
+        Self {
+            checked: self.checked + other.checked,
+            answered: self.answered + other.answered,
+        }
+    }
+}
+
 /// How long a platform KEK an instance reported cached stays watched without a new report: three
 /// intervals, so one late report never drops it.
 const REPORT_INTERVALS: u32 = 3;
@@ -38,6 +73,8 @@ const REPORT_INTERVALS: u32 = 3;
 pub async fn run(byok: Weak<Byok>, config: WatcherConfig, stop: CancellationToken) {
     let mut last_pass = Duration::ZERO;
     let mut leadership: Option<Leadership> = None;
+    let mut unanswered_passes = 0;
+    let mut sit_out = false;
     loop {
         // Passes *start* at most one interval apart, however long a pass over many keys takes.
         let pause = jittered(config.interval).saturating_sub(last_pass);
@@ -52,19 +89,37 @@ pub async fn run(byok: Weak<Byok>, config: WatcherConfig, stop: CancellationToke
             return;
         };
         let started = Instant::now();
-        leadership = byok.keep_or_take_lead(leadership.take()).await;
+        if !std::mem::take(&mut sit_out) {
+            leadership = byok.keep_or_take_lead(leadership.take()).await;
+        }
         let leading = leadership.is_some();
         let pass = async {
             if leading {
                 byok.lead_pass(config.concurrency).await
             } else {
                 byok.follow_pass().await;
-                0
+                PassTally::default()
             }
         };
-        let Some(checked) = stop.run_until_cancelled(pass).await else {
+        let Some(tally) = stop.run_until_cancelled(pass).await else {
             return;
         };
+        unanswered_passes = if tally.unanswered() {
+            unanswered_passes + 1
+        } else {
+            0
+        };
+        if leading && unanswered_passes >= STEP_DOWN_AFTER {
+            tracing::warn!(
+                passes = unanswered_passes,
+                keys = tally.checked,
+                "KMS answered none of the key-state watcher's checks; giving its leadership up so an instance that reaches KMS polls instead"
+            );
+            leadership = None;
+            byok.metrics.set_watcher_leader(false);
+            unanswered_passes = 0;
+            sit_out = true;
+        }
         // The leader checks its own cache directly; only followers report theirs (on SQLite the
         // one process leads, so it never writes a report).
         if !leading {
@@ -74,7 +129,8 @@ pub async fn run(byok: Weak<Byok>, config: WatcherConfig, stop: CancellationToke
         last_pass = started.elapsed();
         tracing::debug!(
             leading,
-            checked,
+            checked = tally.checked,
+            answered = tally.answered,
             elapsed_ms = last_pass.as_millis() as u64,
             "key-state watcher pass"
         );
@@ -120,8 +176,8 @@ impl Byok {
     }
 
     /// The leader's pass: the bindings as stored (another instance may have changed them), then
-    /// KMS for every tenant CMK and the platform KEKs; returns how many keys were checked.
-    async fn lead_pass(&self, concurrency: usize) -> usize {
+    /// KMS for every tenant CMK and the platform KEKs.
+    async fn lead_pass(&self, concurrency: usize) -> PassTally {
         if let Err(e) = self.reload_bindings().await {
             tracing::warn!(error = %e, "could not reload BYOK bindings; checking the current view");
         }
@@ -148,8 +204,8 @@ impl Byok {
         self.follow_platform_keks().await;
     }
 
-    /// One pass over every watched CMK; returns how many were checked. Tests call it directly.
-    pub async fn check_all(&self, concurrency: usize) -> usize {
+    /// One pass over every watched CMK. Tests call it directly.
+    pub async fn check_all(&self, concurrency: usize) -> PassTally {
         let byok = self;
         let bindings = byok.keyring.bindings();
         let keks: Vec<_> = bindings
@@ -158,7 +214,9 @@ impl Byok {
             .filter(|b| !b.record.admin_disabled)
             .flat_map(|b| b.record.keks.iter().cloned())
             .collect();
-        let count = keks.len();
+        let checked = keks.len();
+        let answered = AtomicUsize::new(0);
+        let answered = &answered;
         futures_util::stream::iter(keks)
         .for_each_concurrent(concurrency.max(1), |kek| async move {
             let verdict = match byok.provider().describe(&kek_ref(&kek)).await {
@@ -171,14 +229,18 @@ impl Byok {
                 }
             };
             if let Some((available, reason)) = verdict {
+                answered.fetch_add(1, Ordering::Relaxed);
                 byok.metrics.record_key_check(&kek.key_arn, available);
-                if let Err(e) = byok.record_kek_state(&kek.key_arn, available, reason).await {
+                if let Err(e) = byok.record_kek_state(&kek.key_arn, available, reason, Some(kek.state_seq)).await {
                     tracing::error!(key_arn = %kek.key_arn, error = %e, "could not record key state");
                 }
             }
         })
         .await;
-        count
+        PassTally {
+            checked,
+            answered: answered.load(Ordering::Relaxed),
+        }
     }
 }
 

@@ -38,6 +38,11 @@ CREATE TABLE platform_kek_watch (
     ),
     (11, COHERENCE),
     (12, ROUTING_CHANGES_ONLY),
+    // A CMK's state sequence (see the SQLite list).
+    (
+        13,
+        "ALTER TABLE tenant_keks ADD COLUMN state_seq BIGINT NOT NULL DEFAULT 0;",
+    ),
 ];
 
 /// Version 12: a watcher check that finds a CMK as it was updates only `last_checked_at`; that is

@@ -211,6 +211,9 @@ CREATE TRIGGER tenant_keks_update AFTER UPDATE ON tenant_keks
       OR OLD.reason IS NOT NEW.reason OR OLD.added_at IS NOT NEW.added_at
     BEGIN UPDATE byok_revision SET revision = revision + 1; END;
 "#,
+    // A CMK's state sequence: moves with every change of `available`, so a check that read the
+    // state before a revocation cannot restore the CMK after it (see `record_kek_check`).
+    "ALTER TABLE tenant_keks ADD COLUMN state_seq INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// Version 11. The API-key revision: bumped by triggers in the transaction of every change to a

@@ -338,6 +338,7 @@ pub async fn bind_in_store<P>(
         available: true,
         reason: None,
         last_checked_at: None,
+        state_seq: 0,
     };
     broker
         .broker
