@@ -78,7 +78,8 @@ impl Supervisor {
 
     /// Runs `task(stop)` as a task of `stage`; `stop` is cancelled when shutdown reaches the stage,
     /// and the task should then end at its next checkpoint. After that, new tasks are refused.
-    pub fn spawn<F, Fut>(&self, stage: Stage, name: &'static str, task: F)
+    /// Starts `task` in `stage`; false (and `task` never called) once the broker is shutting down.
+    pub fn spawn<F, Fut>(&self, stage: Stage, name: &'static str, task: F) -> bool
     where
         F: FnOnce(CancellationToken) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
@@ -87,11 +88,12 @@ impl Supervisor {
         tasks.reap_finished();
         if tasks.closed {
             tracing::warn!(task = name, "not started: the broker is shutting down");
-            return;
+            return false;
         }
         let future = task(tasks.stop.child_token());
         let handle = tasks.tasks.spawn(future);
         tasks.names.insert(handle.id(), name);
+        true
     }
 
     /// Tasks not yet known to have ended, over every stage (0 after `shutdown`).

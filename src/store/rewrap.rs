@@ -313,20 +313,31 @@ impl Store {
         .await
     }
 
-    /// Moves a running job to a final state; a job already final (e.g. cancelled) stays as it is.
+    /// Moves a running job to a final state and frees its lease; a job already final (e.g.
+    /// cancelled) stays as it is. With `owner` (a worker ending its job), only while `owner`
+    /// still holds the lease: a worker that lost it to another instance must not end the job
+    /// that instance is running. `None`: an admin's cancel, whoever runs it. True if it ended.
     pub async fn finish_rewrap_job(
         &self,
         job_id: &str,
         state: &str,
         error: Option<String>,
-    ) -> Result<(), StoreError> {
+        owner: Option<&str>,
+    ) -> Result<bool, StoreError> {
         let (job_id, state) = (job_id.to_owned(), state.to_owned());
+        let owner = owner.map(str::to_owned);
         self.run(move |c| {
-            c.execute(
-                "UPDATE rewrap_jobs SET state = ?1, error = ?2, finished_at = ?3 WHERE id = ?4 AND state = 'running'",
-                args![state, error, Timestamp::now().to_rfc3339(), job_id],
-            )?;
-            Ok(())
+            const END: &str = "UPDATE rewrap_jobs SET state = ?1, error = ?2, finished_at = ?3, lease_owner = NULL, lease_expires_ms = 0 \
+                 WHERE id = ?4 AND state = 'running'";
+            let now = Timestamp::now().to_rfc3339();
+            let ended = match owner {
+                Some(owner) => c.execute(
+                    &format!("{END} AND lease_owner = ?5"),
+                    args![state, error, now, job_id, owner],
+                )?,
+                None => c.execute(END, args![state, error, now, job_id])?,
+            };
+            Ok(ended == 1)
         })
         .await
     }

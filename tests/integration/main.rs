@@ -38,6 +38,7 @@ mod postgres_migrations;
 mod process_lifecycle;
 mod retention;
 mod rewrap_crash;
+mod rewrap_leases;
 mod rewrap_localstack;
 mod shutdown;
 mod storage_full;

@@ -169,7 +169,8 @@ impl Rewrap {
             )
             .await?;
         tracing::info!(job_id = %job.id, total = job.total, "rewrap job started");
-        self.spawn_job(job.clone());
+        self.try_begin(&job.id);
+        self.spawn_job(job.clone()).await;
         Ok(job)
     }
 
@@ -189,7 +190,9 @@ impl Rewrap {
 
     pub async fn cancel_rewrap_job(&self, id: &str) -> Result<RewrapStatus, Error> {
         self.rewrap_status(id).await?;
-        self.store.finish_rewrap_job(id, "cancelled", None).await?;
+        self.store
+            .finish_rewrap_job(id, "cancelled", None, None)
+            .await?;
         self.rewrap_status(id).await
     }
 
@@ -197,44 +200,64 @@ impl Rewrap {
     /// when it stopped; later: those whose instance died), each from its checkpoint.
     pub async fn resume_rewrap_jobs(self: &Arc<Self>) -> Result<(), Error> {
         for job in self.store.claimable_rewrap_jobs().await? {
-            if self.is_active(&job.id) {
+            // Taken here before the claim: the start-up resume and the first periodic scan can
+            // overlap, and both would win the claim (it is this instance's own lease).
+            if !self.try_begin(&job.id) {
                 continue;
             }
-            if !self
+            match self
                 .store
                 .claim_rewrap_job(&job.id, &self.instance, self.config.lease)
-                .await?
+                .await
             {
-                continue; // another instance claimed it first
+                Ok(true) => {}
+                Ok(false) => {
+                    self.finished_here(&job.id);
+                    continue; // another instance claimed it first
+                }
+                Err(e) => {
+                    self.finished_here(&job.id);
+                    return Err(e.into());
+                }
             }
             if let Err(e) = self.byok.reload_bindings().await {
                 // Fail closed: no job runs on a routing view that may be stale.
                 let _ = self.store.release_rewrap_job(&job.id, &self.instance).await;
+                self.finished_here(&job.id);
                 return Err(e);
             }
             tracing::info!(job_id = %job.id, checkpoint = job.checkpoint_seq, instance = %self.instance, "resuming rewrap job");
-            self.spawn_job(job);
+            self.spawn_job(job).await;
         }
         Ok(())
     }
 
-    fn spawn_job(self: &Arc<Self>, job: RewrapJobRecord) {
-        self.active
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(job.id.clone());
+    /// Runs a job this instance holds the lease of and has marked as its own ([`Self::try_begin`]).
+    /// Refused during shutdown: the lease is given up at once, so another instance resumes the
+    /// job at its next scan instead of after the lease runs out.
+    async fn spawn_job(self: &Arc<Self>, job: RewrapJobRecord) {
         let rewrap = Arc::clone(self);
-        self.supervisor
+        let job_id = job.id.clone();
+        let started = self
+            .supervisor
             .spawn(Stage::Workers, "rewrap job", move |stop| {
                 run_job(rewrap, job, stop)
             });
+        if !started {
+            self.finished_here(&job_id);
+            if let Err(e) = self.store.release_rewrap_job(&job_id, &self.instance).await {
+                tracing::warn!(job_id, error = %e, "could not give up the lease of a job not started at shutdown; it resumes once the lease runs out");
+            }
+        }
     }
 
-    fn is_active(&self, job_id: &str) -> bool {
+    /// Marks a job as run here; false when a task here already has it. The one gate against
+    /// running a job twice in this process.
+    fn try_begin(&self, job_id: &str) -> bool {
         self.active
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .contains(job_id)
+            .insert(job_id.to_owned())
     }
 
     fn finished_here(&self, job_id: &str) {

@@ -246,6 +246,20 @@ async fn end_job(rewrap: &Rewrap, job: &RewrapJobRecord, outcome: Result<JobEnd,
             tracing::warn!(job_id = %job.id, instance = %rewrap.instance, "rewrap job's lease taken over by another instance; stopped here");
             return;
         }
+        // The database (or the job's own row) could not be reached: nothing says the job failed,
+        // only that this instance cannot run it now. Left running with its lease given up, it
+        // resumes from its checkpoint on whichever instance's claim scan finds it first.
+        Err(e @ Error::StorageUnavailable(_)) => {
+            if let Err(release) = rewrap
+                .store
+                .release_rewrap_job(&job.id, &rewrap.instance)
+                .await
+            {
+                tracing::warn!(job_id = %job.id, error = %release, "could not give up the lease either; the job resumes once it runs out");
+            }
+            tracing::warn!(job_id = %job.id, error = %e, "rewrap job paused: the database is unavailable; it resumes from its checkpoint");
+            return;
+        }
         Err(e) => ("failed", Some(e.to_string())),
         Ok(JobEnd::Finished) => match rewrap.store.get_rewrap_job(&job.id).await {
             Ok(current) if current.failed > 0 => (
@@ -255,8 +269,17 @@ async fn end_job(rewrap: &Rewrap, job: &RewrapJobRecord, outcome: Result<JobEnd,
             _ => ("completed", None),
         },
     };
-    if let Err(e) = rewrap.store.finish_rewrap_job(&job.id, state, error).await {
-        tracing::error!(job_id = %job.id, error = %e, "could not finish rewrap job");
+    match rewrap
+        .store
+        .finish_rewrap_job(&job.id, state, error, Some(&rewrap.instance))
+        .await
+    {
+        Ok(true) => tracing::info!(job_id = %job.id, state, "rewrap job ended"),
+        Ok(false) => {
+            tracing::info!(job_id = %job.id, "rewrap job already ended (cancelled) or run by another instance now; left as it is")
+        }
+        Err(e) => {
+            tracing::error!(job_id = %job.id, error = %e, "could not finish rewrap job; it resumes once its lease runs out")
+        }
     }
-    tracing::info!(job_id = %job.id, state, "rewrap job ended");
 }
