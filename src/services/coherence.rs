@@ -36,6 +36,11 @@ use crate::store::{Change, ChangeListener, Store, StoreError};
 const FIRST_RETRY: Duration = Duration::from_millis(250);
 const MAX_RETRY: Duration = Duration::from_secs(30);
 
+/// A listening session that lasted this long was a working one: the next loss starts the backoff
+/// from [`FIRST_RETRY`] again. One dropped sooner (a server that accepts then ends sessions)
+/// keeps doubling it, so a flapping server is not reconnected to four times a second forever.
+const STABLE_LISTENING: Duration = Duration::from_secs(10);
+
 /// How long past one check interval a confirmed view stays trusted: the published bound is
 /// "check interval + 1 s" for a change whose notification is lost, and the same for a broker
 /// that cannot check at all.
@@ -59,9 +64,12 @@ type Connecting = Pin<Box<dyn Future<Output = Result<Option<ChangeListener>, Sto
 
 /// The listener's state.
 enum Link {
-    Listening(ChangeListener),
+    /// Since when: see [`STABLE_LISTENING`].
+    Listening(ChangeListener, Instant),
     Connecting(Connecting),
-    Down { retry_at: Instant },
+    Down {
+        retry_at: Instant,
+    },
 }
 
 enum Event {
@@ -96,7 +104,7 @@ impl Coherence {
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             let event = match &mut link {
-                Link::Listening(listener) => tokio::select! {
+                Link::Listening(listener, _) => tokio::select! {
                     () = stop.cancelled() => return,
                     change = listener.next() => Event::Changed(change),
                     _ = ticks.tick() => Event::Tick,
@@ -117,6 +125,13 @@ impl Coherence {
                 Event::Changed(Ok(change)) => Step::Refresh(change),
                 Event::Changed(Err(e)) => {
                     tracing::warn!(error = %e, "lost the change listener's connection; listening again, the revision check covers the gap");
+                    if let Link::Listening(_, since) = &link {
+                        retry = if since.elapsed() >= STABLE_LISTENING {
+                            FIRST_RETRY
+                        } else {
+                            (retry * 2).min(MAX_RETRY)
+                        };
+                    }
                     link = Link::Down {
                         retry_at: Instant::now() + retry,
                     };
@@ -127,8 +142,7 @@ impl Coherence {
                     continue;
                 }
                 Event::Connected(Ok(Some(listener))) => {
-                    link = Link::Listening(listener);
-                    retry = FIRST_RETRY;
+                    link = Link::Listening(listener, Instant::now());
                     tracing::debug!("listening for changes other brokers commit");
                     // Whatever was announced before the session listened is lost: refresh all.
                     Step::Refresh(Change::Unknown)

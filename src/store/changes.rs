@@ -13,7 +13,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::migrations::CHANGE_CHANNEL;
 use super::postgres_url::PostgresTarget;
-use super::sql::store_error;
+use super::sql::{NO_IDLE_SESSION_TIMEOUT, store_error};
 use super::{Store, StoreError};
 
 /// The listener connection's `application_name`, as `pg_stat_activity` shows it: how an operator
@@ -80,7 +80,7 @@ impl ListenTarget {
             // The LISTEN's answer arrives only while the connection is driven: drive it alongside.
             // A notification read here is dropped: the caller refreshes everything once
             // listening, which reads state at least as new as anything announced meanwhile.
-            let statement = format!("LISTEN {CHANGE_CHANNEL}");
+            let statement = format!("{NO_IDLE_SESSION_TIMEOUT}; LISTEN {CHANGE_CHANNEL}");
             let listen = client.batch_execute(&statement);
             tokio::pin!(listen);
             loop {

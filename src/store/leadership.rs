@@ -8,11 +8,12 @@
 //! its connection on every pass: a lost connection is lost leadership, and it stops polling until
 //! it wins the lock again. A host that vanishes without closing its sockets is found by the
 //! server's TCP keepalives, which this connection sets short ([`KEEPALIVE`]): detection in
-//! about 11 s instead of the kernel's two-hour default. (A transaction-pooling proxy between the
-//! broker and PostgreSQL would break session locks; the broker must reach PostgreSQL directly
-//! or through a session-pooling one.)
+//! about 11 s instead of the kernel's two-hour default. A follower keeps the connection it lost
+//! with ([`Contender`]) and tries again on it, rather than opening one per attempt. (A
+//! transaction-pooling proxy between the broker and PostgreSQL would break session locks; the
+//! broker must reach PostgreSQL directly or through a session-pooling one.)
 
-use super::sql::{PostgresSql, Sql, args};
+use super::sql::{NO_IDLE_SESSION_TIMEOUT, PostgresSql, Sql, args};
 use super::{Readers, Store, StoreError};
 
 /// The first key of the two-key advisory lock space ("byok"); the second is the hashed name.
@@ -36,31 +37,58 @@ enum Held {
     Postgres(Option<Box<PostgresSql>>),
 }
 
+/// A connection that tried for leadership and lost, kept for the next attempt.
+pub struct Contender(Box<PostgresSql>);
+
+/// What an attempt at leadership came to.
+pub enum Attempt {
+    Leads(Leadership),
+    /// Another instance leads; try again later with this connection (`None` on SQLite, never).
+    Follows(Contender),
+}
+
 impl Store {
-    /// Leadership of `name` when no other instance holds it; `None` while another does.
-    pub async fn try_lead(&self, name: &str) -> Result<Option<Leadership>, StoreError> {
+    /// Leadership of `name` unless another instance holds it; `contender` is the connection an
+    /// earlier lost attempt kept (a new one is opened without it, or if it fails).
+    pub async fn try_lead(
+        &self,
+        name: &str,
+        contender: Option<Contender>,
+    ) -> Result<Attempt, StoreError> {
         let connector = match &self.readers {
-            Readers::Sqlite { .. } => return Ok(Some(Leadership { held: Held::Sole })),
+            Readers::Sqlite { .. } => {
+                return Ok(Attempt::Leads(Leadership { held: Held::Sole }));
+            }
             Readers::Postgres(connector) => connector.clone(),
         };
         let name = name.to_owned();
         tokio::task::spawn_blocking(move || {
-            // Its own connection, outside the pool: the lock lives as long as the session.
-            let mut sql = connector.dedicated()?;
-            if let Err(e) = sql.batch(KEEPALIVE) {
-                // Only slower detection of a vanished host; leading still works.
-                tracing::warn!(error = %e, "could not set keepalives on the leader connection");
-            }
-            let won: bool = (&mut sql as &mut dyn Sql)
+            let mut sql = match contender {
+                Some(Contender(sql)) => sql,
+                None => {
+                    // Its own connection, outside the pool: the lock lives as long as the session.
+                    let mut sql = Box::new(connector.dedicated()?);
+                    if let Err(e) = sql.batch(KEEPALIVE) {
+                        // Only slower detection of a vanished host; leading still works.
+                        tracing::warn!(error = %e, "could not set keepalives on the leader connection");
+                    }
+                    sql.batch(NO_IDLE_SESSION_TIMEOUT)?;
+                    sql
+                }
+            };
+            let won: bool = (sql.as_mut() as &mut dyn Sql)
                 .query_one(
                     "SELECT pg_try_advisory_lock(?1, hashtext(?2))",
                     args![LEADER_LOCK_CLASS, name],
                 )?
                 .get(0)?;
-            // A loser's connection closes here, when dropped.
-            Ok(won.then(|| Leadership {
-                held: Held::Postgres(Some(Box::new(sql))),
-            }))
+            Ok(if won {
+                Attempt::Leads(Leadership {
+                    held: Held::Postgres(Some(sql)),
+                })
+            } else {
+                Attempt::Follows(Contender(sql))
+            })
         })
         .await
         .map_err(|e| StoreError::Internal(e.to_string()))?

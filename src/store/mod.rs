@@ -34,7 +34,7 @@ pub use audit::{AuditEvent, EventQuery};
 pub use byok::{ByokFlag, ByokKeyRecord, ByokSnapshot, TenantKekRecord};
 pub use changes::{Change, ChangeListener, LISTENER_APPLICATION_NAME, Revisions};
 pub use idempotency::{ClaimOutcome, IdempotencyClaim, IdempotencyRecord, StoredResponse};
-pub use leadership::Leadership;
+pub use leadership::{Attempt, Contender, Leadership};
 pub use object_list::{ListPosition, ListQuery, ListedObject, Order};
 pub use objects::{NewObject, NewVersion, ObjectRecord, VersionRecord};
 pub use platform_keks::{KekCreationRefused, PlatformKekReservation};

@@ -330,3 +330,35 @@ async fn a_leader_that_cannot_reach_kms_steps_down_for_one_that_can() {
         disabled.elapsed()
     );
 }
+
+/// Followers try for the lock every interval on the connection they kept, not on a new session
+/// each time: idle instances open no sessions at all (before, each follower opened and closed
+/// one per interval, ten a second here).
+#[tokio::test]
+async fn followers_contend_for_the_lead_without_opening_a_session_per_attempt() {
+    let settings = [("BYOK_BROKER_BYOK_WATCH_INTERVAL_MS", "100")];
+    let Some(instances) = Instances::spawn("inst-contender", 3, &settings).await else {
+        return;
+    };
+    the_leader(&instances, &[0, 1, 2], Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let dir = instances.database_dir();
+    let sessions = || async {
+        // Statistics reach the shared counters within about a second of the event.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        common::database::query_i64(
+            dir,
+            "SELECT sessions FROM pg_stat_database WHERE datname = current_database()",
+            &[],
+        )
+        .await
+    };
+    let before = sessions().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let opened = sessions().await - before;
+    // The two counting queries' own sessions, and one spare.
+    println!(
+        "sessions opened by 3 idle instances (2 followers, 100 ms interval) over ~4 s: {opened}"
+    );
+    assert!(opened <= 3, "{opened} sessions opened");
+}

@@ -32,7 +32,7 @@ use super::Byok;
 pub use crate::config::workers::WatcherConfig;
 use crate::keyring::bindings::{BindingSet, kek_ref};
 use crate::kms::KmsErrorClass;
-use crate::store::Leadership;
+use crate::store::{Attempt, Contender, Leadership};
 
 /// The name the instances contend for.
 const LEADERSHIP: &str = "key-state-watcher";
@@ -73,6 +73,7 @@ const REPORT_INTERVALS: u32 = 3;
 pub async fn run(byok: Weak<Byok>, config: WatcherConfig, stop: CancellationToken) {
     let mut last_pass = Duration::ZERO;
     let mut leadership: Option<Leadership> = None;
+    let mut contender: Option<Contender> = None;
     let mut unanswered_passes = 0;
     let mut sit_out = false;
     loop {
@@ -90,7 +91,9 @@ pub async fn run(byok: Weak<Byok>, config: WatcherConfig, stop: CancellationToke
         };
         let started = Instant::now();
         if !std::mem::take(&mut sit_out) {
-            leadership = byok.keep_or_take_lead(leadership.take()).await;
+            leadership = byok
+                .keep_or_take_lead(leadership.take(), &mut contender)
+                .await;
         }
         let leading = leadership.is_some();
         let pass = async {
@@ -150,8 +153,13 @@ fn usable_keks(bindings: &BindingSet) -> HashSet<String> {
 }
 
 impl Byok {
-    /// Confirms the leadership held (if any), else tries to take it; the leadership held after.
-    async fn keep_or_take_lead(&self, held: Option<Leadership>) -> Option<Leadership> {
+    /// Confirms the leadership held (if any), else tries to take it (on the connection a lost
+    /// attempt kept in `contender`, if any); the leadership held after.
+    async fn keep_or_take_lead(
+        &self,
+        held: Option<Leadership>,
+        contender: &mut Option<Contender>,
+    ) -> Option<Leadership> {
         if let Some(mut leadership) = held {
             if leadership.confirm().await {
                 return Some(leadership);
@@ -161,13 +169,16 @@ impl Byok {
             );
             self.metrics.set_watcher_leader(false);
         }
-        match self.store.try_lead(LEADERSHIP).await {
-            Ok(Some(leadership)) => {
+        match self.store.try_lead(LEADERSHIP, contender.take()).await {
+            Ok(Attempt::Leads(leadership)) => {
                 tracing::info!("leading the key-state watcher: this instance polls KMS");
                 self.metrics.set_watcher_leader(true);
                 Some(leadership)
             }
-            Ok(None) => None,
+            Ok(Attempt::Follows(kept)) => {
+                *contender = Some(kept);
+                None
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "could not contend for the key-state watcher's leadership");
                 None

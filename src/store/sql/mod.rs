@@ -7,7 +7,9 @@
 mod postgres;
 mod sqlite;
 
-pub(super) use postgres::{PostgresConnector, PostgresSql, PostgresWriteConnection, store_error};
+pub(super) use postgres::{
+    NO_IDLE_SESSION_TIMEOUT, PostgresConnector, PostgresSql, PostgresWriteConnection, store_error,
+};
 pub(super) use sqlite::SqliteWriteConnection;
 
 use super::StoreError;

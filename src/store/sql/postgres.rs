@@ -213,6 +213,12 @@ impl PostgresConnector {
 /// and says why; the client's bound is for when the server cannot answer at all.
 const STATEMENT_MARGIN: Duration = Duration::from_secs(5);
 
+/// For a session that must outlive idle periods (the leader's lock, the change listener): turns
+/// off a server-wide `idle_session_timeout`, which would end it (and with it the lock, or the
+/// notifications) while it waits. PostgreSQL before 14 has no such setting: nothing to turn off.
+pub const NO_IDLE_SESSION_TIMEOUT: &str = "DO $$ BEGIN PERFORM set_config('idle_session_timeout', '0', false); \
+     EXCEPTION WHEN undefined_object THEN NULL; END $$";
+
 fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
     match e {
         deadpool_postgres::PoolError::Backend(e) => store_error(&e),
