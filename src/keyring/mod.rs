@@ -176,6 +176,13 @@ impl Keyring {
         self.freshness.confirm_until(until);
     }
 
+    /// Installs `set` whatever the revision of the current view: only for a database whose
+    /// revision went backwards (restored from a backup), where the guard of
+    /// [`Self::install_bindings`] would keep the newer-numbered, now fictional, view forever.
+    pub fn replace_bindings(&self, set: BindingSet) {
+        self.bindings.send_replace(Arc::new(set));
+    }
+
     /// The KEK a new DEK for `context` is wrapped under. A context a BYOK binding covers gets that
     /// binding's current CMK or a refusal, never a platform KEK (fail closed).
     /// `creator` pays for a platform KEK this call creates (see [`KekCreator`]).

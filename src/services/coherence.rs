@@ -195,12 +195,14 @@ impl Coherence {
         let Some(byok) = self.byok.upgrade() else {
             return Flow::Stop;
         };
-        if revisions.byok > byok.routing_revision() {
+        let loaded = byok.routing_revision();
+        if revisions.byok != loaded {
             tracing::debug!(
                 revision = revisions.byok,
+                loaded,
                 "BYOK changed elsewhere (revision check)"
             );
-            if !refresh_byok(&byok).await {
+            if !refresh_byok(&byok, revisions.byok < loaded).await {
                 self.verified.forget_all();
                 return Flow::Continue;
             }
@@ -225,7 +227,7 @@ impl Coherence {
             let Some(byok) = self.byok.upgrade() else {
                 return Flow::Stop;
             };
-            refresh_byok(&byok).await;
+            refresh_byok(&byok, false).await;
         }
         Flow::Continue
     }
@@ -244,8 +246,8 @@ enum Flow {
 }
 
 /// Whether the reload succeeded.
-async fn refresh_byok(byok: &Byok) -> bool {
-    match byok.refresh_from_store().await {
+async fn refresh_byok(byok: &Byok, rewound: bool) -> bool {
+    match byok.refresh_from_store(rewound).await {
         Ok(()) => true,
         Err(e) => {
             // Tenant CMKs' DEKs were purged; the next revision check tries again.

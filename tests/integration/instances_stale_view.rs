@@ -102,3 +102,45 @@ async fn a_broker_whose_revision_check_fails_refuses_keyed_requests_until_it_suc
     let (status, _) = call(b, APP_KEY, "GET", &platform_path, &Value::Null, &[]).await;
     assert_eq!(status, 200);
 }
+
+/// A database restored from a backup has a lower BYOK revision than the view brokers loaded:
+/// "stored > loaded" never held again and the view froze until a restart, serving whatever the
+/// restored state had revoked. Here the key is disabled and the revision set back, silently (no
+/// trigger, no notification): B must pick the stored view up within the revision check's bound.
+#[tokio::test]
+async fn a_database_whose_revision_went_backwards_replaces_the_view() {
+    let Some(instances) = Instances::spawn("stale-rewind", 2, SETTINGS).await else {
+        return;
+    };
+    let (a, b) = (instances.port(0), instances.port(1));
+    let (byok_id, _, path) = byok_object(a).await;
+    read_until_served(b, &path).await;
+    let db = database(&instances.url).await;
+    let poller = tokio::spawn(first_refusal(
+        b,
+        APP_KEY.to_owned(),
+        "GET",
+        path.clone(),
+        Duration::from_secs(5),
+    ));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    db.batch_execute(&format!(
+        "BEGIN; \
+         ALTER TABLE byok_keys DISABLE TRIGGER byok_keys_change; \
+         UPDATE byok_keys SET admin_disabled = 1 WHERE id = '{byok_id}'; \
+         ALTER TABLE byok_keys ENABLE TRIGGER byok_keys_change; \
+         UPDATE byok_revision SET revision = 1; \
+         COMMIT;"
+    ))
+    .await
+    .unwrap();
+    let restored = Instant::now();
+    let (at, status, body) = poller
+        .await
+        .unwrap()
+        .expect("B kept serving from a view newer-numbered than the restored database");
+    let delay = at.saturating_duration_since(restored);
+    eprintln!("revision set back: B refused the disabled key after {delay:?}");
+    assert_eq!((status, body["code"].as_str()), (403, Some("key_revoked")));
+    assert!(delay <= STALE_BOUND, "{delay:?}");
+}

@@ -22,9 +22,22 @@ impl Byok {
     /// Reloads the routing view from the store and purges what it revoked. When the reload fails
     /// the view may be stale, so every tenant CMK's cached DEKs are purged (fail closed: the
     /// next read asks KMS, which enforces the tenant's own state) and the error is returned.
-    pub async fn refresh_from_store(&self) -> Result<(), Error> {
+    /// `rewound`: the stored revision was seen below the loaded one (see
+    /// [`Self::reload_bindings_rewound`]).
+    pub async fn refresh_from_store(&self, rewound: bool) -> Result<(), Error> {
         let before = self.keyring.bindings();
-        let reloaded = self.reload_bindings().await;
+        let reloaded = if rewound {
+            self.reload_bindings_rewound().await.map(|replaced| {
+                if replaced {
+                    tracing::warn!(
+                        loaded = before.revision(),
+                        "the stored BYOK revision went backwards (a database restored from a backup?): the routing view was replaced by the stored one"
+                    );
+                }
+            })
+        } else {
+            self.reload_bindings().await
+        };
         let after = self.keyring.bindings();
         for binding in before.all() {
             for kek in &binding.record.keks {

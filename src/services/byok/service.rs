@@ -135,6 +135,27 @@ impl super::Byok {
     /// Installs a routing view read from the store; a view older than the installed one is
     /// dropped. Split from [`Self::reload_bindings`] so a test can finish a reload late.
     pub fn install_bindings(&self, snapshot: ByokSnapshot) -> Result<(), Error> {
+        let set = self.binding_set(snapshot)?;
+        self.keyring.install_bindings(set);
+        Ok(())
+    }
+
+    /// Reloads the view after the stored revision was seen below the loaded one: if a fresh read
+    /// is still below it, the database went backwards (restored from a backup) and its view
+    /// replaces the loaded one; true if so. (A read above it is a normal reload: the revision
+    /// check had raced a reload of this process's own.)
+    pub async fn reload_bindings_rewound(&self) -> Result<bool, Error> {
+        let snapshot = self.routing_store.byok_snapshot().await?;
+        if snapshot.revision >= self.keyring.bindings().revision() {
+            self.install_bindings(snapshot)?;
+            return Ok(false);
+        }
+        let set = self.binding_set(snapshot)?;
+        self.keyring.replace_bindings(set);
+        Ok(true)
+    }
+
+    fn binding_set(&self, snapshot: ByokSnapshot) -> Result<BindingSet, Error> {
         let set = BindingSet::from_snapshot(snapshot).map_err(Error::Internal)?;
         // Registered tenant accounts are the only tenant accounts metrics may name.
         self.metrics.allow_accounts_of(
@@ -142,8 +163,7 @@ impl super::Byok {
                 .iter()
                 .flat_map(|b| b.record.keks.iter().map(|k| k.key_arn.as_str())),
         );
-        self.keyring.install_bindings(set);
-        Ok(())
+        Ok(set)
     }
 
     fn binding(&self, id: &str) -> Result<Binding, Error> {
