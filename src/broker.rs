@@ -11,6 +11,7 @@ use crate::config::{Config, ProviderKind};
 use crate::keyring::Keyring;
 use crate::kms::aws::AwsKms;
 use crate::kms::aws::queue::SqsKeyEventQueue;
+use crate::kms::budget::BudgetedProvider;
 use crate::kms::local::LocalKms;
 use crate::kms::{KeyProvider, KmsError};
 use crate::metrics::{MeteredProvider, Metrics};
@@ -90,6 +91,9 @@ impl Broker {
             inner: provider,
             metrics: Arc::clone(&metrics),
         });
+        // Outside the metering: a call the budget refuses never reaches KMS, and the KMS latency
+        // recorded is KMS's own, not the wait for capacity (recorded by the budget).
+        let provider = BudgetedProvider::wrap(provider, config.kms_budget, metrics.budget.clone());
         let store = Store::open_configured(&config.data_dir, config.store.clone()).await?;
         let closing = store.clone();
         supervisor.spawn(Stage::Database, "database", move |stop| async move {

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 mod file;
 pub mod kms;
+pub mod kms_budget;
 pub mod limits;
 pub mod platform_keks;
 pub mod server;
@@ -45,6 +46,8 @@ pub struct Config {
     pub provider: ProviderKind,
     pub kek_alias_prefix: String,
     pub aws: AwsOptions,
+    /// The share of the account's KMS quota this process may use, and how it is shared.
+    pub kms_budget: kms_budget::KmsBudget,
     pub dek_cache: DekCacheConfig,
     pub limits: Limits,
     pub rate_limit: RateLimitConfig,
@@ -106,6 +109,7 @@ impl Config {
             DEFAULT_ALIAS_PREFIX.into(),
         )?;
         let aws = aws_options(raw.kms.aws)?;
+        let kms_budget = kms_budget::KmsBudget::load(raw.kms.budget, &sources)?;
 
         let cache_defaults = DekCacheConfig::default();
         let dek_cache = DekCacheConfig {
@@ -256,6 +260,7 @@ impl Config {
             provider,
             kek_alias_prefix,
             aws,
+            kms_budget,
             dek_cache,
         })
     }

@@ -58,6 +58,8 @@ pub enum Error {
     },
     #[error("the key management service is unavailable, retry later")]
     KmsUnavailable(KmsError),
+    #[error("the key management service is at capacity for this broker, retry later")]
+    KmsBusy(KmsError),
     #[error("the encrypted keys do not open under their key and context")]
     EncryptedKeysIntegrity,
     #[error("too many requests for this API key, retry later")]
@@ -121,6 +123,7 @@ impl Error {
             Error::AmbiguousMatch(_) => ErrorCode::AmbiguousMatchContext,
             Error::ByokVerificationFailed { .. } => ErrorCode::ByokVerificationFailed,
             Error::KmsUnavailable(_) => ErrorCode::KmsUnavailable,
+            Error::KmsBusy(_) => ErrorCode::KmsBusy,
             Error::EncryptedKeysIntegrity => ErrorCode::InvalidEncryptedKeys,
             Error::RateLimited(_) => ErrorCode::RateLimited,
             Error::StorageFull(_) => ErrorCode::StorageFull,
@@ -167,6 +170,15 @@ impl Error {
             KmsErrorClass::Revoked => Error::KeyUnavailable {
                 reason: e.failure.as_str().to_owned(),
             },
+            // Capacity, not availability: the broker's budget, or KMS throttling the account.
+            KmsErrorClass::Retryable
+                if matches!(
+                    e.failure,
+                    KmsFailure::BudgetExhausted | KmsFailure::Throttled
+                ) =>
+            {
+                Error::KmsBusy(e)
+            }
             KmsErrorClass::Retryable => Error::KmsUnavailable(e),
             KmsErrorClass::Integrity | KmsErrorClass::Invalid => Error::Provider(e),
         }

@@ -92,6 +92,7 @@ error_codes! {
     InternalError => "internal_error", INTERNAL_SERVER_ERROR;
     NotReady => "not_ready", SERVICE_UNAVAILABLE;
     KmsUnavailable => "kms_unavailable", SERVICE_UNAVAILABLE;
+    KmsBusy => "kms_busy", SERVICE_UNAVAILABLE;
     TooManyConnections => "too_many_connections", SERVICE_UNAVAILABLE;
     StorageUnavailable => "storage_unavailable", SERVICE_UNAVAILABLE;
     ProcessingTimeout => "processing_timeout", SERVICE_UNAVAILABLE;

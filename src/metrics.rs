@@ -21,11 +21,26 @@ use crate::cache::DekCacheStats;
 use crate::context::KeyContext;
 use crate::data_key::DataKey;
 use crate::keyring::bindings::BindingSet;
-use crate::kms::{AliasOutcome, GeneratedDataKey, KekRef, KeyDescription, KeyProvider, KmsError};
+use crate::kms::budget::BudgetMetrics;
+use crate::kms::{
+    AliasOutcome, GeneratedDataKey, KekRef, KeyDescription, KeyProvider, KmsError, KmsFailure,
+};
 
 /// The label for key ids in accounts the broker does not know: a caller may name any key id in
 /// an `encrypted_keys` blob, and each distinct label value would be a new series.
 const OTHER_ACCOUNT: &str = "other";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KmsLatencyLabels {
+    operation: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KmsThrottleLabels {
+    account: String,
+    operation: String,
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KmsCallLabels {
@@ -71,6 +86,12 @@ pub struct Metrics {
     request_latency: LatencyFamily,
     /// 1 while this instance leads the key-state watcher (polls KMS for every instance).
     watcher_leader: Gauge,
+    /// KMS call latency (KMS's own, excluding any wait for budget) by operation and outcome.
+    kms_latency: Family<KmsLatencyLabels, Histogram, fn() -> Histogram>,
+    /// Calls KMS answered with throttling (after the SDK's retries), by account and operation.
+    kms_throttles: Family<KmsThrottleLabels, Counter>,
+    /// The KMS budget's waits and refusals (`kms::budget`).
+    pub budget: BudgetMetrics,
     /// Accounts that may appear as label values: the broker's own (learned from KMS answers about
     /// keys it created or resolved) and those of registered BYOK keys.
     known_accounts: RwLock<BTreeSet<String>>,
@@ -84,6 +105,9 @@ impl Default for Metrics {
             revocations: Family::default(),
             request_latency: Family::new_with_constructor(latency_histogram),
             watcher_leader: Gauge::default(),
+            kms_latency: Family::new_with_constructor(latency_histogram),
+            kms_throttles: Family::default(),
+            budget: BudgetMetrics::default(),
             known_accounts: RwLock::default(),
         }
     }
@@ -166,10 +190,31 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    fn record_kms_call(&self, key_id: &str, operation: &str, error: Option<&KmsError>) {
+    fn record_kms_call(
+        &self,
+        key_id: &str,
+        operation: &str,
+        error: Option<&KmsError>,
+        elapsed: Duration,
+    ) {
         let outcome = error.map_or_else(|| "ok".to_owned(), |e| e.class().to_string());
+        self.kms_latency
+            .get_or_create(&KmsLatencyLabels {
+                operation: operation.into(),
+                outcome: outcome.clone(),
+            })
+            .observe(elapsed.as_secs_f64());
+        let account = self.account_label(key_id);
+        if error.is_some_and(|e| e.failure == KmsFailure::Throttled) {
+            self.kms_throttles
+                .get_or_create(&KmsThrottleLabels {
+                    account: account.clone(),
+                    operation: operation.into(),
+                })
+                .inc();
+        }
         let labels = KmsCallLabels {
-            account: self.account_label(key_id),
+            account,
             operation: operation.into(),
             outcome,
         };
@@ -200,6 +245,26 @@ impl Metrics {
             "byok_broker_http_request_duration_seconds",
             "Time from a routed request to its response head, by route template, method and status",
             self.request_latency.clone(),
+        );
+        registry.register(
+            "byok_broker_kms_call_duration_seconds",
+            "KMS call latency (without any wait for the KMS budget) by operation and outcome",
+            self.kms_latency.clone(),
+        );
+        registry.register(
+            "byok_broker_kms_throttles",
+            "KMS calls that ended throttled after the SDK's retries, by key account and operation",
+            self.kms_throttles.clone(),
+        );
+        registry.register(
+            "byok_broker_kms_budget_wait_seconds",
+            "Time KMS calls waited for the broker's KMS budget, by priority",
+            self.budget.waited.clone(),
+        );
+        registry.register(
+            "byok_broker_kms_budget_refusals",
+            "KMS calls refused by the broker's KMS budget (503 kms_busy), by priority",
+            self.budget.refused.clone(),
         );
         registry.register(
             "byok_broker_key_state_watcher_leader",
@@ -251,9 +316,15 @@ pub struct MeteredProvider {
 }
 
 impl MeteredProvider {
-    fn note<T>(&self, key_id: &str, operation: &str, result: &Result<T, KmsError>) {
+    fn note<T>(
+        &self,
+        key_id: &str,
+        operation: &str,
+        started: std::time::Instant,
+        result: &Result<T, KmsError>,
+    ) {
         self.metrics
-            .record_kms_call(key_id, operation, result.as_ref().err());
+            .record_kms_call(key_id, operation, result.as_ref().err(), started.elapsed());
     }
 }
 
@@ -267,11 +338,12 @@ impl KeyProvider for MeteredProvider {
         kek: &KekRef,
         context: &KeyContext,
     ) -> Result<GeneratedDataKey, KmsError> {
+        let started = std::time::Instant::now();
         let result = self.inner.generate_data_key(kek, context).await;
         if let Ok(generated) = &result {
             self.metrics.allow_accounts_of([generated.kek_id.as_str()]);
         }
-        self.note(&kek.key_id, "generate_data_key", &result);
+        self.note(&kek.key_id, "generate_data_key", started, &result);
         result
     }
     async fn decrypt(
@@ -280,8 +352,9 @@ impl KeyProvider for MeteredProvider {
         wrapped: &[u8],
         context: &KeyContext,
     ) -> Result<DataKey, KmsError> {
+        let started = std::time::Instant::now();
         let result = self.inner.decrypt(kek, wrapped, context).await;
-        self.note(&kek.key_id, "decrypt", &result);
+        self.note(&kek.key_id, "decrypt", started, &result);
         result
     }
     async fn encrypt(
@@ -290,8 +363,9 @@ impl KeyProvider for MeteredProvider {
         key: &DataKey,
         context: &KeyContext,
     ) -> Result<Vec<u8>, KmsError> {
+        let started = std::time::Instant::now();
         let result = self.inner.encrypt(kek, key, context).await;
-        self.note(&kek.key_id, "encrypt", &result);
+        self.note(&kek.key_id, "encrypt", started, &result);
         result
     }
     async fn reencrypt(
@@ -302,6 +376,7 @@ impl KeyProvider for MeteredProvider {
         destination: &KekRef,
         destination_context: &KeyContext,
     ) -> Result<Vec<u8>, KmsError> {
+        let started = std::time::Instant::now();
         let result = self
             .inner
             .reencrypt(
@@ -312,12 +387,13 @@ impl KeyProvider for MeteredProvider {
                 destination_context,
             )
             .await;
-        self.note(&destination.key_id, "reencrypt", &result);
+        self.note(&destination.key_id, "reencrypt", started, &result);
         result
     }
     async fn describe(&self, kek: &KekRef) -> Result<KeyDescription, KmsError> {
+        let started = std::time::Instant::now();
         let result = self.inner.describe(kek).await;
-        self.note(&kek.key_id, "describe", &result);
+        self.note(&kek.key_id, "describe", started, &result);
         result
     }
     async fn find_alias(&self, alias: &str) -> Result<Option<String>, KmsError> {

@@ -112,6 +112,8 @@ pub(super) struct RawKms {
     pub(super) kek_alias_prefix: Option<String>,
     #[serde(default)]
     pub(super) aws: RawAws,
+    #[serde(default)]
+    pub(super) budget: super::kms_budget::RawKmsBudget,
 }
 
 #[derive(Debug, Default, Deserialize)]

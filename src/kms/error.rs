@@ -36,6 +36,9 @@ pub enum KmsFailure {
     /// The key id is malformed (e.g. its ARN's region is not a host label): the caller's input,
     /// refused before any request is built.
     InvalidKeyId,
+    /// The broker's own KMS budget had no capacity for the call in time (`kms::budget`): never
+    /// sent to KMS.
+    BudgetExhausted,
 }
 
 impl KmsFailure {
@@ -47,9 +50,8 @@ impl KmsFailure {
             | AccessDenied
             | KeyNotFound
             | RoleNotAssumable => KmsErrorClass::Revoked,
-            Throttled | Timeout | KeyUnavailable | ServiceInternal | Unreachable => {
-                KmsErrorClass::Retryable
-            }
+            Throttled | Timeout | KeyUnavailable | ServiceInternal | Unreachable
+            | BudgetExhausted => KmsErrorClass::Retryable,
             InvalidCiphertext | IncorrectKey => KmsErrorClass::Integrity,
             InvalidRequest | InvalidKeyId => KmsErrorClass::Invalid,
         }
@@ -74,6 +76,7 @@ impl KmsFailure {
             IncorrectKey,
             InvalidRequest,
             InvalidKeyId,
+            BudgetExhausted,
         ]
         .into_iter()
         .find(|f| f.as_str() == name)
@@ -97,6 +100,7 @@ impl KmsFailure {
             IncorrectKey => "incorrect_key",
             InvalidRequest => "invalid_request",
             InvalidKeyId => "invalid_key_id",
+            BudgetExhausted => "kms_busy",
         }
     }
 }

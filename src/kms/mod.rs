@@ -2,6 +2,7 @@
 //! implementation and an embedded local one. Every call binds the key context as encryption context.
 
 pub mod aws;
+pub mod budget;
 mod error;
 pub mod events;
 pub mod local;

@@ -32,6 +32,7 @@ use super::Byok;
 pub use crate::config::workers::WatcherConfig;
 use crate::keyring::bindings::{BindingSet, kek_ref};
 use crate::kms::KmsErrorClass;
+use crate::kms::budget::background;
 use crate::store::{Attempt, Contender, Leadership};
 
 /// The name the instances contend for.
@@ -98,7 +99,8 @@ pub async fn run(byok: Weak<Byok>, config: WatcherConfig, stop: CancellationToke
         let leading = leadership.is_some();
         let pass = async {
             if leading {
-                byok.lead_pass(config.concurrency).await
+                // Its KMS calls wait behind live traffic's (the KMS budget).
+                background(byok.lead_pass(config.concurrency)).await
             } else {
                 byok.follow_pass().await;
                 PassTally::default()

@@ -16,6 +16,7 @@ use super::{Rewrap, rewrap_dek};
 use crate::context::KeyContext;
 use crate::envelope::{SealedValue, WrappedKey};
 use crate::error::Error;
+use crate::kms::budget::background;
 use crate::platform_kek::KekCreator;
 use crate::store::{RewrapCandidate, RewrapJobRecord};
 
@@ -169,7 +170,8 @@ pub(super) async fn run_job(rewrap: Arc<Rewrap>, job: RewrapJobRecord, stop: Can
     let _running = Running(&rewrap, &job.id);
     let lost = CancellationToken::new();
     let outcome = tokio::select! {
-        outcome = process(&rewrap, &job, &stop, &lost) => outcome,
+        // Background work for the KMS budget: it takes only what live traffic leaves.
+        outcome = background(process(&rewrap, &job, &stop, &lost)) => outcome,
         never = keep_lease(&rewrap, &job.id, &lost) => match never {},
     };
     end_job(&rewrap, &job, outcome).await;
