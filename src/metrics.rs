@@ -21,7 +21,9 @@ use crate::cache::DekCacheStats;
 use crate::context::KeyContext;
 use crate::data_key::DataKey;
 use crate::keyring::bindings::BindingSet;
-use crate::kms::{AliasOutcome, GeneratedDataKey, KekRef, KeyDescription, KeyProvider, KmsError};
+use crate::kms::{
+    AliasOutcome, GeneratedDataKey, KekRef, KeyDescription, KeyProvider, KmsError, RotationStatus,
+};
 
 /// The label for key ids in accounts the broker does not know: a caller may name any key id in
 /// an `encrypted_keys` blob, and each distinct label value would be a new series.
@@ -71,6 +73,11 @@ pub struct Metrics {
     request_latency: LatencyFamily,
     /// 1 while this instance leads the key-state watcher (polls KMS for every instance).
     watcher_leader: Gauge,
+    /// Tenant CMKs found to turn automatic rotation off (a change, or first read without it).
+    rotation_disabled: Counter,
+    /// Tenant CMKs this instance last read without automatic rotation (the watcher's leader
+    /// reads them each pass; a follower knows only those it verified).
+    without_rotation: RwLock<BTreeSet<String>>,
     /// Accounts that may appear as label values: the broker's own (learned from KMS answers about
     /// keys it created or resolved) and those of registered BYOK keys.
     known_accounts: RwLock<BTreeSet<String>>,
@@ -84,6 +91,8 @@ impl Default for Metrics {
             revocations: Family::default(),
             request_latency: Family::new_with_constructor(latency_histogram),
             watcher_leader: Gauge::default(),
+            rotation_disabled: Counter::default(),
+            without_rotation: RwLock::default(),
             known_accounts: RwLock::default(),
         }
     }
@@ -146,6 +155,22 @@ impl Metrics {
         self.watcher_leader.set(i64::from(leading));
     }
 
+    /// A read of a tenant CMK's rotation status: `turned_off` when it changed to off.
+    pub fn record_tenant_rotation(&self, key_arn: &str, enabled: bool, turned_off: bool) {
+        if turned_off {
+            self.rotation_disabled.inc();
+        }
+        let mut without = self
+            .without_rotation
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if enabled {
+            without.remove(key_arn);
+        } else {
+            without.insert(key_arn.to_owned());
+        }
+    }
+
     pub fn record_revocation(&self, cause: &str) {
         let labels = CauseLabels {
             cause: cause.into(),
@@ -205,6 +230,23 @@ impl Metrics {
             "byok_broker_key_state_watcher_leader",
             "1 while this instance leads the key-state watcher (the one polling KMS)",
             self.watcher_leader.clone(),
+        );
+        registry.register(
+            "byok_broker_tenant_key_rotation_disabled",
+            "Tenant CMKs found with automatic rotation turned off (each change counted once)",
+            self.rotation_disabled.clone(),
+        );
+        let without = self
+            .without_rotation
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|arn| bindings.owner_of(arn).is_some())
+            .count();
+        registry.register(
+            "byok_broker_tenant_keys_without_rotation",
+            "Registered tenant CMKs last read without automatic rotation",
+            ConstGauge::new(i64::try_from(without).unwrap_or(i64::MAX)),
         );
         let states: Family<StateLabels, Gauge> = Family::default();
         for state in ["active", "disabled", "unavailable"] {
@@ -339,6 +381,21 @@ impl KeyProvider for MeteredProvider {
     }
     async fn schedule_key_deletion(&self, key_id: &str) -> Result<(), KmsError> {
         self.inner.schedule_key_deletion(key_id).await
+    }
+    async fn enable_key_rotation(&self, kek: &KekRef, period_days: u32) -> Result<(), KmsError> {
+        let result = self.inner.enable_key_rotation(kek, period_days).await;
+        self.note(&kek.key_id, "enable_key_rotation", &result);
+        result
+    }
+    async fn key_rotation_status(&self, kek: &KekRef) -> Result<RotationStatus, KmsError> {
+        let result = self.inner.key_rotation_status(kek).await;
+        self.note(&kek.key_id, "get_key_rotation_status", &result);
+        result
+    }
+    async fn rotate_key_on_demand(&self, kek: &KekRef) -> Result<(), KmsError> {
+        let result = self.inner.rotate_key_on_demand(kek).await;
+        self.note(&kek.key_id, "rotate_key_on_demand", &result);
+        result
     }
 }
 

@@ -27,6 +27,7 @@ mod instances_failover;
 mod instances_leader;
 mod instances_revocation;
 mod instances_rewrap;
+mod kek_rotation;
 mod keyring_localstack;
 mod kms_localstack;
 mod local_provider;
