@@ -20,6 +20,7 @@ use crate::rate_limit::RateLimiter;
 use crate::services::api_keys::ApiKeys;
 use crate::services::audit::Audit;
 use crate::services::byok::{Byok, ByokParts};
+use crate::services::platform_keks::PlatformKeks;
 use crate::services::rewrap::{Rewrap, RewrapParts};
 use crate::services::vault::{Vault, VaultParts};
 use crate::store::Store;
@@ -62,6 +63,8 @@ pub struct Broker {
     pub vault: Vault,
     /// Rewrap jobs and their workers.
     pub rewrap: Arc<Rewrap>,
+    /// Platform KEK inventory and rotation.
+    pub platform_keks: Arc<PlatformKeks>,
 }
 
 impl Broker {
@@ -153,7 +156,13 @@ impl Broker {
             supervisor: supervisor.clone(),
             instance,
         }));
+        let platform_keks = Arc::new(PlatformKeks::new(
+            store.clone(),
+            Arc::clone(&keyring),
+            audit.clone(),
+        ));
         let broker = Arc::new(Self {
+            platform_keks,
             api_keys: ApiKeys::new(store.clone()),
             audit: Audit::new(audit, store.clone()),
             rate_limiter,
@@ -199,6 +208,19 @@ impl Broker {
             });
             tracing::info!("consuming tenant KMS key events (push revocation)");
         }
+        // Automatic rotation on platform KEKs made before it existed (or under another period):
+        // in the background, one KEK at a time; first use covers any KEK it has not reached yet.
+        let rotation = Arc::downgrade(&broker.platform_keks);
+        supervisor.spawn(
+            Stage::Workers,
+            "platform KEK rotation",
+            move |stop| async move {
+                if let Some(platform_keks) = rotation.upgrade() {
+                    stop.run_until_cancelled(platform_keks.enable_rotation_on_existing())
+                        .await;
+                }
+            },
+        );
         let purging = broker.store.clone();
         let purge_interval = broker.config.store.retention.purge_interval;
         supervisor.spawn(Stage::Workers, "retention purge", move |stop| {

@@ -55,6 +55,7 @@ error_codes! {
     KeyInUse => "key_in_use", CONFLICT;
     AmbiguousMatchContext => "ambiguous_match_context", CONFLICT;
     IdempotencyInFlight => "idempotency_in_flight", CONFLICT;
+    KekRotationRefused => "kek_rotation_refused", CONFLICT;
     PayloadTooLarge => "payload_too_large", PAYLOAD_TOO_LARGE;
     UriTooLong => "uri_too_long", URI_TOO_LONG;
     HeadersTooLarge => "headers_too_large", REQUEST_HEADER_FIELDS_TOO_LARGE;

@@ -24,6 +24,7 @@ use crate::keyring::bindings::BindingSet;
 use crate::kms::budget::BudgetMetrics;
 use crate::kms::{
     AliasOutcome, GeneratedDataKey, KekRef, KeyDescription, KeyProvider, KmsError, KmsFailure,
+    RotationStatus,
 };
 
 /// The label for key ids in accounts the broker does not know: a caller may name any key id in
@@ -92,6 +93,11 @@ pub struct Metrics {
     kms_throttles: Family<KmsThrottleLabels, Counter>,
     /// The KMS budget's waits and refusals (`kms::budget`).
     pub budget: BudgetMetrics,
+    /// Tenant CMKs found to turn automatic rotation off (a change, or first read without it).
+    rotation_disabled: Counter,
+    /// Tenant CMKs this instance last read without automatic rotation (the watcher's leader
+    /// reads them each pass; a follower knows only those it verified).
+    without_rotation: RwLock<BTreeSet<String>>,
     /// Accounts that may appear as label values: the broker's own (learned from KMS answers about
     /// keys it created or resolved) and those of registered BYOK keys.
     known_accounts: RwLock<BTreeSet<String>>,
@@ -108,6 +114,8 @@ impl Default for Metrics {
             kms_latency: Family::new_with_constructor(latency_histogram),
             kms_throttles: Family::default(),
             budget: BudgetMetrics::default(),
+            rotation_disabled: Counter::default(),
+            without_rotation: RwLock::default(),
             known_accounts: RwLock::default(),
         }
     }
@@ -168,6 +176,22 @@ impl Metrics {
 
     pub fn set_watcher_leader(&self, leading: bool) {
         self.watcher_leader.set(i64::from(leading));
+    }
+
+    /// A read of a tenant CMK's rotation status: `turned_off` when it changed to off.
+    pub fn record_tenant_rotation(&self, key_arn: &str, enabled: bool, turned_off: bool) {
+        if turned_off {
+            self.rotation_disabled.inc();
+        }
+        let mut without = self
+            .without_rotation
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if enabled {
+            without.remove(key_arn);
+        } else {
+            without.insert(key_arn.to_owned());
+        }
     }
 
     pub fn record_revocation(&self, cause: &str) {
@@ -270,6 +294,23 @@ impl Metrics {
             "byok_broker_key_state_watcher_leader",
             "1 while this instance leads the key-state watcher (the one polling KMS)",
             self.watcher_leader.clone(),
+        );
+        registry.register(
+            "byok_broker_tenant_key_rotation_disabled",
+            "Tenant CMKs found with automatic rotation turned off (each change counted once)",
+            self.rotation_disabled.clone(),
+        );
+        let without = self
+            .without_rotation
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|arn| bindings.owner_of(arn).is_some())
+            .count();
+        registry.register(
+            "byok_broker_tenant_keys_without_rotation",
+            "Registered tenant CMKs last read without automatic rotation",
+            ConstGauge::new(i64::try_from(without).unwrap_or(i64::MAX)),
         );
         let states: Family<StateLabels, Gauge> = Family::default();
         for state in ["active", "disabled", "unavailable"] {
@@ -415,6 +456,24 @@ impl KeyProvider for MeteredProvider {
     }
     async fn schedule_key_deletion(&self, key_id: &str) -> Result<(), KmsError> {
         self.inner.schedule_key_deletion(key_id).await
+    }
+    async fn enable_key_rotation(&self, kek: &KekRef, period_days: u32) -> Result<(), KmsError> {
+        let started = std::time::Instant::now();
+        let result = self.inner.enable_key_rotation(kek, period_days).await;
+        self.note(&kek.key_id, "enable_key_rotation", started, &result);
+        result
+    }
+    async fn key_rotation_status(&self, kek: &KekRef) -> Result<RotationStatus, KmsError> {
+        let started = std::time::Instant::now();
+        let result = self.inner.key_rotation_status(kek).await;
+        self.note(&kek.key_id, "get_key_rotation_status", started, &result);
+        result
+    }
+    async fn rotate_key_on_demand(&self, kek: &KekRef) -> Result<(), KmsError> {
+        let started = std::time::Instant::now();
+        let result = self.inner.rotate_key_on_demand(kek).await;
+        self.note(&kek.key_id, "rotate_key_on_demand", started, &result);
+        result
     }
 }
 

@@ -34,6 +34,7 @@ pub struct CreationQuota {
     store: Store,
     per_key_per_hour: u32,
     max_total: u64,
+    rotation_period_days: u32,
 }
 
 impl CreationQuota {
@@ -42,6 +43,7 @@ impl CreationQuota {
             store,
             per_key_per_hour: config.new_per_key_per_hour,
             max_total: config.max_total,
+            rotation_period_days: config.rotation_period_days,
         }
     }
 
@@ -68,6 +70,28 @@ impl CreationQuota {
         if let Err(e) = self.store.confirm_platform_kek(reservation, kek_id).await {
             // The row stays reserved and keeps counting: the limit errs on the safe side.
             tracing::error!(kek_id, error = %e, "could not record a new platform KEK");
+        }
+    }
+
+    /// The automatic rotation period every platform KEK gets, in days.
+    pub fn rotation_period_days(&self) -> u32 {
+        self.rotation_period_days
+    }
+
+    /// Whether the store records `kek_id`'s automatic rotation as enabled at the configured period.
+    pub async fn rotation_recorded(&self, kek_id: &str) -> Result<bool, StoreError> {
+        Ok(self.store.platform_kek_rotation_period(kek_id).await?
+            == Some(self.rotation_period_days))
+    }
+
+    pub async fn record_rotation(&self, kek_id: &str) {
+        if let Err(e) = self
+            .store
+            .record_platform_kek_rotation(kek_id, self.rotation_period_days)
+            .await
+        {
+            // Harmless: the next start or first use enables it again (idempotent in KMS).
+            tracing::warn!(kek_id, error = %e, "could not record a platform KEK's rotation");
         }
     }
 

@@ -1,5 +1,6 @@
-//! Loading the platform KEK policy (`platform_kek.context_fields`, `limits.new_platform_keks_*`,
-//! `limits.max_platform_keks`) from the file and `BYOK_BROKER_*` variables, validated.
+//! Loading the platform KEK policy (`platform_kek.context_fields`,
+//! `platform_kek.rotation_period_days`, `limits.new_platform_keks_*`, `limits.max_platform_keks`)
+//! from the file and `BYOK_BROKER_*` variables, validated.
 
 use std::collections::BTreeSet;
 
@@ -16,6 +17,8 @@ pub struct PlatformKekConfig {
     pub new_per_key_per_hour: u32,
     /// Platform KEKs the deployment may hold in all.
     pub max_total: u64,
+    /// Automatic rotation period of every platform KEK, in days (AWS allows 90-2560).
+    pub rotation_period_days: u32,
 }
 
 impl Default for PlatformKekConfig {
@@ -24,6 +27,7 @@ impl Default for PlatformKekConfig {
             context_fields: None,
             new_per_key_per_hour: 100,
             max_total: 10_000,
+            rotation_period_days: 365,
         }
     }
 }
@@ -32,6 +36,7 @@ impl Default for PlatformKekConfig {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawPlatformKek {
     context_fields: Option<Vec<String>>,
+    rotation_period_days: Option<u32>,
 }
 
 /// The limit settings read from the `[limits]` table.
@@ -64,10 +69,24 @@ pub(super) fn load(
     if let Some(fields) = &context_fields {
         validate_fields(fields)?;
     }
+    let rotation_period_days = sources.value(
+        "BYOK_BROKER_PLATFORM_KEK_ROTATION_PERIOD_DAYS",
+        raw.rotation_period_days,
+        defaults.rotation_period_days,
+    )?;
+    if !crate::kms::local::ROTATION_PERIOD_DAYS.contains(&rotation_period_days) {
+        return Err(invalid(
+            "platform_kek.rotation_period_days / BYOK_BROKER_PLATFORM_KEK_ROTATION_PERIOD_DAYS",
+            format!(
+                "{rotation_period_days}: AWS KMS rotates a key every 90 to 2560 days; choose a period in that range"
+            ),
+        ));
+    }
     Ok(PlatformKekConfig {
         context_fields,
         new_per_key_per_hour,
         max_total,
+        rotation_period_days,
     })
 }
 
@@ -105,6 +124,31 @@ mod tests {
         let config = load(RawPlatformKek::default(), no_limits(), &|_| None).unwrap();
         assert_eq!(config, PlatformKekConfig::default());
         assert!(config.context_fields.is_none());
+    }
+
+    #[test]
+    fn the_rotation_period_defaults_to_a_year_and_stays_within_what_aws_allows() {
+        assert_eq!(PlatformKekConfig::default().rotation_period_days, 365);
+        for (value, ok) in [
+            ("90", true),
+            ("2560", true),
+            ("89", false),
+            ("2561", false),
+            ("0", false),
+        ] {
+            let env = |name: &str| {
+                (name == "BYOK_BROKER_PLATFORM_KEK_ROTATION_PERIOD_DAYS").then(|| value.to_owned())
+            };
+            let loaded = load(RawPlatformKek::default(), no_limits(), &env);
+            assert_eq!(loaded.is_ok(), ok, "{value}");
+            if let Err(e) = loaded {
+                let text = e.to_string();
+                assert!(
+                    text.contains("rotation_period_days") && text.contains("90 to 2560"),
+                    "{text}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -42,7 +42,8 @@ pub fn routes() -> Router<Arc<Broker>> {
 async fn byok_key_response(broker: &Broker, binding: &Binding) -> Result<Response, Error> {
     let counts = broker.byok.count_objects_by_kek().await?;
     let outside = broker.byok.count_objects_outside(binding).await?;
-    Ok(Json(ByokKey::of(binding, &counts, outside)).into_response())
+    let rotations = broker.byok.kek_rotations().await?;
+    Ok(Json(ByokKey::of(binding, &counts, outside, &rotations)).into_response())
 }
 
 async fn register(
@@ -70,10 +71,11 @@ async fn list(
 ) -> Result<Response, Error> {
     let bindings = broker.byok.bindings();
     let counts = broker.byok.count_objects_by_kek().await?;
+    let rotations = broker.byok.kek_rotations().await?;
     let mut data = Vec::new();
     for binding in bindings.all() {
         let outside = broker.byok.count_objects_outside(binding).await?;
-        data.push(ByokKey::of(binding, &counts, outside));
+        data.push(ByokKey::of(binding, &counts, outside, &rotations));
     }
     Ok(Json(List::of(data)).into_response())
 }

@@ -8,6 +8,7 @@ mod errors;
 mod extract;
 mod guard;
 mod idempotency;
+mod keks;
 mod layers;
 mod rewrap;
 pub mod server;
@@ -38,6 +39,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .merge(admin::routes())
         .merge(byok::routes())
         .merge(rewrap::routes())
+        .merge(keks::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

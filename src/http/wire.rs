@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod byok;
 pub mod data_key;
+pub mod keks;
 pub mod rewrap;
 pub mod versions;
 

@@ -295,6 +295,14 @@ impl Keyring {
             .map(|(kek, _)| kek)
     }
 
+    /// The automatic rotation period platform KEKs get (the configured one; 365 days without).
+    pub fn rotation_period_days(&self) -> u32 {
+        self.quota.as_ref().map_or(
+            platform_kek::PlatformKekConfig::default().rotation_period_days,
+            CreationQuota::rotation_period_days,
+        )
+    }
+
     pub fn stats(&self) -> KeyringStats {
         KeyringStats {
             keks_created: self.counters.keks_created.load(Ordering::Relaxed),

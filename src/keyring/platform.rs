@@ -78,6 +78,7 @@ impl Keyring {
         let Some(id) = self.provider.find_alias(&self.alias_for(selection)).await? else {
             return Ok(None);
         };
+        self.ensure_platform_rotation(&id).await;
         let id: Arc<str> = id.into();
         self.resolved.insert(hash, Arc::clone(&id)).await;
         Ok(Some(id))
@@ -120,6 +121,7 @@ impl Keyring {
             .await
             .map_err(KeyAccessError::Kms)?
         {
+            self.ensure_platform_rotation(&id).await;
             return Ok((id.into(), false));
         }
         let hash = selection.hash();
@@ -140,7 +142,49 @@ impl Keyring {
                 _ => quota.release(reservation).await,
             }
         }
+        if let Ok((id, _)) = &outcome {
+            self.ensure_platform_rotation(id).await;
+        }
         outcome.map_err(KeyAccessError::Kms)
+    }
+
+    /// Makes sure automatic rotation at the configured period is on for the platform KEK
+    /// `kek_id`: asked of KMS only when the store does not record it (so once per KEK, not per
+    /// use), recorded once KMS accepted. Called when a KEK is created or first resolved by this
+    /// process, and at start for every recorded KEK. Never fails the caller: rotation is not needed
+    /// to use the key, and the next start or first use tries again. Returns true if it is on.
+    pub async fn ensure_platform_rotation(&self, kek_id: &str) -> bool {
+        let period = self.rotation_period_days();
+        if let Some(quota) = &self.quota {
+            match quota.rotation_recorded(kek_id).await {
+                Ok(true) => return true,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::debug!(kek_id, error = %e, "could not read a platform KEK's rotation record; asking KMS")
+                }
+            }
+        }
+        match self
+            .provider
+            .enable_key_rotation(&KekRef::platform(kek_id), period)
+            .await
+        {
+            Ok(()) => {
+                if let Some(quota) = &self.quota {
+                    quota.record_rotation(kek_id).await;
+                }
+                tracing::info!(
+                    kek_id,
+                    period_days = period,
+                    "automatic rotation enabled on platform KEK"
+                );
+                true
+            }
+            Err(e) => {
+                tracing::warn!(kek_id, error = %e, "could not enable automatic rotation on a platform KEK; retried at the next start or first use");
+                false
+            }
+        }
     }
 
     async fn create_with_alias(

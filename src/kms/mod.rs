@@ -75,6 +75,16 @@ pub struct KeyDescription {
     pub state: String,
 }
 
+/// What `GetKeyRotationStatus` reports: whether the key's backing material rotates automatically,
+/// how often, and when next (RFC 3339). Rotation never changes the key id: KMS keeps every earlier
+/// backing material and decrypts with the one a ciphertext was made under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RotationStatus {
+    pub enabled: bool,
+    pub period_days: Option<u32>,
+    pub next_rotation: Option<String>,
+}
+
 /// Outcome of creating an alias: losing a race to another caller is a normal outcome, not an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AliasOutcome {
@@ -136,6 +146,18 @@ pub trait KeyProvider: Send + Sync + 'static {
 
     /// Schedules a broker-owned key for deletion (used for the orphan of a lost creation race).
     async fn schedule_key_deletion(&self, key_id: &str) -> Result<(), KmsError>;
+
+    /// Turns on automatic rotation of `kek`'s backing material every `period_days` (AWS allows
+    /// 90-2560). Idempotent: enabling again with another period changes the period.
+    async fn enable_key_rotation(&self, kek: &KekRef, period_days: u32) -> Result<(), KmsError>;
+
+    /// Whether `kek` rotates automatically (`GetKeyRotationStatus`). Not a crypto operation: a
+    /// refusal says nothing about whether the key can still be used.
+    async fn key_rotation_status(&self, kek: &KekRef) -> Result<RotationStatus, KmsError>;
+
+    /// Rotates `kek`'s backing material now (`RotateKeyOnDemand`). Existing ciphertexts (wrapped
+    /// DEKs) stay decryptable under the same key id; new ones use the new material.
+    async fn rotate_key_on_demand(&self, kek: &KekRef) -> Result<(), KmsError>;
 }
 
 /// True when the key id KMS answered with names the same key as the one we asked for.

@@ -5,6 +5,7 @@ pub mod api_keys;
 pub mod audit;
 pub mod byok;
 pub mod coherence;
+pub mod platform_keks;
 pub mod retention;
 pub mod rewrap;
 pub mod vault;

@@ -298,6 +298,11 @@ impl Store {
             if dependent > 0 {
                 return Err(StoreError::InUse(dependent));
             }
+            // Rotation statuses read for its CMKs (migration 14) go with them.
+            tx.execute(
+                "DELETE FROM tenant_kek_rotation WHERE key_arn IN (SELECT key_arn FROM tenant_keks WHERE byok_key_id = ?1)",
+                args![id],
+            )?;
             let changed = tx.execute("DELETE FROM byok_keys WHERE id = ?1", args![id])?;
             if changed == 0 {
                 return Err(StoreError::NotFound("BYOK key"));

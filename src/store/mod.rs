@@ -19,6 +19,7 @@ mod postgres_url;
 mod record_cache;
 mod retention;
 mod rewrap;
+mod rotation;
 mod sql;
 mod writer;
 
@@ -40,6 +41,7 @@ pub use objects::{NewObject, NewVersion, ObjectRecord, VersionRecord};
 pub use platform_keks::{KekCreationRefused, PlatformKekReservation};
 pub use retention::Purged;
 pub use rewrap::{RewrapCandidate, RewrapJobRecord};
+pub use rotation::{PlatformKekRecord, RotationChange, RotationReading, TenantKekRotation};
 pub use sql::Dialect;
 
 use sql::{PostgresConnector, PostgresWriteConnection, Sql, SqliteWriteConnection};

@@ -28,6 +28,7 @@ mod instances_leader;
 mod instances_revocation;
 mod instances_rewrap;
 mod instances_stale_view;
+mod kek_rotation;
 mod keyring_localstack;
 mod kms_localstack;
 mod local_provider;

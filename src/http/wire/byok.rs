@@ -11,6 +11,10 @@ use crate::context::json::ContextJson;
 use crate::keyring::bindings::{Binding, BindingState, TenantKekRecord};
 use crate::services::byok::external_id::ExternalId;
 use crate::services::byok::service::KeySpec;
+use crate::store::TenantKekRotation;
+
+/// Tenant CMK rotation statuses by key ARN, as last read (see `services::byok::rotation_status`).
+pub type Rotations = HashMap<String, TenantKekRotation>;
 
 /// `POST /admin/v1/byok-keys`.
 #[derive(Deserialize)]
@@ -81,13 +85,66 @@ pub struct ByokKey<'a> {
     pub reason: Option<String>,
     pub region: Option<&'a str>,
     pub role_arn: Option<&'a str>,
+    /// The current CMK's automatic rotation, as last read from KMS.
+    pub rotation: Rotation<'a>,
     pub state: &'static str,
     pub updated_at: &'a str,
 }
 
+/// A tenant CMK's automatic rotation as the broker last read it (`GetKeyRotationStatus` through
+/// the tenant's role). `enabled` is `null` until a read succeeded; `error` says why the last read
+/// failed (earlier values are kept); `warning` is set when rotation is off or cannot be read.
+#[derive(Serialize)]
+pub struct Rotation<'a> {
+    pub checked_at: Option<&'a str>,
+    pub enabled: Option<bool>,
+    pub error: Option<&'a str>,
+    pub next_rotation_at: Option<&'a str>,
+    pub period_days: Option<u32>,
+    pub warning: Option<&'static str>,
+}
+
+impl<'a> Rotation<'a> {
+    fn of(key_arn: &str, rotations: &'a Rotations) -> Self {
+        let Some(status) = rotations.get(key_arn) else {
+            return Self {
+                checked_at: None,
+                enabled: None,
+                error: None,
+                next_rotation_at: None,
+                period_days: None,
+                warning: None,
+            };
+        };
+        let warning = match (status.enabled, &status.error) {
+            (Some(false), _) => Some(
+                "automatic rotation is off for this key: its backing material never changes unless the tenant rotates it",
+            ),
+            (None, Some(_)) => Some(
+                "the broker cannot read this key's rotation status: allow kms:GetKeyRotationStatus to the role",
+            ),
+            _ => None,
+        };
+        Self {
+            checked_at: Some(&status.checked_at),
+            enabled: status.enabled,
+            error: status.error.as_deref(),
+            next_rotation_at: status.next_rotation.as_deref(),
+            period_days: status.period_days,
+            warning,
+        }
+    }
+}
+
 impl<'a> ByokKey<'a> {
-    /// `counts`: objects per KEK id; `outside`: covered objects under other KEKs.
-    pub fn of(binding: &'a Binding, counts: &HashMap<String, u64>, outside: u64) -> Self {
+    /// `counts`: objects per KEK id; `outside`: covered objects under other KEKs; `rotations`:
+    /// rotation statuses by key ARN.
+    pub fn of(
+        binding: &'a Binding,
+        counts: &HashMap<String, u64>,
+        outside: u64,
+        rotations: &'a Rotations,
+    ) -> Self {
         let record = &binding.record;
         let current = binding.current_kek();
         let state = binding.state();
@@ -103,7 +160,7 @@ impl<'a> ByokKey<'a> {
             keks: record
                 .keks
                 .iter()
-                .map(|kek| Kek::of(kek, &record.current_kek, counts))
+                .map(|kek| Kek::of(kek, &record.current_kek, counts, rotations))
                 .collect(),
             key_arn: &record.current_kek,
             last_checked_at: current.and_then(|k| k.last_checked_at.as_deref()),
@@ -114,6 +171,7 @@ impl<'a> ByokKey<'a> {
             reason,
             region: current.and_then(|k| k.region.as_deref()),
             role_arn: current.and_then(|k| k.role_arn.as_deref()),
+            rotation: Rotation::of(&record.current_kek, rotations),
             state: state.as_str(),
             updated_at: &record.updated_at,
         }
@@ -132,10 +190,16 @@ pub struct Kek<'a> {
     pub reason: Option<&'a str>,
     pub region: Option<&'a str>,
     pub role_arn: Option<&'a str>,
+    pub rotation: Rotation<'a>,
 }
 
 impl<'a> Kek<'a> {
-    fn of(kek: &'a TenantKekRecord, current_kek: &str, counts: &HashMap<String, u64>) -> Self {
+    fn of(
+        kek: &'a TenantKekRecord,
+        current_kek: &str,
+        counts: &HashMap<String, u64>,
+        rotations: &'a Rotations,
+    ) -> Self {
         Self {
             available: kek.available,
             current: kek.key_arn == current_kek,
@@ -146,6 +210,7 @@ impl<'a> Kek<'a> {
             reason: kek.reason.as_deref(),
             region: kek.region.as_deref(),
             role_arn: kek.role_arn.as_deref(),
+            rotation: Rotation::of(&kek.key_arn, rotations),
         }
     }
 }

@@ -19,8 +19,30 @@ fn kek(arn: &str, available: bool) -> TenantKekRecord {
     }
 }
 
+/// A CMK's rotation as the old bodies would have shown it (`rotation` came after them).
+fn rotation_json(key_arn: &str, rotations: &Rotations) -> Value {
+    match rotations.get(key_arn) {
+        None => {
+            json!({"checked_at": null, "enabled": null, "error": null, "next_rotation_at": null, "period_days": null, "warning": null})
+        }
+        Some(r) => json!({
+            "checked_at": r.checked_at,
+            "enabled": r.enabled,
+            "error": r.error,
+            "next_rotation_at": r.next_rotation,
+            "period_days": r.period_days,
+            "warning": (r.enabled == Some(false)).then_some("automatic rotation is off for this key: its backing material never changes unless the tenant rotates it"),
+        }),
+    }
+}
+
 /// What the handler used to build for a binding.
-fn old_json(binding: &Binding, counts: &HashMap<String, u64>, outside: u64) -> Value {
+fn old_json(
+    binding: &Binding,
+    counts: &HashMap<String, u64>,
+    outside: u64,
+    rotations: &Rotations,
+) -> Value {
     let record = &binding.record;
     let current = binding.current_kek();
     let state = binding.state();
@@ -43,6 +65,7 @@ fn old_json(binding: &Binding, counts: &HashMap<String, u64>, outside: u64) -> V
                 "reason": k.reason,
                 "last_checked_at": k.last_checked_at,
                 "objects": counts.get(&k.key_arn).copied().unwrap_or(0),
+                "rotation": rotation_json(&k.key_arn, rotations),
             })
         })
         .collect();
@@ -62,6 +85,7 @@ fn old_json(binding: &Binding, counts: &HashMap<String, u64>, outside: u64) -> V
         "updated_at": record.updated_at,
         "keks": keks,
         "objects_under_other_keys": outside,
+        "rotation": rotation_json(&record.current_kek, rotations),
     })
 }
 
@@ -85,7 +109,21 @@ fn byok_key_bytes_are_unchanged() {
             match_context: match_context.clone().unwrap(),
         };
         let counts = HashMap::from([("arn:old".to_owned(), 3)]);
-        let typed = serde_json::to_string(&ByokKey::of(&binding, &counts, 7)).unwrap();
-        assert_eq!(typed, old_json(&binding, &counts, 7).to_string());
+        let rotations = Rotations::from([(
+            "arn:new".to_owned(),
+            TenantKekRotation {
+                enabled: Some(!admin_disabled),
+                period_days: (!admin_disabled).then_some(365),
+                next_rotation: (!admin_disabled).then(|| "2025-01-01T00:00:00.000000Z".into()),
+                error: None,
+                checked_at: "2024-01-03T00:00:00.000000Z".into(),
+                changed_at: None,
+            },
+        )]);
+        let typed = serde_json::to_string(&ByokKey::of(&binding, &counts, 7, &rotations)).unwrap();
+        assert_eq!(
+            typed,
+            old_json(&binding, &counts, 7, &rotations).to_string()
+        );
     }
 }

@@ -21,7 +21,7 @@ use crate::context::KeyContext;
 use crate::data_key::DataKey;
 use crate::kms::{
     AliasOutcome, GeneratedDataKey, KekRef, KeyDescription, KeyProvider, KmsError, KmsFailure,
-    TenantAccess, same_key,
+    RotationStatus, TenantAccess, same_key,
 };
 
 /// Minimum waiting period AWS allows before a scheduled key deletion takes effect.
@@ -301,6 +301,53 @@ impl KeyProvider for AwsKms {
             .schedule_key_deletion()
             .key_id(key_id)
             .pending_window_in_days(ORPHAN_DELETION_WINDOW_DAYS)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn enable_key_rotation(&self, kek: &KekRef, period_days: u32) -> Result<(), KmsError> {
+        let period = i32::try_from(period_days)
+            .map_err(|_| KmsError::new(KmsFailure::InvalidRequest, "rotation period too long"))?;
+        self.client_for(kek)
+            .await?
+            .enable_key_rotation()
+            .key_id(&kek.key_id)
+            .rotation_period_in_days(period)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn key_rotation_status(&self, kek: &KekRef) -> Result<RotationStatus, KmsError> {
+        let out = self
+            .client_for(kek)
+            .await?
+            .get_key_rotation_status()
+            .key_id(&kek.key_id)
+            .send()
+            .await
+            .map_err(classify)?;
+        let enabled = out.key_rotation_enabled();
+        Ok(RotationStatus {
+            enabled,
+            period_days: out
+                .rotation_period_in_days()
+                .filter(|_| enabled)
+                .and_then(|d| u32::try_from(d).ok()),
+            next_rotation: out.next_rotation_date().filter(|_| enabled).map(|at| {
+                crate::timestamp::Timestamp(at.secs().saturating_mul(1_000_000)).to_rfc3339()
+            }),
+        })
+    }
+
+    async fn rotate_key_on_demand(&self, kek: &KekRef) -> Result<(), KmsError> {
+        self.client_for(kek)
+            .await?
+            .rotate_key_on_demand()
+            .key_id(&kek.key_id)
             .send()
             .await
             .map_err(classify)?;

@@ -32,6 +32,7 @@ use crate::context::KeyContext;
 use crate::data_key::DataKey;
 use crate::kms::{
     AliasOutcome, GeneratedDataKey, KekRef, KeyDescription, KeyProvider, KmsError, KmsFailure,
+    RotationStatus,
 };
 pub use scheduler::Priority;
 use scheduler::{Rate, Refusal, RegionBudget};
@@ -260,5 +261,18 @@ impl KeyProvider for BudgetedProvider {
     }
     async fn schedule_key_deletion(&self, key_id: &str) -> Result<(), KmsError> {
         self.inner.schedule_key_deletion(key_id).await
+    }
+    async fn enable_key_rotation(&self, kek: &KekRef, period_days: u32) -> Result<(), KmsError> {
+        self.inner.enable_key_rotation(kek, period_days).await
+    }
+    /// Read with every watcher pass, like `DescribeKey`: on the same budget.
+    async fn key_rotation_status(&self, kek: &KekRef) -> Result<RotationStatus, KmsError> {
+        if let Some(budget) = &self.describes {
+            self.admit(budget, Priority::Write, &kek.key_id).await?;
+        }
+        self.inner.key_rotation_status(kek).await
+    }
+    async fn rotate_key_on_demand(&self, kek: &KekRef) -> Result<(), KmsError> {
+        self.inner.rotate_key_on_demand(kek).await
     }
 }

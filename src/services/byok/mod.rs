@@ -8,6 +8,7 @@ mod object_counts;
 pub mod platform_kek_watch;
 pub mod push;
 mod refresh;
+mod rotation_status;
 pub mod service;
 mod verify;
 pub mod watcher;

@@ -187,6 +187,10 @@ impl super::Byok {
         }
         let kek = kek_ref(&spec.record(""));
         let verdict = verify_kek(self.provider(), &kek, match_context).await;
+        if verdict.is_ok() {
+            self.observe_rotation_at_verification(&kek, match_context)
+                .await;
+        }
         if matches!(verdict, Ok(()) | Err(Error::ByokVerificationFailed { .. })) {
             let fields = json!({"organization_id": organization(match_context), "key_provider": PROVIDER_AWS_KMS, "verified": verdict.is_ok()});
             self.audit

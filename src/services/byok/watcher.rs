@@ -248,6 +248,7 @@ impl Byok {
                     tracing::error!(key_arn = %kek.key_arn, error = %e, "could not record key state");
                 }
             }
+            byok.watch_rotation(&kek).await;
         })
         .await;
         PassTally {

@@ -43,7 +43,24 @@ CREATE TABLE platform_kek_watch (
         13,
         "ALTER TABLE tenant_keks ADD COLUMN state_seq BIGINT NOT NULL DEFAULT 0;",
     ),
+    (14, KEK_ROTATION),
 ];
+
+/// Version 14: KEK rotation (see the SQLite list).
+const KEK_ROTATION: &str = r#"
+ALTER TABLE platform_keks ADD COLUMN rotation_period_days BIGINT;
+ALTER TABLE platform_keks ADD COLUMN rotation_enabled_at TEXT COLLATE "C";
+ALTER TABLE platform_keks ADD COLUMN rotated_at TEXT COLLATE "C";
+CREATE TABLE tenant_kek_rotation (
+    key_arn        TEXT COLLATE "C" PRIMARY KEY,
+    enabled        BIGINT,
+    period_days    BIGINT,
+    next_rotation  TEXT COLLATE "C",
+    error          TEXT COLLATE "C",
+    checked_at     TEXT COLLATE "C" NOT NULL,
+    changed_at     TEXT COLLATE "C"
+);
+"#;
 
 /// Version 12: a watcher check that finds a CMK as it was updates only `last_checked_at`; that is
 /// no routing change, and bumping the revision (and notifying every broker) for it made each

@@ -214,7 +214,28 @@ CREATE TRIGGER tenant_keks_update AFTER UPDATE ON tenant_keks
     // A CMK's state sequence: moves with every change of `available`, so a check that read the
     // state before a revocation cannot restore the CMK after it (see `record_kek_check`).
     "ALTER TABLE tenant_keks ADD COLUMN state_seq INTEGER NOT NULL DEFAULT 0;",
+    // Version 14: KEK rotation (see `KEK_ROTATION`).
+    KEK_ROTATION,
 ];
+
+/// Version 14. KEK rotation: what the broker enabled on each platform KEK (so it is not requested
+/// again on every use) and when an admin last rotated one; the rotation status the watcher's
+/// leader (or a verification) last read for each tenant CMK, so every instance shows the same.
+/// Not part of the routing view: no trigger bumps the BYOK revision for it.
+const KEK_ROTATION: &str = r#"
+ALTER TABLE platform_keks ADD COLUMN rotation_period_days INTEGER;
+ALTER TABLE platform_keks ADD COLUMN rotation_enabled_at TEXT;
+ALTER TABLE platform_keks ADD COLUMN rotated_at TEXT;
+CREATE TABLE tenant_kek_rotation (
+    key_arn        TEXT PRIMARY KEY,
+    enabled        INTEGER,
+    period_days    INTEGER,
+    next_rotation  TEXT,
+    error          TEXT,
+    checked_at     TEXT NOT NULL,
+    changed_at     TEXT
+);
+"#;
 
 /// Version 11. The API-key revision: bumped by triggers in the transaction of every change to a
 /// key (a revocation), so a broker that cached a verified key can tell its copy is stale. One

@@ -23,7 +23,7 @@ use byok_broker::context::KeyContext;
 use byok_broker::data_key::DataKey;
 use byok_broker::kms::aws::{AwsKms, AwsOptions, load_sdk_config};
 use byok_broker::kms::{
-    AliasOutcome, GeneratedDataKey, KekRef, KeyDescription, KeyProvider, KmsError,
+    AliasOutcome, GeneratedDataKey, KekRef, KeyDescription, KeyProvider, KmsError, RotationStatus,
 };
 use serde_json::{Value, json};
 
@@ -180,6 +180,9 @@ pub struct CountingProvider<P> {
     /// When set, the next alias lookup answers "absent" without asking KMS: the lookup of a
     /// process that ran just before another process created the alias.
     pub hide_next_alias: AtomicBool,
+    /// When set, `GetKeyRotationStatus` is refused (AccessDenied), as for a tenant role lacking
+    /// `kms:GetKeyRotationStatus`.
+    pub refuse_rotation_status: AtomicBool,
 }
 
 impl<P> CountingProvider<P> {
@@ -190,6 +193,7 @@ impl<P> CountingProvider<P> {
             generates: AtomicU64::new(0),
             created_keys: Mutex::new(Vec::new()),
             hide_next_alias: AtomicBool::new(false),
+            refuse_rotation_status: AtomicBool::new(false),
         }
     }
     pub fn decrypt_calls(&self) -> u64 {
@@ -267,5 +271,20 @@ impl<P: KeyProvider> KeyProvider for CountingProvider<P> {
     }
     async fn schedule_key_deletion(&self, key_id: &str) -> Result<(), KmsError> {
         self.inner.schedule_key_deletion(key_id).await
+    }
+    async fn enable_key_rotation(&self, kek: &KekRef, period_days: u32) -> Result<(), KmsError> {
+        self.inner.enable_key_rotation(kek, period_days).await
+    }
+    async fn key_rotation_status(&self, kek: &KekRef) -> Result<RotationStatus, KmsError> {
+        if self.refuse_rotation_status.load(Ordering::SeqCst) {
+            return Err(KmsError::new(
+                byok_broker::kms::KmsFailure::AccessDenied,
+                "not authorized to perform kms:GetKeyRotationStatus",
+            ));
+        }
+        self.inner.key_rotation_status(kek).await
+    }
+    async fn rotate_key_on_demand(&self, kek: &KekRef) -> Result<(), KmsError> {
+        self.inner.rotate_key_on_demand(kek).await
     }
 }
