@@ -30,6 +30,7 @@ mod instances_rewrap;
 mod instances_stale_view;
 mod kek_rotation;
 mod keyring_localstack;
+mod kms_budget;
 mod kms_localstack;
 mod local_provider;
 mod platform_kek_limits;

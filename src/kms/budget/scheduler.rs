@@ -3,7 +3,9 @@
 //! deserving waiter: strict priority between classes (reads, then writes, then background work),
 //! round robin between tenants within a class, first come first served within a tenant. So a
 //! tenant flooding writes waits behind everyone else's reads and shares the write capacity equally
-//! with the other writers, and rewrap jobs take only what live traffic leaves.
+//! with the other writers, and rewrap jobs take what live traffic leaves, and never less than one
+//! token in [`BACKGROUND_SHARE`] while they wait, so a flood that saturates the budget (and is
+//! refused for its excess) cannot stall a rewrap job.
 //!
 //! Waiting is bounded: a live call gives up at its deadline, and at most `max_waiters` wait at
 //! once (a newcomer beyond that is refused at once), so a flood queues nothing unbounded.
@@ -40,6 +42,9 @@ impl Priority {
 }
 
 const CLASSES: usize = 3;
+
+/// Under contention, background work gets at least one of this many tokens.
+pub const BACKGROUND_SHARE: u32 = 10;
 
 /// The budget's settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -119,6 +124,8 @@ struct State {
     classes: [Class; CLASSES],
     /// Live waiters (read and write classes), against `max_waiters`.
     live_waiting: usize,
+    /// Tokens handed to live waiters since background work last got one.
+    live_grants: u32,
     next_id: u64,
 }
 
@@ -137,17 +144,27 @@ impl State {
     /// Hands out the tokens there are to waiters, best first; waiters that gave up (their
     /// receiver is gone) cost nothing.
     fn dispatch(&mut self) {
+        let background = Priority::Background as usize;
         while self.tokens >= 1.0 {
-            let Some((priority, waiter)) = self
-                .classes
-                .iter_mut()
-                .enumerate()
-                .find_map(|(i, class)| class.pop().map(|w| (i, w)))
-            else {
+            let due = self.live_grants + 1 >= BACKGROUND_SHARE;
+            let next = if due {
+                self.classes[background].pop().map(|w| (background, w))
+            } else {
+                None
+            };
+            let Some((priority, waiter)) = next.or_else(|| {
+                self.classes
+                    .iter_mut()
+                    .enumerate()
+                    .find_map(|(i, class)| class.pop().map(|w| (i, w)))
+            }) else {
                 return;
             };
-            if priority < Priority::Background as usize {
+            if priority == background {
+                self.live_grants = 0;
+            } else {
                 self.live_waiting -= 1;
+                self.live_grants += 1;
             }
             if waiter.grant.send(()).is_ok() {
                 self.tokens -= 1.0;
@@ -175,6 +192,7 @@ impl RegionBudget {
                 refilled: Instant::now(),
                 classes: Default::default(),
                 live_waiting: 0,
+                live_grants: 0,
                 next_id: 0,
             }),
             queued: Notify::new(),

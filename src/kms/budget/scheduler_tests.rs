@@ -115,3 +115,15 @@ async fn a_live_call_gives_up_at_its_deadline_and_a_full_queue_refuses_at_once()
     }
     assert!(background.await.unwrap().is_ok());
 }
+
+#[tokio::test]
+async fn background_work_gets_a_share_even_when_live_calls_saturate_the_budget() {
+    let budget = budget(100.0, 1.0, 100);
+    budget.acquire(Priority::Write, "a", None).await.unwrap();
+    let mut calls = vec![(Priority::Background, "rewrap")];
+    calls.extend(vec![(Priority::Write, "a"); 12]);
+    let order = grant_order(&budget, &calls).await;
+    // Queued first but lowest: served once nine live calls were, not after all twelve.
+    let position = order.iter().position(|c| c == "rewrap0").unwrap();
+    assert_eq!(position, 9, "{order:?}");
+}

@@ -11,6 +11,7 @@ pub mod database;
 pub mod http_client;
 pub mod instances;
 pub mod process;
+pub mod throttling_proxy;
 
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
