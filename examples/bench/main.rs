@@ -15,6 +15,7 @@ mod database;
 #[path = "../../src/cli/http_client.rs"]
 mod http_client;
 mod load;
+mod noisy;
 mod raw;
 mod server;
 
@@ -219,6 +220,9 @@ const RAW_GDK: &str = "raw SDK GenerateDataKey";
 const RAW_DECRYPT: &str = "raw SDK Decrypt";
 const RAW_REENCRYPT: &str = "raw SDK ReEncrypt";
 const REWRAP: &str = "rewrap job (objects/s)";
+const NOISY_B_ALONE: &str = "noisy: B alone (20/s)";
+const NOISY_B_FLOODED: &str = "noisy: B, A flooding";
+const NOISY_A: &str = "noisy: A accepted";
 
 #[tokio::main]
 async fn main() {
@@ -466,6 +470,32 @@ async fn main() {
         .await;
     report.row(RAW_REENCRYPT, None, rewrap_concurrency, &reencrypt, None);
 
+    // Noisy neighbour (the KMS budget), on the first backend: B's latency alone and with A
+    // flooding creates at ten times the budget, side by side.
+    let noisy_backend = backends[0];
+    let noisy = noisy::run(
+        &options,
+        noisy_backend,
+        &run_id,
+        duration.max(Duration::from_secs(3)),
+    )
+    .await;
+    report.row(NOISY_B_ALONE, Some(noisy_backend), 20, &noisy.b_idle, None);
+    report.row(
+        NOISY_B_FLOODED,
+        Some(noisy_backend),
+        20,
+        &noisy.b_flooded,
+        None,
+    );
+    report.row(NOISY_A, Some(noisy_backend), 1000, &noisy.a_accepted, None);
+    println!(
+        "noisy neighbour: A offered 1000 creates/s against a budget of {} KMS calls/s: {:.0}/s accepted, {} answered 503 kms_busy",
+        noisy::BUDGET_PER_SECOND,
+        noisy.a_accepted.rps(),
+        noisy.a_refused
+    );
+
     // Memory: 100,000 cached DEKs in a DekCache, measured in this process.
     let cache_mib = server::cache_memory_mib(100_000).await;
     for (index, backend) in backends.iter().enumerate() {
@@ -527,6 +557,21 @@ async fn main() {
             format!("{job:.0} / {raw_reencrypt:.0} per s = {r:.2}"),
         );
     }
+    let (alone, flooded) = (
+        noisy.b_idle.percentile_ms(0.99),
+        noisy.b_flooded.percentile_ms(0.99),
+    );
+    let r = ratio(flooded, alone);
+    report.target(
+        &format!("[{noisy_backend}] noisy neighbour: B's p99 with A flooding <= 2 x B's p99 alone"),
+        r <= 2.0 && noisy.b_flooded.errors == 0,
+        format!(
+            "{flooded:.1} / {alone:.1} ms = {r:.2} (B's p50 {:.1} -> {:.1} ms, B errors {})",
+            noisy.b_idle.percentile_ms(0.5),
+            noisy.b_flooded.percentile_ms(0.5),
+            noisy.b_flooded.errors
+        ),
+    );
     report.target(
         "100,000 cached DEKs add <= 64 MiB RSS",
         cache_mib <= 64.0,
