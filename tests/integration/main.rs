@@ -40,3 +40,4 @@ mod rewrap_crash;
 mod rewrap_localstack;
 mod shutdown;
 mod storage_full;
+mod tls;
