@@ -373,3 +373,75 @@ async fn a_missing_or_mismatched_file_is_a_clear_startup_error() {
         assert!(!stderr.contains("PRIVATE KEY"), "{stderr}");
     }
 }
+
+/// The connection bound holds over TLS: idle connections make room, and when every connection is
+/// busy a newcomer gets the 503 JSON after its handshake.
+#[tokio::test]
+async fn the_connection_bound_holds_over_tls() {
+    let dir = temp_dir("tls-bound");
+    let ca = TestCa::new("byok test CA");
+    let (cert, key) = ca.server(&["127.0.0.1"], false).write(&dir, "server");
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
+    let broker = spawn_local_broker_accepting(
+        &dir.join("data"),
+        &[
+            ("BYOK_BROKER_TLS_CERT", &cert),
+            ("BYOK_BROKER_TLS_KEY", &key),
+            ("BYOK_BROKER_MAX_CONNECTIONS", "2"),
+            ("BYOK_BROKER_BODY_TIMEOUT_MS", "60000"),
+        ],
+    )
+    .await;
+    let client = https(broker.port, APP_KEY, client_config(&ca, None));
+    // Two idle keep-alive connections at the bound: the newcomer evicts one and is served.
+    let mut idle = Vec::new();
+    for _ in 0..2 {
+        let mut connection = KeptConnection::open(broker.port, client_config(&ca, None))
+            .await
+            .unwrap();
+        assert_eq!(connection.healthz().await.unwrap(), 200);
+        idle.push(connection);
+    }
+    assert_eq!(
+        call(&client, "GET", "/healthz", &Value::Null)
+            .await
+            .unwrap()
+            .0,
+        200
+    );
+    drop(idle);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Two connections with a body still arriving: nothing can be evicted.
+    let mut busy = Vec::new();
+    for _ in 0..2 {
+        let mut connection = KeptConnection::open(broker.port, client_config(&ca, None))
+            .await
+            .unwrap();
+        let head = format!(
+            "POST /vault/v1/kv HTTP/1.1\r\nHost: b\r\nAuthorization: Bearer {APP_KEY}\r\nContent-Length: 100\r\n\r\n{{"
+        );
+        let stream = connection.stream.get_mut();
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.flush().await.unwrap();
+        busy.push(connection);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, body) = call(&client, "GET", "/healthz", &Value::Null)
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (503, Some("too_many_connections")),
+        "{body}"
+    );
+    drop(busy);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        call(&client, "GET", "/healthz", &Value::Null)
+            .await
+            .unwrap()
+            .0,
+        200
+    );
+}
