@@ -31,15 +31,13 @@ pub struct RawTls {
     client_ca_file: Option<PathBuf>,
 }
 
-/// `[tls]` and `BYOK_BROKER_TLS_*` (an empty variable counts as unset, so the environment can
-/// also turn a file's TLS off only by naming other files, never silently).
+/// `[tls]` and `BYOK_BROKER_TLS_*`; an empty variable counts as unset (the file's value stands).
 pub(super) fn load(raw: RawTls, sources: &Sources<'_>) -> Result<Option<TlsFiles>, ConfigError> {
     let path = |name: &'static str, file: Option<PathBuf>| {
-        Ok::<_, ConfigError>(
-            sources
-                .optional(name, file)?
-                .filter(|p: &PathBuf| !p.as_os_str().is_empty()),
-        )
+        let set = sources
+            .optional::<String>(name, None)?
+            .filter(|text| !text.is_empty());
+        Ok::<_, ConfigError>(set.map(PathBuf::from).or(file))
     };
     let cert_file = path("BYOK_BROKER_TLS_CERT", raw.cert_file)?;
     let key_file = path("BYOK_BROKER_TLS_KEY", raw.key_file)?;

@@ -25,16 +25,12 @@ async fn tls_broker(dir: &Path, server: &Issued, client_ca: Option<&TestCa>) -> 
     let mut settings = vec![
         ("BYOK_BROKER_TLS_CERT", cert.display().to_string()),
         ("BYOK_BROKER_TLS_KEY", key.display().to_string()),
-        (
-            "BYOK_BROKER_DATA_DIR",
-            dir.join("data").display().to_string(),
-        ),
     ];
     if let Some(ca) = ca {
         settings.push(("BYOK_BROKER_TLS_CLIENT_CA", ca.display().to_string()));
     }
     let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    spawn_local_broker_accepting(&dir.join("data"), &settings).await
+    spawn_local_broker_accepting(dir, &settings).await
 }
 
 fn https(port: u16, key: &str, tls: rustls::ClientConfig) -> HttpClient {
@@ -351,7 +347,7 @@ async fn a_missing_or_mismatched_file_is_a_clear_startup_error() {
     ] {
         let cert = cert.display().to_string();
         let (mut command, _) = local_broker_command(
-            &dir.join("data"),
+            &dir,
             &[
                 ("BYOK_BROKER_TLS_CERT", &cert),
                 ("BYOK_BROKER_TLS_KEY", &key),
@@ -383,7 +379,7 @@ async fn the_connection_bound_holds_over_tls() {
     let (cert, key) = ca.server(&["127.0.0.1"], false).write(&dir, "server");
     let (cert, key) = (cert.display().to_string(), key.display().to_string());
     let broker = spawn_local_broker_accepting(
-        &dir.join("data"),
+        &dir,
         &[
             ("BYOK_BROKER_TLS_CERT", &cert),
             ("BYOK_BROKER_TLS_KEY", &key),

@@ -116,7 +116,13 @@ async fn refuse(stream: TcpStream, tls: Option<Arc<Tls>>) {
         match tls {
             None => answer_and_close(stream, &answer).await,
             Some(tls) => match open_tls(&tls, stream).await? {
-                Opened::Tls(stream) => answer_and_close(*stream, &answer).await,
+                Opened::Tls(mut stream) => {
+                    // The client writes its request once its side of the handshake is done: an
+                    // answer that arrives before it is sent is taken for a broken connection.
+                    let mut first = [0u8; 1024];
+                    let _ = stream.read(&mut first).await?;
+                    answer_and_close(*stream, &answer).await
+                }
                 Opened::Plaintext(stream) => answer_and_close(stream, &answer).await,
             },
         }
