@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # WorkOS SDK compatibility: starts the broker binary against LOCALSTACK_ENDPOINT and drives the
-# official @workos-inc/node 11.x and 8.x through every Vault method (tests/sdk/run.mjs).
+# official @workos-inc/node 11.x and 8.x through every Vault method (tests/sdk/run.mjs), twice: over
+# plain HTTP, then over TLS (`https: true`, a test CA made here with openssl, given to Node through
+# NODE_EXTRA_CA_CERTS).
 # Called by scripts/test.sh after `cargo test` (which builds the binary). With BYOK_TEST_DATABASE_URL
 # set, the broker runs on PostgreSQL, on a fresh database created through that URL and dropped on exit.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-for tool in node npm curl python3; do
+for tool in node npm curl python3 openssl; do
   command -v "$tool" >/dev/null 2>&1 || { echo "error: '$tool' is required for the SDK compatibility test" >&2; exit 1; }
 done
 : "${LOCALSTACK_ENDPOINT:?set LOCALSTACK_ENDPOINT (scripts/test.sh does)}"
@@ -45,17 +47,51 @@ if [[ -n "${BYOK_TEST_DATABASE_URL:-}" ]]; then
   echo "SDK compatibility test on PostgreSQL (database $database)"
 fi
 
-BYOK_BROKER_KMS=aws AWS_ENDPOINT_URL="$LOCALSTACK_ENDPOINT" AWS_REGION=us-east-1 \
-AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \
-BYOK_BROKER_APP_KEY="$app_key" BYOK_BROKER_DATA_DIR="$data_dir" \
-BYOK_BROKER_LISTEN="127.0.0.1:$port" BYOK_BROKER_KEK_ALIAS_PREFIX="sdk-compat/$port-$$" \
-  "$binary" serve >"$data_dir/broker.log" 2>&1 &
-broker_pid=$!
+# A test CA and a server certificate for 127.0.0.1 (and localhost), for the TLS run.
+tls_dir="$data_dir/tls"
+mkdir -p "$tls_dir"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj "/CN=sdk-compat test CA" \
+  -keyout "$tls_dir/ca-key.pem" -out "$tls_dir/ca.pem" 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=localhost" \
+  -keyout "$tls_dir/key.pem" -out "$tls_dir/server.csr" 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$tls_dir/ext.cnf"
+openssl x509 -req -in "$tls_dir/server.csr" -CA "$tls_dir/ca.pem" -CAkey "$tls_dir/ca-key.pem" -CAcreateserial \
+  -days 1 -extfile "$tls_dir/ext.cnf" -out "$tls_dir/cert.pem" 2>/dev/null
 
-for _ in $(seq 1 100); do
-  curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
-  kill -0 "$broker_pid" 2>/dev/null || { echo "error: broker exited:" >&2; cat "$data_dir/broker.log" >&2; exit 1; }
-  sleep 0.1
-done
+# Starts the broker (over TLS with "tls") and drives both SDKs against it; the broker stops after.
+run() {
+  local scheme=http
+  local -a tls_env=()
+  if [[ "$1" == tls ]]; then
+    scheme=https
+    tls_env=(BYOK_BROKER_TLS_CERT="$tls_dir/cert.pem" BYOK_BROKER_TLS_KEY="$tls_dir/key.pem")
+  fi
+  echo "== WorkOS SDKs over $scheme"
+  env "${tls_env[@]}" \
+  BYOK_BROKER_KMS=aws AWS_ENDPOINT_URL="$LOCALSTACK_ENDPOINT" AWS_REGION=us-east-1 \
+  AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \
+  BYOK_BROKER_APP_KEY="$app_key" BYOK_BROKER_DATA_DIR="$data_dir" \
+  BYOK_BROKER_LISTEN="127.0.0.1:$port" BYOK_BROKER_KEK_ALIAS_PREFIX="sdk-compat/$port-$$" \
+    "$binary" serve >>"$data_dir/broker.log" 2>&1 &
+  broker_pid=$!
 
-BROKER_PORT="$port" WORKOS_API_KEY="$app_key" node tests/sdk/run.mjs
+  for _ in $(seq 1 100); do
+    curl -fsS --cacert "$tls_dir/ca.pem" "$scheme://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
+    kill -0 "$broker_pid" 2>/dev/null || { echo "error: broker exited:" >&2; cat "$data_dir/broker.log" >&2; exit 1; }
+    sleep 0.1
+  done
+
+  local status=0
+  if [[ "$1" == tls ]]; then
+    BROKER_HTTPS=1 NODE_EXTRA_CA_CERTS="$tls_dir/ca.pem" BROKER_PORT="$port" WORKOS_API_KEY="$app_key" node tests/sdk/run.mjs || status=$?
+  else
+    BROKER_PORT="$port" WORKOS_API_KEY="$app_key" node tests/sdk/run.mjs || status=$?
+  fi
+  kill "$broker_pid" 2>/dev/null || true
+  wait "$broker_pid" 2>/dev/null || true
+  broker_pid=""
+  return "$status"
+}
+
+run plain
+run tls

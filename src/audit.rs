@@ -21,7 +21,8 @@ const QUEUE: usize = 8192;
 /// Events committed at most per transaction.
 const BATCH: usize = 1024;
 
-/// Builds an event. With an actor, `actor_id`, `actor_source` and `actor_name` are added; events
+/// Builds an event. With an actor, `actor_id`, `actor_source` and `actor_name` are added, and
+/// `actor_certificate_subject` when the caller's connection presented a client certificate; events
 /// the broker itself causes (the key-state watcher) or that WorkOS defines without actor carry none.
 pub fn event(
     actor: Option<&Principal>,
@@ -37,6 +38,9 @@ pub fn event(
         data.insert("actor_id".into(), json!(actor.key_id));
         data.insert("actor_source".into(), json!("api"));
         data.insert("actor_name".into(), json!(actor.name));
+        if let Some(subject) = &actor.client_certificate {
+            data.insert("actor_certificate_subject".into(), json!(subject.as_ref()));
+        }
     }
     AuditEvent {
         id: format!("event_{}", uuid::Uuid::new_v4().simple()),

@@ -40,6 +40,9 @@ pub struct Principal {
     pub name: String,
     pub role: Role,
     pub scope: Option<BTreeMap<String, String>>,
+    /// The subject of the client certificate the request's connection presented (a TLS listener
+    /// with `tls.client_ca_file`); set per request, never cached with the key.
+    pub client_certificate: Option<std::sync::Arc<str>>,
 }
 
 impl Principal {
@@ -181,6 +184,7 @@ impl Authenticator {
             name: record.name,
             role,
             scope,
+            client_certificate: None,
         };
         self.verified.remember(hash, principal.clone(), generation);
         Ok(principal)
@@ -283,6 +287,7 @@ mod tests {
             name: "n".into(),
             role: Role::App,
             scope: Some([("organization_id".to_string(), "org_acme".to_string())].into()),
+            client_certificate: None,
         };
         let inside =
             KeyContext::new([("organization_id", "org_acme"), ("data_type", "pii")]).unwrap();
@@ -306,6 +311,7 @@ mod tests {
             name: "n".into(),
             role: Role::App,
             scope: None,
+            client_certificate: None,
         };
         // The key was read (not yet revoked), then revoked and the cache emptied, then the
         // verification finishes: its answer is stale and must not be served for the next 10 s.

@@ -14,6 +14,7 @@ pub mod platform_keks;
 pub mod server;
 mod sources;
 mod store;
+pub mod tls;
 pub mod workers;
 
 use file::RawConfig;
@@ -23,6 +24,7 @@ pub use platform_keks::PlatformKekConfig;
 use server::ServerSettings;
 use sources::Sources;
 pub use store::{Retention, StoreOptions};
+pub use tls::TlsFiles;
 use workers::{CoherenceConfig, RewrapConfig, WatcherConfig};
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +44,10 @@ pub enum ConfigError {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// TLS on the listener; `None`: plain HTTP (loopback, or `listen_insecure`).
+    pub tls: Option<TlsFiles>,
+    /// Plain HTTP on a non-loopback address was asked for explicitly (behind a TLS proxy).
+    pub listen_insecure: bool,
     pub data_dir: PathBuf,
     pub provider: ProviderKind,
     pub kek_alias_prefix: String,
@@ -101,6 +107,10 @@ impl Config {
                 format!("{listen_text:?}: {e}"),
             )
         })?;
+        let tls = tls::load(raw.tls, &sources)?;
+        let listen_insecure =
+            sources.value("BYOK_BROKER_LISTEN_INSECURE", raw.listen_insecure, false)?;
+        tls::check_listener(listen, tls.as_ref(), listen_insecure)?;
         let data_dir = sources.value("BYOK_BROKER_DATA_DIR", raw.data_dir, "data".into())?;
         let provider = sources.value("BYOK_BROKER_KMS", raw.kms.provider, ProviderKind::Local)?;
         let kek_alias_prefix = sources.value(
@@ -256,6 +266,8 @@ impl Config {
             bootstrap_app_key: sources.secret("BYOK_BROKER_APP_KEY"),
             bootstrap_admin_key: sources.secret("BYOK_BROKER_ADMIN_KEY"),
             listen,
+            tls,
+            listen_insecure,
             data_dir,
             provider,
             kek_alias_prefix,
@@ -356,8 +368,14 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("broker.toml");
         std::fs::write(&file, "listen = \"127.0.0.1:9000\"\n[kms]\nprovider = \"aws\"\n[kms.aws]\nregion = \"eu-west-1\"\n[dek_cache]\nttl_seconds = 60\n").unwrap();
-        let config =
-            Config::load(Some(&file), env(&[("BYOK_BROKER_LISTEN", "0.0.0.0:1234")])).unwrap();
+        let config = Config::load(
+            Some(&file),
+            env(&[
+                ("BYOK_BROKER_LISTEN", "0.0.0.0:1234"),
+                ("BYOK_BROKER_LISTEN_INSECURE", "true"),
+            ]),
+        )
+        .unwrap();
         assert_eq!(config.listen.to_string(), "0.0.0.0:1234");
         assert_eq!(config.provider, ProviderKind::Aws);
         assert_eq!(config.aws.region.as_deref(), Some("eu-west-1"));
@@ -384,6 +402,63 @@ mod tests {
         let err = Config::load(Some(Path::new("/nonexistent/broker.toml")), env(&[])).unwrap_err();
         assert!(matches!(err, ConfigError::Read { .. }));
     }
+    #[test]
+    fn plain_http_outside_loopback_needs_listen_insecure() {
+        for listen in ["0.0.0.0:8787", "[::]:8787", "192.0.2.10:8787"] {
+            let err = Config::load(None, env(&[("BYOK_BROKER_LISTEN", listen)])).unwrap_err();
+            assert!(err.to_string().contains("listen_insecure"), "{err}");
+            let config = Config::load(
+                None,
+                env(&[
+                    ("BYOK_BROKER_LISTEN", listen),
+                    ("BYOK_BROKER_LISTEN_INSECURE", "true"),
+                ]),
+            )
+            .unwrap();
+            assert!(config.listen_insecure && config.tls.is_none());
+            let tls = Config::load(
+                None,
+                env(&[
+                    ("BYOK_BROKER_LISTEN", listen),
+                    ("BYOK_BROKER_TLS_CERT", "/etc/broker/cert.pem"),
+                    ("BYOK_BROKER_TLS_KEY", "/etc/broker/key.pem"),
+                ]),
+            )
+            .unwrap();
+            assert_eq!(
+                tls.tls.unwrap().cert_file,
+                PathBuf::from("/etc/broker/cert.pem")
+            );
+        }
+        for listen in ["127.0.0.1:8787", "127.0.0.2:1", "[::1]:8787"] {
+            let config = Config::load(None, env(&[("BYOK_BROKER_LISTEN", listen)])).unwrap();
+            assert!(config.tls.is_none() && !config.listen_insecure);
+        }
+    }
+
+    #[test]
+    fn tls_needs_both_files_and_client_certificates_need_tls() {
+        let err = Config::load(None, env(&[("BYOK_BROKER_TLS_CERT", "c.pem")])).unwrap_err();
+        assert!(err.to_string().contains("tls.key_file"), "{err}");
+        let err = Config::load(None, env(&[("BYOK_BROKER_TLS_CLIENT_CA", "ca.pem")])).unwrap_err();
+        assert!(
+            err.to_string().contains("BYOK_BROKER_TLS_CLIENT_CA"),
+            "{err}"
+        );
+        let config = Config::load(
+            None,
+            env(&[
+                ("BYOK_BROKER_TLS_CERT", "c.pem"),
+                ("BYOK_BROKER_TLS_KEY", "k.pem"),
+                ("BYOK_BROKER_TLS_CLIENT_CA", "ca.pem"),
+            ]),
+        )
+        .unwrap();
+        let tls = config.tls.unwrap();
+        assert_eq!(tls.client_ca_file, Some(PathBuf::from("ca.pem")));
+        assert_eq!(tls.key_file, PathBuf::from("k.pem"));
+    }
+
     #[test]
     fn an_unknown_file_key_is_refused_by_name() {
         let dir = std::env::temp_dir().join(format!("byok-config-{}", uuid::Uuid::new_v4()));

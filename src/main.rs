@@ -9,7 +9,8 @@ use tracing_subscriber::EnvFilter;
 
 use byok_broker::broker::Broker;
 use byok_broker::config::{Config, ProviderKind};
-use byok_broker::supervisor::Supervisor;
+use byok_broker::http::server::Tls;
+use byok_broker::supervisor::{Stage, Supervisor};
 
 use cli::http_client::HttpClient;
 use cli::rewrap;
@@ -46,9 +47,18 @@ enum Command {
         /// Follow an existing job instead of starting one.
         #[arg(long)]
         follow: Option<String>,
-        /// The broker's base URL.
+        /// The broker's base URL (http:// or https://).
         #[arg(long, env = "BYOK_BROKER_URL", default_value = "http://127.0.0.1:8787")]
         url: String,
+        /// PEM CA certificates to trust for an https:// URL, besides the public web roots.
+        #[arg(long, env = "BYOK_BROKER_CA_FILE")]
+        ca_file: Option<PathBuf>,
+        /// PEM client certificate chain, for a broker that requires client certificates.
+        #[arg(long, env = "BYOK_BROKER_CLIENT_CERT", requires = "client_key")]
+        client_cert: Option<PathBuf>,
+        /// PEM private key of --client-cert.
+        #[arg(long, env = "BYOK_BROKER_CLIENT_KEY", requires = "client_cert")]
+        client_key: Option<PathBuf>,
         /// An admin API key.
         #[arg(long, env = "BYOK_BROKER_ADMIN_KEY", hide_env_values = true)]
         admin_key: String,
@@ -78,6 +88,9 @@ fn main() -> ExitCode {
             source_kek_id,
             follow,
             url,
+            ca_file,
+            client_cert,
+            client_key,
             admin_key,
         } => {
             let target = match (source_byok_key, source_kek_id, follow) {
@@ -89,7 +102,8 @@ fn main() -> ExitCode {
                 ),
             };
             target.and_then(|target| {
-                let client = HttpClient::new(&url, Some(admin_key))?;
+                let tls = cli::tls_config(ca_file.as_deref(), client_cert.zip(client_key))?;
+                let client = HttpClient::with_tls(&url, Some(admin_key), tls)?;
                 runtime.block_on(rewrap::run(&client, target))
             })
         }
@@ -107,6 +121,14 @@ async fn serve(config_file: Option<PathBuf>) -> Result<(), String> {
     let config = Config::load(config_file.as_deref(), |name| std::env::var(name).ok())
         .map_err(|e| e.to_string())?;
     let listen = config.listen;
+    // Before anything starts: a missing or bad certificate, key or CA file is a startup error.
+    let tls = match &config.tls {
+        Some(files) => Some(Tls::load(files).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    if tls.is_none() && !listen.ip().is_loopback() {
+        tracing::warn!(address = %listen, "serving plain HTTP on a non-loopback address (listen_insecure = true): secrets and data keys cross the network in clear text unless a TLS-terminating proxy is in front");
+    }
     if config.provider == ProviderKind::Local {
         tracing::info!(data_dir = %config.data_dir.display(), "using the embedded local key provider (development default)");
     }
@@ -119,9 +141,25 @@ async fn serve(config_file: Option<PathBuf>) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
-    tracing::info!(address = %bound, kms = broker.provider().name(), "byok-broker listening");
+    if let Some(tls) = &tls {
+        // Registered before serving: from here on SIGHUP reloads instead of ending the process.
+        let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .map_err(|e| format!("cannot handle SIGHUP: {e}"))?;
+        let watching = Arc::clone(tls);
+        supervisor.spawn(Stage::Workers, "TLS certificate reload", move |stop| {
+            watching.watch(hangup, stop)
+        });
+    }
+    tracing::info!(
+        address = %bound,
+        kms = broker.provider().name(),
+        tls = tls.is_some(),
+        client_certificates = tls.as_ref().is_some_and(|t| t.requires_client_certificates()),
+        "byok-broker listening"
+    );
     byok_broker::http::server::serve(
         listener,
+        tls,
         byok_broker::http::router(Arc::clone(&broker)),
         broker.config.server,
         shutdown_signal(),

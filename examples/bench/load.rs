@@ -1,11 +1,15 @@
-//! A keep-alive HTTP/1.1 load generator: `concurrency` connections, each sending requests back to
-//! back for a fixed duration; latencies recorded per request.
+//! A keep-alive HTTP/1.1 load generator: `concurrency` connections (plain, or TLS with a client
+//! configuration), each sending requests back to back for a fixed duration; latencies recorded per
+//! request.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
+
+/// TLS for the connections: the client configuration (trusting the broker's CA).
+pub type Tls = Option<Arc<rustls::ClientConfig>>;
 
 /// What one request looks like; `body_for(i)` lets each request differ (e.g. unique names).
 pub struct RequestPlan {
@@ -40,16 +44,28 @@ impl LoadResult {
     }
 }
 
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Stream for S {}
+
 struct Connection {
-    reader: BufReader<tokio::net::tcp::OwnedReadHalf>,
-    writer: tokio::net::tcp::OwnedWriteHalf,
+    reader: BufReader<tokio::io::ReadHalf<Box<dyn Stream>>>,
+    writer: tokio::io::WriteHalf<Box<dyn Stream>>,
 }
 
 impl Connection {
-    async fn open(port: u16) -> std::io::Result<Self> {
-        let stream = TcpStream::connect(("127.0.0.1", port)).await?;
-        stream.set_nodelay(true)?;
-        let (read, write) = stream.into_split();
+    async fn open(port: u16, tls: &Tls) -> std::io::Result<Self> {
+        let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
+        tcp.set_nodelay(true)?;
+        let stream: Box<dyn Stream> = match tls {
+            None => Box::new(tcp),
+            Some(config) => {
+                let name = rustls_pki_types::ServerName::try_from("127.0.0.1")
+                    .map_err(std::io::Error::other)?;
+                let connector = tokio_rustls::TlsConnector::from(Arc::clone(config));
+                Box::new(connector.connect(name, tcp).await?)
+            }
+        };
+        let (read, write) = tokio::io::split(stream);
         Ok(Self {
             reader: BufReader::new(read),
             writer: write,
@@ -94,9 +110,10 @@ impl Connection {
     }
 }
 
-/// Runs `plan` on `concurrency` keep-alive connections for `duration`.
+/// Runs `plan` on `concurrency` keep-alive connections (over TLS with `tls`) for `duration`.
 pub async fn run(
     port: u16,
+    tls: &Tls,
     concurrency: usize,
     duration: Duration,
     plan: Arc<RequestPlan>,
@@ -106,10 +123,10 @@ pub async fn run(
     let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut workers = Vec::new();
     for _ in 0..concurrency {
-        let (plan, counter) = (Arc::clone(&plan), Arc::clone(&counter));
+        let (plan, counter, tls) = (Arc::clone(&plan), Arc::clone(&counter), tls.clone());
         workers.push(tokio::spawn(async move {
             let mut result = LoadResult::default();
-            let mut connection = match Connection::open(port).await {
+            let mut connection = match Connection::open(port, &tls).await {
                 Ok(c) => c,
                 Err(_) => {
                     result.errors += 1;
@@ -131,7 +148,7 @@ pub async fn run(
                     Ok(_) => result.errors += 1,
                     Err(_) => {
                         result.errors += 1;
-                        match Connection::open(port).await {
+                        match Connection::open(port, &tls).await {
                             Ok(c) => connection = c,
                             Err(_) => break,
                         }

@@ -214,6 +214,7 @@ async fn points(
 
 const HEALTHZ: &str = "healthz (baseline)";
 const HOT_READS: &str = "hot reads 1 KiB";
+const HOT_READS_TLS: &str = "hot reads 1 KiB, TLS";
 const CREATES: &str = "creates 1 KiB";
 const COLD_READS: &str = "cold reads (no cache)";
 const RAW_GDK: &str = "raw SDK GenerateDataKey";
@@ -302,7 +303,14 @@ async fn main() {
                 .ok()
                 .filter(|_| c == 64)
                 .map(|file| broker.profile(&format!("{file}.{}", broker.backend), duration));
-            let result = load::run(broker.port, c, duration, reads(&objects[index])).await;
+            let result = load::run(
+                broker.port,
+                &broker.tls,
+                c,
+                duration,
+                reads(&objects[index]),
+            )
+            .await;
             if let Some(mut profiler) = profiler {
                 let _ = profiler.wait();
             }
@@ -402,6 +410,30 @@ async fn main() {
     .await;
     let hot_rss: Vec<f64> = hot.iter().map(Broker::peak_rss_mib).collect();
     drop(hot);
+
+    // Hot reads over TLS (one SQLite broker serving TLS 1.3; keep-alive connections, so the
+    // handshake is paid once per connection), next to the plain-HTTP rows above.
+    let tls = Broker::start_with_tls(
+        &options,
+        Backend::Sqlite,
+        &format!("bench-tls-sqlite-{run_id}"),
+        &[],
+        true,
+    )
+    .await;
+    let tls_objects = tls.create_objects("tls", 200, value_1k).await;
+    tls.read_each(&tls_objects).await;
+    points(
+        &mut report,
+        std::slice::from_ref(&tls),
+        HOT_READS_TLS,
+        &concurrencies,
+        duration,
+        true,
+        |_, _| reads(&tls_objects),
+    )
+    .await;
+    drop(tls);
 
     // Brokers with the DEK cache off: every read is a KMS Decrypt.
     let cold = start_all(
@@ -578,6 +610,19 @@ async fn main() {
         format!("{cache_mib:.1} MiB"),
     );
 
+    // TLS / plain HTTP for hot reads (SQLite), both measured in this run: reported, not a target.
+    println!("\nTLS / plain HTTP hot reads (sqlite, same run):");
+    let mut tls_ratios = Vec::new();
+    for c in concurrencies {
+        let (tls, plain) = (
+            report.get(HOT_READS_TLS, Some(Backend::Sqlite), c),
+            report.get(HOT_READS, Some(Backend::Sqlite), c),
+        );
+        let r = ratio(tls, plain);
+        println!("c={c:<3} {tls:>10.0} / {plain:>10.0} req/s = {r:.2}");
+        tls_ratios.push(json!({"concurrency": c, "tls_rps": (tls * 10.0).round() / 10.0, "plain_rps": (plain * 10.0).round() / 10.0, "tls_over_plain": (r * 100.0).round() / 100.0}));
+    }
+
     // PostgreSQL / SQLite throughput per workload point, both measured in this run.
     let mut backend_ratios = Vec::new();
     if backends.contains(&Backend::Postgres) {
@@ -632,6 +677,7 @@ async fn main() {
         "peak_rss_mib": peak_rss,
         "cached_deks_100k_mib": cache_mib,
         "postgres_over_sqlite": backend_ratios,
+        "tls_over_plain_hot_reads": tls_ratios,
         "targets": report.targets.iter().map(|(name, pass, detail)| json!({"target": name, "pass": pass, "detail": detail})).collect::<Vec<_>>(),
     });
     println!("{summary}");

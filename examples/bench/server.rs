@@ -50,6 +50,8 @@ pub struct Broker {
     localstack: String,
     app: HttpClient,
     admin: HttpClient,
+    /// The client side of the broker's TLS (a CA made for this broker), `None` for plain HTTP.
+    pub tls: crate::load::Tls,
 }
 
 impl Broker {
@@ -59,6 +61,17 @@ impl Broker {
         backend: Backend,
         prefix: &str,
         extra: &[(&str, &str)],
+    ) -> Self {
+        Self::start_with_tls(options, backend, prefix, extra, false).await
+    }
+
+    /// Like `start`, serving TLS when `tls` (a certificate for 127.0.0.1 from a CA made here).
+    pub async fn start_with_tls(
+        options: &Options,
+        backend: Backend,
+        prefix: &str,
+        extra: &[(&str, &str)],
+        tls: bool,
     ) -> Self {
         let database = match backend {
             Backend::Sqlite => None,
@@ -102,8 +115,20 @@ impl Broker {
         for (name, value) in extra {
             command.env(name, value);
         }
+        // The certificate files sit in the data directory, removed with it.
+        std::fs::create_dir_all(&data_dir).unwrap();
+        let client_tls = tls.then(|| {
+            let (cert, key, client) = test_certificate(&data_dir);
+            command
+                .env("BYOK_BROKER_TLS_CERT", cert)
+                .env("BYOK_BROKER_TLS_KEY", key);
+            std::sync::Arc::new(client)
+        });
         let child = command.spawn().expect("start the broker");
-        let url = format!("http://127.0.0.1:{port}");
+        let url = format!("{}://127.0.0.1:{port}", if tls { "https" } else { "http" });
+        let client = |key: &str| {
+            HttpClient::with_tls(&url, Some(key.into()), client_tls.as_deref().cloned()).unwrap()
+        };
         let broker = Self {
             child,
             port,
@@ -111,8 +136,9 @@ impl Broker {
             _database: database,
             data_dir,
             localstack: options.localstack.clone(),
-            app: HttpClient::new(&url, Some(APP_KEY.into())).unwrap(),
-            admin: HttpClient::new(&url, Some(ADMIN_KEY.into())).unwrap(),
+            app: client(APP_KEY),
+            admin: client(ADMIN_KEY),
+            tls: client_tls,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while broker.app.call("GET", "/healthz", None).await.is_err() {
@@ -226,7 +252,7 @@ impl Broker {
         plan: std::sync::Arc<RequestPlan>,
     ) -> (LoadResult, f64) {
         let before = self.kms_calls_total().await;
-        let result = crate::load::run(self.port, concurrency, duration, plan).await;
+        let result = crate::load::run(self.port, &self.tls, concurrency, duration, plan).await;
         let calls = self.kms_calls_total().await - before;
         let per_1000 = calls as f64 * 1000.0 / result.requests.max(1) as f64;
         (result, per_1000)
@@ -331,6 +357,35 @@ impl Drop for Broker {
         let _ = std::fs::remove_dir_all(&self.data_dir);
         // `_database` is dropped after this, once the broker is gone.
     }
+}
+
+/// A CA, and a certificate for 127.0.0.1 signed by it, written under `dir`: the certificate and
+/// key paths, and a client configuration that trusts the CA.
+fn test_certificate(
+    dir: &std::path::Path,
+) -> (std::path::PathBuf, std::path::PathBuf, rustls::ClientConfig) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let (cert_file, key_file) = (dir.join("tls-cert.pem"), dir.join("tls-key.pem"));
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.der().clone()).unwrap();
+    let client = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    (cert_file, key_file, client)
 }
 
 fn sum_series(metrics: &str, matches: impl Fn(&str) -> bool) -> u64 {

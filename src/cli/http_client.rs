@@ -1,7 +1,8 @@
-//! A JSON client for the broker's API on hyper-util's client, `http://` only: TLS would add a TLS
-//! stack to every user (run it next to the broker or through a tunnel; TLS belongs to the load
-//! balancer in front). Used by the CLI; the integration tests and the benchmark driver include
-//! this same file by path, so it is no part of the library's public API.
+//! A JSON client for the broker's API on hyper-util's client, over `http://` or `https://`
+//! (hyper-rustls with the ring provider the AWS SDK already builds; the public web roots unless a
+//! TLS configuration is given, e.g. with a private CA and a client certificate). Used by the CLI;
+//! the integration tests and the benchmark driver include this same file by path, so it is no part
+//! of the library's public API.
 
 use std::collections::HashMap;
 
@@ -9,17 +10,18 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue};
 use hyper::{Method, Request, Uri};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
 pub struct HttpClient {
-    /// `http://host:port`, without a trailing slash.
+    /// `http://host:port` or `https://host:port`, without a trailing slash.
     base: String,
     /// Sent as `Authorization: Bearer <token>` when present.
     token: Option<String>,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 /// A response: status, headers (names lower-cased) and the raw body.
@@ -32,28 +34,57 @@ pub struct RawResponse {
 }
 
 impl HttpClient {
+    #[allow(dead_code)] // the tests and the benchmark use it; the CLI passes its TLS settings
     pub fn new(url: &str, token: Option<String>) -> Result<Self, String> {
+        Self::with_tls(url, token, None)
+    }
+
+    /// `tls` for `https://` URLs (trusted roots, a client certificate); `None`: the public web roots.
+    pub fn with_tls(
+        url: &str,
+        token: Option<String>,
+        tls: Option<rustls::ClientConfig>,
+    ) -> Result<Self, String> {
         let uri: Uri = url.parse().map_err(|e| format!("{url:?}: {e}"))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
+        let scheme = match uri.scheme_str() {
+            Some(scheme @ ("http" | "https")) => scheme.to_owned(),
+            _ => {
                 return Err(format!(
-                    "{url:?}: https:// is not supported; reach the broker over http:// (next to it or through a tunnel)"
+                    "{url:?}: only http:// and https:// URLs are supported"
                 ));
             }
-            _ => return Err(format!("{url:?}: only http:// URLs are supported")),
-        }
+        };
         let authority = uri
             .authority()
             .filter(|a| !a.host().is_empty())
             .ok_or_else(|| format!("{url:?}: no host"))?;
+        let tls = match tls {
+            Some(tls) => tls,
+            None => {
+                let roots = rustls::RootCertStore {
+                    roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+                };
+                rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+                    rustls::crypto::ring::default_provider(),
+                ))
+                .with_safe_default_protocol_versions()
+                .map_err(|e| e.to_string())?
+                .with_root_certificates(roots)
+                .with_no_client_auth()
+            }
+        };
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .build();
         // No idle connections are kept: one request per connection, as the tests that count
         // connections and kill brokers expect, and the CLI sends one request a second at most.
         let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(0)
-            .build_http();
+            .build(connector);
         Ok(Self {
-            base: format!("http://{authority}"),
+            base: format!("{scheme}://{authority}"),
             token,
             client,
         })
@@ -148,10 +179,7 @@ mod tests {
     #[test]
     fn urls_are_checked() {
         assert!(HttpClient::new("http://127.0.0.1:8787", None).is_ok());
-        let https = HttpClient::new("https://broker", None)
-            .err()
-            .unwrap_or_default();
-        assert!(https.contains("https:// is not supported"), "{https}");
+        assert!(HttpClient::new("https://broker", None).is_ok());
         assert!(HttpClient::new("http://:80", None).is_err());
         assert!(HttpClient::new("ftp://broker", None).is_err());
     }

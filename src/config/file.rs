@@ -12,6 +12,9 @@ use super::{ConfigError, ProviderKind};
 #[serde(deny_unknown_fields)]
 pub(super) struct RawConfig {
     pub(super) listen: Option<String>,
+    pub(super) listen_insecure: Option<bool>,
+    #[serde(default)]
+    pub(super) tls: super::tls::RawTls,
     pub(super) data_dir: Option<PathBuf>,
     #[serde(default)]
     pub(super) kms: RawKms,

@@ -12,6 +12,7 @@ use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use super::guard::BodyTimedOut;
+use super::server::ClientCertificate;
 use crate::auth::{Principal, Role};
 use crate::broker::Broker;
 use crate::error::{Error, ErrorCode};
@@ -27,7 +28,13 @@ async fn caller_with_role(parts: &Parts, broker: &Broker, role: Role) -> Result<
         .headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let principal = broker.api_keys.authenticate(header).await?;
+    let mut principal = broker.api_keys.authenticate(header).await?;
+    // The connection's verified client certificate, when the listener requires one: recorded
+    // with the key in the audit actor.
+    principal.client_certificate = parts
+        .extensions
+        .get::<ClientCertificate>()
+        .map(|certificate| Arc::clone(&certificate.subject));
     if principal.role != role {
         return Err(Error::WrongRole);
     }

@@ -44,3 +44,4 @@ mod rewrap_leases;
 mod rewrap_localstack;
 mod shutdown;
 mod storage_full;
+mod tls;

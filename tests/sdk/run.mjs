@@ -1,5 +1,6 @@
 // Drives every Vault method of the official WorkOS Node SDK (11.x and 8.x) against a running
 // byok-broker. Usage: BROKER_PORT=8787 WORKOS_API_KEY=<app key> node run.mjs
+// BROKER_HTTPS=1: over TLS (`https: true`; the broker's CA through NODE_EXTRA_CA_CERTS).
 // Prints one line per check and "N passed, N failed"; exits non-zero on any failure.
 import assert from 'node:assert/strict';
 import { WorkOS as WorkOS11 } from 'workos11';
@@ -7,6 +8,8 @@ import { WorkOS as WorkOS8 } from 'workos8';
 
 const port = Number(process.env.BROKER_PORT ?? 8787);
 const apiKey = process.env.WORKOS_API_KEY;
+const https = process.env.BROKER_HTTPS === '1';
+const scheme = https ? 'https' : 'http';
 let passed = 0;
 let failed = 0;
 
@@ -22,7 +25,7 @@ async function check(name, fn) {
 }
 
 async function exercise(label, WorkOS, { v11 }) {
-  const workos = new WorkOS(apiKey, { apiHostname: '127.0.0.1', port, https: false, ...(v11 ? { maxRetries: 0 } : {}) });
+  const workos = new WorkOS(apiKey, { apiHostname: '127.0.0.1', port, https, ...(v11 ? { maxRetries: 0 } : {}) });
   const vault = workos.vault;
   const suffix = `${label}-${Date.now()}`;
   const context = { organization_id: `org_${suffix}` };
@@ -111,12 +114,12 @@ async function exercise(label, WorkOS, { v11 }) {
     await assert.rejects(vault.readObject({ id: created.id }), (e) => e.status === 404);
   });
   await check(`${label} a wrong API key is an UnauthorizedException`, async () => {
-    const other = new WorkOS('sk_wrong_key_123456789', { apiHostname: '127.0.0.1', port, https: false, ...(v11 ? { maxRetries: 0 } : {}) });
+    const other = new WorkOS('sk_wrong_key_123456789', { apiHostname: '127.0.0.1', port, https, ...(v11 ? { maxRetries: 0 } : {}) });
     await assert.rejects(other.vault.readObject({ id: created.id }), (e) => e.status === 401);
   });
 }
 
-await exercise('sdk-v11', WorkOS11, { v11: true });
-await exercise('sdk-v8', WorkOS8, { v11: false });
+await exercise(`sdk-v11-${scheme}`, WorkOS11, { v11: true });
+await exercise(`sdk-v8-${scheme}`, WorkOS8, { v11: false });
 console.log(`${passed} passed, ${failed} failed`);
 process.exit(failed === 0 ? 0 : 1);

@@ -1,6 +1,8 @@
 //! One accepted connection: its activity (shared with the accept loop, which evicts the longest
 //! idle connection at the bound), the watchdog that closes it when the header-read or idle timeout
 //! passes, and the service that marks it busy from request head until the response is written.
+//! On a TLS listener the handshake comes first, under the same header-read deadline, eviction and
+//! shutdown as a request head.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -14,12 +16,16 @@ use http_body::Frame;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use super::stream::ObservedStream;
+use super::tls::{ClientCertificate, Tls, client_certificate};
+use super::{Opened, answer_and_close, open_tls};
 use crate::config::server::ServerSettings;
+use crate::error::ErrorCode;
 
 /// What the watchdog and the eviction policy need to know about one connection.
 pub struct ConnectionState {
@@ -130,19 +136,68 @@ impl ConnectionState {
     }
 }
 
-/// Serves HTTP/1.1 on `stream` until the client leaves, a timeout passes, the connection is
-/// evicted, or (after `shutdown` turns true) the request in flight is answered.
+/// Serves HTTP/1.1 on `stream` (after a TLS handshake, with `tls`) until the client leaves, a
+/// timeout passes, the connection is evicted, or (after `shutdown` turns true) the request in
+/// flight is answered.
 pub async fn run(
     stream: TcpStream,
+    tls: Option<Arc<Tls>>,
     state: Arc<ConnectionState>,
     router: Router,
     settings: ServerSettings,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let Some(tls) = tls else {
+        return serve(stream, None, state, router, settings, shutdown).await;
+    };
+    // The handshake counts against the first request head's deadline; a connection still in it
+    // is idle for eviction, and shutdown drops it.
+    let opened = tokio::select! {
+        opened = open_tls(&tls, stream) => opened,
+        () = state.expired(&settings) => {
+            tracing::debug!("closing connection: no TLS handshake within the header-read timeout");
+            return;
+        }
+        () = state.evicted.notified() => return,
+        _ = shutdown.wait_for(|stop| *stop) => return,
+    };
+    match opened {
+        Ok(Opened::Tls(stream)) => {
+            let client = client_certificate(&stream);
+            serve(*stream, client, state, router, settings, shutdown).await;
+        }
+        Ok(Opened::Plaintext(stream)) => {
+            // Plain HTTP on the TLS port: one JSON answer saying so, instead of a bare reset.
+            let answer = super::stream::json_response(
+                ErrorCode::MalformedRequest,
+                "this port serves TLS: use https://",
+                &[],
+            );
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_secs(1),
+                answer_and_close(stream, &answer),
+            )
+            .await;
+        }
+        Err(e) => tracing::debug!(error = %e, "TLS handshake failed"),
+    }
+}
+
+async fn serve<S>(
+    stream: S,
+    client: Option<ClientCertificate>,
+    state: Arc<ConnectionState>,
+    router: Router,
+    settings: ServerSettings,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let io = TokioIo::new(ObservedStream::new(stream, Arc::clone(&state)));
     let service = TrackedService {
         router,
         state: Arc::clone(&state),
+        client,
     };
     let mut connection = pin!(
         hyper::server::conn::http1::Builder::new()
@@ -176,10 +231,12 @@ pub async fn run(
     }
 }
 
-/// The router as a hyper service that marks the connection busy while a request is handled.
+/// The router as a hyper service that marks the connection busy while a request is handled,
+/// and hands each request the connection's client certificate, if any.
 struct TrackedService {
     router: Router,
     state: Arc<ConnectionState>,
+    client: Option<ClientCertificate>,
 }
 
 impl hyper::service::Service<Request<Incoming>> for TrackedService {
@@ -187,8 +244,11 @@ impl hyper::service::Service<Request<Incoming>> for TrackedService {
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
-    fn call(&self, request: Request<Incoming>) -> Self::Future {
+    fn call(&self, mut request: Request<Incoming>) -> Self::Future {
         self.state.request_started();
+        if let Some(client) = &self.client {
+            request.extensions_mut().insert(client.clone());
+        }
         let finished = RequestFinished(Arc::clone(&self.state));
         let mut router = self.router.clone();
         // Router::poll_ready is always ready, so calling it directly is allowed.

@@ -1,9 +1,13 @@
 //! The HTTP server: an accept loop over hyper's HTTP/1.1 connections with header-read, idle and
 //! body timeouts, a bound on open connections below the open-file limit (at the bound the longest
-//! idle connection is closed to make room), and a drain on shutdown bounded in time.
+//! idle connection is closed to make room), and a drain on shutdown bounded in time; optionally
+//! TLS (`tls`), with the same timeouts, bound and drain.
 
 mod connection;
 mod stream;
+pub mod tls;
+
+pub use tls::{ClientCertificate, Tls, TlsError};
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -11,7 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::Router;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
@@ -24,10 +28,11 @@ use connection::ConnectionState;
 /// closed at once. It is a part of the descriptors kept in reserve below the open-file limit.
 const MAX_CONCURRENT_REFUSALS: usize = 16;
 
-/// Serves `router` on `listener` until `shutdown` resolves, then lets requests in flight finish for
-/// at most `settings.shutdown_drain` and closes whatever is left.
+/// Serves `router` on `listener` (over TLS with `tls`) until `shutdown` resolves, then lets
+/// requests in flight finish for at most `settings.shutdown_drain` and closes whatever is left.
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<Arc<Tls>>,
     router: Router,
     settings: ServerSettings,
     shutdown: impl Future<Output = ()>,
@@ -55,7 +60,7 @@ pub async fn serve(
                 Ok((stream, _)) => match table.admit() {
                     Some((id, state)) => {
                         let table = Arc::clone(&table);
-                        let task = connection::run(stream, state, router.clone(), settings, stopped.clone());
+                        let task = connection::run(stream, tls.clone(), state, router.clone(), settings, stopped.clone());
                         connections.spawn(async move {
                             task.await;
                             table.remove(id);
@@ -65,8 +70,9 @@ pub async fn serve(
                         // Each refusal holds a descriptor for up to a second: bounded, or a burst
                         // at the bound would exhaust the descriptors the broker itself needs.
                         Ok(permit) => {
+                            let tls = tls.clone();
                             connections.spawn(async move {
-                                refuse(stream).await;
+                                refuse(stream, tls).await;
                                 drop(permit);
                             });
                         }
@@ -98,23 +104,64 @@ pub async fn serve(
     }
 }
 
-/// Every connection is busy at the bound: answer 503 JSON and close instead of queueing forever.
-async fn refuse(mut stream: TcpStream) {
+/// Every connection is busy at the bound: answer 503 JSON and close instead of queueing forever
+/// (on a TLS listener after the handshake, within the same second).
+async fn refuse(stream: TcpStream, tls: Option<Arc<Tls>>) {
     let answer = stream::json_response(
         ErrorCode::TooManyConnections,
         "the broker is at its connection limit; retry shortly",
         &[("retry-after", "1")],
     );
-    let answer_and_linger = async {
-        stream.write_all(&answer).await?;
-        stream.shutdown().await?;
-        // Closing with the unread request in the buffer would send a reset that can destroy the
-        // answer in flight; read until the client closes (bounded by the timeout) instead.
-        let mut sink = [0u8; 1024];
-        while stream.read(&mut sink).await? > 0 {}
-        Ok::<(), std::io::Error>(())
+    let answered = async {
+        match tls {
+            None => answer_and_close(stream, &answer).await,
+            Some(tls) => match open_tls(&tls, stream).await? {
+                Opened::Tls(mut stream) => {
+                    // The client writes its request once its side of the handshake is done: an
+                    // answer that arrives before it is sent is taken for a broken connection.
+                    let mut first = [0u8; 1024];
+                    let _ = stream.read(&mut first).await?;
+                    answer_and_close(*stream, &answer).await
+                }
+                Opened::Plaintext(stream) => answer_and_close(stream, &answer).await,
+            },
+        }
     };
-    let _ = tokio::time::timeout(Duration::from_secs(1), answer_and_linger).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), answered).await;
+}
+
+/// Writes `answer`, then closes: the caller bounds it in time.
+async fn answer_and_close<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    answer: &[u8],
+) -> std::io::Result<()> {
+    stream.write_all(answer).await?;
+    stream.shutdown().await?;
+    // Closing with the unread request in the buffer would send a reset that can destroy the
+    // answer in flight; read until the client closes (bounded by the caller) instead.
+    let mut sink = [0u8; 1024];
+    while stream.read(&mut sink).await? > 0 {}
+    Ok(())
+}
+
+/// A connection to the TLS listener once its first byte has arrived.
+enum Opened {
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    /// The first byte is not a TLS handshake record: a plain HTTP client on the TLS port.
+    Plaintext(TcpStream),
+}
+
+/// Waits for the client's first byte: a TLS handshake record (0x16) is handshaken, anything else
+/// is left for a plaintext answer.
+async fn open_tls(tls: &Tls, stream: TcpStream) -> std::io::Result<Opened> {
+    let mut first = [0u8; 1];
+    if stream.peek(&mut first).await? == 0 {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    if first[0] != 0x16 {
+        return Ok(Opened::Plaintext(stream));
+    }
+    Ok(Opened::Tls(Box::new(tls.accept(stream).await?)))
 }
 
 /// The open connections, for the bound and for choosing whom to evict.

@@ -1,4 +1,4 @@
-//! The TCP stream under hyper: notes when request bytes arrive (for the header-read timeout) and
+//! The stream under hyper (TCP, or TLS over TCP): notes when request bytes arrive (for the header-read timeout) and
 //! replaces hyper's own body-less answers to unparseable requests (400, 414, 431) with the
 //! broker's JSON error, since hyper writes those before any service sees the request.
 
@@ -8,21 +8,20 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
 use super::connection::ConnectionState;
 use crate::error::ErrorCode;
 use crate::http::errors::ErrorBody;
 
-pub struct ObservedStream {
-    stream: TcpStream,
+pub struct ObservedStream<S> {
+    stream: S,
     state: Arc<ConnectionState>,
     /// Our JSON answer in place of hyper's, and how much of it is written.
     replacement: Option<(Vec<u8>, usize)>,
 }
 
-impl ObservedStream {
-    pub fn new(stream: TcpStream, state: Arc<ConnectionState>) -> Self {
+impl<S: AsyncWrite + Unpin> ObservedStream<S> {
+    pub fn new(stream: S, state: Arc<ConnectionState>) -> Self {
         Self {
             stream,
             state,
@@ -50,7 +49,7 @@ impl ObservedStream {
     }
 }
 
-impl AsyncRead for ObservedStream {
+impl<S: AsyncRead + Unpin> AsyncRead for ObservedStream<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -65,7 +64,7 @@ impl AsyncRead for ObservedStream {
     }
 }
 
-impl AsyncWrite for ObservedStream {
+impl<S: AsyncWrite + Unpin> AsyncWrite for ObservedStream<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -4,6 +4,7 @@
 //! the store backend under test (SQLite or PostgreSQL) in `database`.
 
 pub mod broker;
+pub mod certs;
 pub mod database;
 // The CLI's client, included by path: it is no part of the library's public API.
 #[path = "../../../src/cli/http_client.rs"]

@@ -176,6 +176,26 @@ pub async fn spawn_local_broker(
     settings: &[(&str, &str)],
     open_files: Option<u32>,
 ) -> BrokerProcess {
+    let (command, port) = local_broker_command(data_dir, settings, open_files);
+    start(command, port, Probe::Health).await
+}
+
+/// Like `spawn_local_broker`, for a broker that does not answer plain HTTP (a TLS listener): it
+/// is up once it accepts connections.
+pub async fn spawn_local_broker_accepting(
+    data_dir: &Path,
+    settings: &[(&str, &str)],
+) -> BrokerProcess {
+    let (command, port) = local_broker_command(data_dir, settings, None);
+    start(command, port, Probe::Connect).await
+}
+
+/// `byok-broker serve` with the local key provider on a free port, and that port.
+pub fn local_broker_command(
+    data_dir: &Path,
+    settings: &[(&str, &str)],
+    open_files: Option<u32>,
+) -> (Command, u16) {
     let port = free_port();
     let binary = env!("CARGO_BIN_EXE_byok-broker");
     let mut command = match open_files {
@@ -206,7 +226,7 @@ pub async fn spawn_local_broker(
     for (name, value) in settings {
         command.env(name, value);
     }
-    start(command, port, Probe::Health).await
+    (command, port)
 }
 
 impl BrokerProcess {
