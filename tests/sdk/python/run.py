@@ -36,7 +36,7 @@ from workos import (
     UnprocessableEntityError,
     WorkOSClient,
 )
-from workos._errors import WorkOSConnectionError
+from workos._errors import WorkOSConnectionError  # raised by the SDK, not re-exported by `workos`
 
 PORT = int(os.environ.get("BROKER_PORT", "8787"))
 API_KEY = os.environ["WORKOS_API_KEY"]
