@@ -35,6 +35,7 @@ mod kms_localstack;
 mod local_provider;
 mod platform_kek_limits;
 mod platform_kek_localstack;
+mod portal;
 mod postgres_faults;
 mod postgres_migrations;
 mod process_lifecycle;
