@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # WorkOS SDK compatibility: starts the broker binary against LOCALSTACK_ENDPOINT and drives the
-# official @workos-inc/node 11.x and 8.x through every Vault method (tests/sdk/run.mjs), twice: over
+# official @workos-inc/node 11.x and 8.x through every Vault method and the Admin Portal's link
+# generation (tests/sdk/run.mjs), twice: over
 # plain HTTP, then over TLS (`https: true`, a test CA made here with openssl, given to Node through
 # NODE_EXTRA_CA_CERTS).
 # Called by scripts/test.sh after `cargo test` (which builds the binary). With BYOK_TEST_DATABASE_URL
@@ -20,6 +21,7 @@ binary="${CARGO_TARGET_DIR:-target}/debug/byok-broker"
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 data_dir="$(mktemp -d)"
 app_key="sdk-compat-$(python3 -c 'import secrets; print(secrets.token_hex(16))')"
+admin_key="sdk-compat-admin-$(python3 -c 'import secrets; print(secrets.token_hex(16))')"
 broker_pid=""
 database=""
 cleanup() {
@@ -70,7 +72,7 @@ run() {
   env "${tls_env[@]}" \
   BYOK_BROKER_KMS=aws AWS_ENDPOINT_URL="$LOCALSTACK_ENDPOINT" AWS_REGION=us-east-1 \
   AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \
-  BYOK_BROKER_APP_KEY="$app_key" BYOK_BROKER_DATA_DIR="$data_dir" \
+  BYOK_BROKER_APP_KEY="$app_key" BYOK_BROKER_ADMIN_KEY="$admin_key" BYOK_BROKER_DATA_DIR="$data_dir" \
   BYOK_BROKER_LISTEN="127.0.0.1:$port" BYOK_BROKER_KEK_ALIAS_PREFIX="sdk-compat/$port-$$" \
     "$binary" serve >>"$data_dir/broker.log" 2>&1 &
   broker_pid=$!
@@ -83,9 +85,9 @@ run() {
 
   local status=0
   if [[ "$1" == tls ]]; then
-    BROKER_HTTPS=1 NODE_EXTRA_CA_CERTS="$tls_dir/ca.pem" BROKER_PORT="$port" WORKOS_API_KEY="$app_key" node tests/sdk/run.mjs || status=$?
+    BROKER_HTTPS=1 NODE_EXTRA_CA_CERTS="$tls_dir/ca.pem" BROKER_PORT="$port" WORKOS_API_KEY="$app_key" WORKOS_ADMIN_KEY="$admin_key" node tests/sdk/run.mjs || status=$?
   else
-    BROKER_PORT="$port" WORKOS_API_KEY="$app_key" node tests/sdk/run.mjs || status=$?
+    BROKER_PORT="$port" WORKOS_API_KEY="$app_key" WORKOS_ADMIN_KEY="$admin_key" node tests/sdk/run.mjs || status=$?
   fi
   kill "$broker_pid" 2>/dev/null || true
   wait "$broker_pid" 2>/dev/null || true
