@@ -14,6 +14,7 @@ pub mod instances;
 pub mod portal;
 pub mod process;
 pub mod throttling_proxy;
+pub mod webdriver;
 
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
