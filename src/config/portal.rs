@@ -87,3 +87,53 @@ pub(super) fn load(raw: RawPortal, sources: &Sources<'_>) -> Result<PortalConfig
     }
     Ok(config)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::super::Config;
+    use super::*;
+
+    fn load(pairs: &[(&str, &str)]) -> Result<PortalConfig, ConfigError> {
+        let env: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::load(None, |name| env.get(name).cloned()).map(|c| c.portal)
+    }
+
+    #[test]
+    fn defaults_are_five_minute_links_and_half_hour_sessions() {
+        let portal = load(&[]).unwrap();
+        assert_eq!(portal, PortalConfig::default());
+        assert_eq!(portal.link_ttl, Duration::from_secs(300));
+        assert_eq!(portal.session_idle, Duration::from_secs(1800));
+    }
+
+    #[test]
+    fn settings_are_read_and_bad_ones_refused() {
+        let portal = load(&[
+            ("BYOK_BROKER_PORTAL_LINK_TTL_SECONDS", "60"),
+            ("BYOK_BROKER_PORTAL_PUBLIC_URL", "https://keys.example.com/"),
+            (
+                "BYOK_BROKER_PORTAL_BROKER_PRINCIPAL_ARN",
+                "arn:aws:iam::123456789012:role/broker",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(portal.link_ttl, Duration::from_secs(60));
+        assert_eq!(
+            portal.public_url.as_deref(),
+            Some("https://keys.example.com")
+        );
+        for bad in [
+            ("BYOK_BROKER_PORTAL_LINK_TTL_SECONDS", "0"),
+            ("BYOK_BROKER_PORTAL_SESSION_IDLE_SECONDS", "0"),
+            ("BYOK_BROKER_PORTAL_PUBLIC_URL", "keys.example.com"),
+            ("BYOK_BROKER_PORTAL_BROKER_PRINCIPAL_ARN", "123456789012"),
+        ] {
+            assert!(load(&[bad]).is_err(), "{bad:?}");
+        }
+    }
+}

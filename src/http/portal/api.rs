@@ -28,6 +28,7 @@ use crate::rewrap::RewrapSource;
 use crate::services::audit::EventQuery;
 use crate::services::byok::service::KeySpec;
 use crate::services::portal::{Portal, PortalSession};
+use crate::timestamp::Timestamp;
 
 /// Events per page of the key activity list.
 const EVENTS_PER_PAGE: usize = 20;
@@ -337,32 +338,35 @@ async fn onboard(
     Ok((StatusCode::ACCEPTED, Json(List::of(jobs))).into_response())
 }
 
-/// A rewrap job the session started: its source KEK must be one the organization's objects sat
-/// under, which the onboarding recorded; the job is looked up and then checked against the
-/// session's own audit trail, so another organization's job id answers 404.
+/// A rewrap job the session's organization started: its `portal.byok_key.onboarding_started`
+/// event (recorded after the job began) names it; any other job id answers 404.
 async fn rewrap_job(
     State(broker): State<Arc<Broker>>,
     caller: PortalCaller,
     Path(id): Path<String>,
 ) -> Result<Response, Error> {
-    let started = broker
+    let status = broker.rewrap.rewrap_status(&id).await?;
+    let since = Timestamp::parse(&status.job.started_at).map(Timestamp::to_rfc3339);
+    let (events, _) = broker
         .audit
         .list_events(EventQuery {
             events: vec!["portal.byok_key.onboarding_started".into()],
             organization_id: Some(caller.session.organization_id.clone()),
-            range_start: None,
+            range_start: since,
             range_end: None,
             after: None,
             limit: 100,
         })
-        .await?
-        .0
-        .iter()
-        .any(|e| e.data_json.contains(&format!("\"{id}\"")));
-    if !started {
+        .await?;
+    let started_here = events.iter().any(|event| {
+        serde_json::from_str::<serde_json::Value>(&event.data_json)
+            .ok()
+            .and_then(|data| data["rewrap_job_ids"].as_array().cloned())
+            .is_some_and(|ids| ids.iter().any(|j| j.as_str() == Some(id.as_str())))
+    });
+    if !started_here {
         return Err(Error::NotFound("rewrap job"));
     }
-    let status = broker.rewrap.rewrap_status(&id).await?;
     Ok(Json(RewrapJob::of(&status)).into_response())
 }
 
