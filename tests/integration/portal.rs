@@ -490,6 +490,33 @@ async fn verification_failures_and_the_full_key_lifecycle_through_the_portal() {
         200
     );
 
+    // Rotate to a new key, then retire (offboarding): the move back starts from the portal too.
+    let next_arn = create_key(TENANT_ACCOUNT).await;
+    let rotated = session
+        .post(
+            &broker,
+            &format!("/portal/api/keys/{id}/rotate"),
+            Some(&json!({"key_arn": next_arn, "role_arn": role_arn(TENANT_ACCOUNT)})),
+        )
+        .await;
+    assert_eq!(rotated.status, 200, "{:?}", rotated.body);
+    assert_eq!(rotated.body["key_arn"], next_arn.as_str());
+    assert_eq!(rotated.body["keks"].as_array().unwrap().len(), 2);
+    let retired = session
+        .post(&broker, &format!("/portal/api/keys/{id}/retire"), None)
+        .await;
+    assert_eq!(retired.body["state"], "retired", "{:?}", retired.body);
+    let back = session
+        .post(&broker, &format!("/portal/api/keys/{id}/onboard"), None)
+        .await;
+    assert_eq!(back.status, 202, "{:?}", back.body);
+    assert_eq!(
+        back.body["data"][0]["source"]["byok_key_id"],
+        id.as_str(),
+        "{:?}",
+        back.body
+    );
+
     // The actions are audited with the session as actor.
     let events = admin(
         &broker,
