@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # WorkOS SDK compatibility: starts the broker binary against LOCALSTACK_ENDPOINT and drives the
-# official @workos-inc/node 11.x and 8.x through every Vault method and the Admin Portal's link
-# generation (tests/sdk/run.mjs), twice: over
-# plain HTTP, then over TLS (`https: true`, a test CA made here with openssl, given to Node through
-# NODE_EXTRA_CA_CERTS).
+# official @workos-inc/node 11.x and 8.x (tests/sdk/run.mjs), then the official WorkOS Python SDK
+# (PyPI `workos`, pinned with hashes in tests/sdk/python/requirements.txt; tests/sdk/python/run.py,
+# its sync and async clients) through every Vault method (and, with the admin key, the Admin Portal's
+# link generation: Node `adminPortal.generateLink` / `portal.generateLink`), twice: over plain HTTP, then over TLS (a
+# test CA made here with openssl, given to Node through NODE_EXTRA_CA_CERTS with `https: true`, and
+# to Python through SSL_CERT_FILE with an https:// base_url).
+# The Python SDK is installed on first use into tests/sdk/python/.venv (again whenever
+# requirements.txt changes).
 # Called by scripts/test.sh after `cargo test` (which builds the binary). With BYOK_TEST_DATABASE_URL
 # set, the broker runs on PostgreSQL, on a fresh database created through that URL and dropped on exit.
 set -euo pipefail
@@ -17,6 +21,20 @@ done
 binary="${CARGO_TARGET_DIR:-target}/debug/byok-broker"
 [[ -x "$binary" ]] || cargo build --locked --bin byok-broker
 (cd tests/sdk && npm ci --no-audit --no-fund --loglevel=error)
+
+# The Python SDK in a virtualenv of its own; the copy of requirements.txt inside it says what it holds.
+py_dir=tests/sdk/python
+py_venv="$py_dir/.venv"
+if ! cmp -s "$py_dir/requirements.txt" "$py_venv/installed-requirements.txt"; then
+  echo "== installing the WorkOS Python SDK into $py_venv"
+  rm -rf "$py_venv"
+  python3 -m venv "$py_venv" ||
+    { echo "error: 'python3 -m venv' failed (on Debian or Ubuntu: apt-get install python3-venv)" >&2; exit 1; }
+  "$py_venv/bin/python" -m pip install --quiet --disable-pip-version-check --require-hashes \
+    -r "$py_dir/requirements.txt" ||
+    { echo "error: cannot install the WorkOS Python SDK from $py_dir/requirements.txt (is PyPI reachable?)" >&2; exit 1; }
+  cp "$py_dir/requirements.txt" "$py_venv/installed-requirements.txt"
+fi
 
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 data_dir="$(mktemp -d)"
@@ -60,7 +78,8 @@ printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nex
 openssl x509 -req -in "$tls_dir/server.csr" -CA "$tls_dir/ca.pem" -CAkey "$tls_dir/ca-key.pem" -CAcreateserial \
   -days 1 -extfile "$tls_dir/ext.cnf" -out "$tls_dir/cert.pem" 2>/dev/null
 
-# Starts the broker (over TLS with "tls") and drives both SDKs against it; the broker stops after.
+# Starts the broker (over TLS with "tls") and drives the Node and Python SDKs against it; the broker
+# stops after.
 run() {
   local scheme=http
   local -a tls_env=()
@@ -86,8 +105,11 @@ run() {
   local status=0
   if [[ "$1" == tls ]]; then
     BROKER_HTTPS=1 NODE_EXTRA_CA_CERTS="$tls_dir/ca.pem" BROKER_PORT="$port" WORKOS_API_KEY="$app_key" WORKOS_ADMIN_KEY="$admin_key" node tests/sdk/run.mjs || status=$?
+    BROKER_HTTPS=1 SSL_CERT_FILE="$tls_dir/ca.pem" BROKER_PORT="$port" WORKOS_API_KEY="$app_key" \
+      "$py_venv/bin/python" "$py_dir/run.py" || status=$?
   else
     BROKER_PORT="$port" WORKOS_API_KEY="$app_key" WORKOS_ADMIN_KEY="$admin_key" node tests/sdk/run.mjs || status=$?
+    BROKER_PORT="$port" WORKOS_API_KEY="$app_key" "$py_venv/bin/python" "$py_dir/run.py" || status=$?
   fi
   kill "$broker_pid" 2>/dev/null || true
   wait "$broker_pid" 2>/dev/null || true

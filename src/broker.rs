@@ -181,7 +181,17 @@ impl Broker {
             vault,
             rewrap,
         });
+        let loaded_at = std::time::Instant::now();
         broker.byok.reload_bindings().await?;
+        if broker.store.is_shared() {
+            // Enforced from the start: a database lost right after start must not leave this
+            // view trusted without limit before the coherence worker's first check confirms it.
+            broker.byok.confirm_view_until(
+                loaded_at
+                    + broker.config.coherence.check_interval
+                    + std::time::Duration::from_secs(1),
+            );
+        }
         broker.rewrap.resume_rewrap_jobs().await?;
         // Jobs whose instance dies later are resumed here (or on another live instance).
         let claiming = Arc::downgrade(&broker.rewrap);

@@ -247,6 +247,16 @@ impl Config {
             ));
         }
         let server = ServerSettings::load(raw.server, &env)?;
+        // A wait for KMS capacity must end before the request's own timeout drops it.
+        if kms_budget.max_wait >= server.request_timeout {
+            return Err(invalid(
+                "kms.budget.max_wait_ms",
+                format!(
+                    "must be less than server.request_timeout_ms ({} ms)",
+                    server.request_timeout.as_millis()
+                ),
+            ));
+        }
         let portal = portal::load(raw.portal, &sources)?;
         let store = store::load(raw.store, &sources)?;
         let platform_keks = platform_keks::load(
@@ -341,6 +351,33 @@ mod tests {
         assert_eq!(config.coherence.check_interval, Duration::from_millis(250));
         let err = Config::load(None, env(&[("BYOK_BROKER_COHERENCE_CHECK_MS", "10")])).unwrap_err();
         assert!(err.to_string().contains("coherence_check_ms"), "{err}");
+    }
+
+    #[test]
+    fn the_kms_budget_is_read_by_name_and_its_wait_ends_before_the_request_timeout() {
+        let config = Config::load(
+            None,
+            env(&[
+                ("BYOK_BROKER_KMS_BUDGET_PER_SECOND", "100"),
+                ("BYOK_BROKER_KMS_BUDGET_MAX_WAIT_MS", "250"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            (config.kms_budget.per_second, config.kms_budget.burst),
+            (100, 100),
+            "the burst follows the rate"
+        );
+        assert_eq!(config.kms_budget.max_wait, Duration::from_millis(250));
+        let err = Config::load(
+            None,
+            env(&[
+                ("BYOK_BROKER_KMS_BUDGET_MAX_WAIT_MS", "5000"),
+                ("BYOK_BROKER_REQUEST_TIMEOUT_MS", "5000"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("kms.budget.max_wait_ms"), "{err}");
     }
 
     #[test]

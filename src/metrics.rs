@@ -32,6 +32,11 @@ use crate::kms::{
 const OTHER_ACCOUNT: &str = "other";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KmsLatencyLabels {
     operation: String,
     outcome: String,
@@ -84,6 +89,8 @@ pub struct Metrics {
     kms_calls: Family<KmsCallLabels, Counter>,
     key_checks: Family<KeyCheckLabels, Counter>,
     revocations: Family<CauseLabels, Counter>,
+    /// Key events from the push queue, by what became of them.
+    key_events: Family<OutcomeLabels, Counter>,
     request_latency: LatencyFamily,
     /// 1 while this instance leads the key-state watcher (polls KMS for every instance).
     watcher_leader: Gauge,
@@ -109,6 +116,7 @@ impl Default for Metrics {
             kms_calls: Family::default(),
             key_checks: Family::default(),
             revocations: Family::default(),
+            key_events: Family::default(),
             request_latency: Family::new_with_constructor(latency_histogram),
             watcher_leader: Gauge::default(),
             kms_latency: Family::new_with_constructor(latency_histogram),
@@ -194,6 +202,14 @@ impl Metrics {
         }
     }
 
+    /// A key event from the push queue: `handled`, `irrelevant` (not a key change), `malformed`
+    /// (left for the dead-letter queue) or `failed` (delivered again).
+    pub fn record_key_event(&self, outcome: &'static str) {
+        self.key_events
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
     pub fn record_revocation(&self, cause: &str) {
         let labels = CauseLabels {
             cause: cause.into(),
@@ -259,6 +275,11 @@ impl Metrics {
             "byok_broker_key_checks",
             "Key-state checks by key account and outcome",
             self.key_checks.clone(),
+        );
+        registry.register(
+            "byok_broker_key_events",
+            "Key events received from the push queue, by outcome",
+            self.key_events.clone(),
         );
         registry.register(
             "byok_broker_revocations",

@@ -10,6 +10,7 @@ fn renders_counters_and_gauges() {
     metrics.allow_accounts_of(["arn:aws:kms:us-east-1:111111111111:key/a"]);
     metrics.record_key_check("arn:aws:kms:us-east-1:111111111111:key/a", false);
     metrics.record_revocation("aws");
+    metrics.record_key_event("malformed");
     let text = metrics.render(&BindingSet::default(), DekCacheStats::default());
     assert!(
         text.contains(
@@ -18,6 +19,7 @@ fn renders_counters_and_gauges() {
         "{text}"
     );
     assert!(text.contains("byok_broker_revocations_total{cause=\"aws\"} 1"));
+    assert!(text.contains("byok_broker_key_events_total{outcome=\"malformed\"} 1"));
     assert!(text.contains("byok_broker_byok_keys{state=\"active\"} 0"));
     assert!(text.contains("byok_broker_dek_cache_entries 0"));
 }

@@ -77,8 +77,8 @@ impl Supervisor {
     }
 
     /// Runs `task(stop)` as a task of `stage`; `stop` is cancelled when shutdown reaches the stage,
-    /// and the task should then end at its next checkpoint. After that, new tasks are refused.
-    /// Starts `task` in `stage`; false (and `task` never called) once the broker is shutting down.
+    /// and the task should then end at its next checkpoint. After that, new tasks are refused:
+    /// false (and `task` never called) once the broker is shutting down.
     pub fn spawn<F, Fut>(&self, stage: Stage, name: &'static str, task: F) -> bool
     where
         F: FnOnce(CancellationToken) -> Fut,

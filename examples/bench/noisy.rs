@@ -141,6 +141,16 @@ pub async fn run(options: &Options, backend: Backend, run_id: &str, length: Dura
     ));
     let (b_flooded, _) = open_loop(client, B_PER_SECOND, length, b("flood"), answered).await;
     let (a_accepted, a_refused) = flood.await.expect("flood");
+    // What the broker itself saw: the budget's waits by priority, and its request latencies.
+    for line in broker.metrics().await.lines().filter(|l| {
+        (l.starts_with("byok_broker_kms_budget_wait_seconds_")
+            && (l.contains("_sum") || l.contains("_count")))
+            || (l.starts_with("byok_broker_http_request_duration_seconds_")
+                && l.contains("route=\"/vault/v1/kv")
+                && (l.contains("_sum") || l.contains("_count")))
+    }) {
+        println!("noisy broker: {line}");
+    }
     broker.stop();
     Noisy {
         b_idle,

@@ -220,7 +220,7 @@ impl Broker {
             .await;
     }
 
-    async fn metrics(&self) -> String {
+    pub async fn metrics(&self) -> String {
         let (status, body) = self
             .admin
             .call_raw("GET", "/admin/v1/metrics", None)

@@ -9,6 +9,9 @@ use serde::Deserialize;
 use super::sources::Sources;
 use super::{ConfigError, invalid};
 
+/// The rotation periods AWS KMS accepts, in days.
+pub const ROTATION_PERIOD_DAYS: std::ops::RangeInclusive<u32> = 90..=2560;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlatformKekConfig {
     /// Context names whose pairs select the KEK; `None`: the whole context (one KEK per context).
@@ -74,7 +77,7 @@ pub(super) fn load(
         raw.rotation_period_days,
         defaults.rotation_period_days,
     )?;
-    if !crate::kms::local::ROTATION_PERIOD_DAYS.contains(&rotation_period_days) {
+    if !ROTATION_PERIOD_DAYS.contains(&rotation_period_days) {
         return Err(invalid(
             "platform_kek.rotation_period_days / BYOK_BROKER_PLATFORM_KEK_ROTATION_PERIOD_DAYS",
             format!(

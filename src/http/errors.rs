@@ -12,7 +12,10 @@ impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let code = self.code();
         let status = code.status();
-        if status.is_server_error() {
+        if matches!(self, Error::KmsBusy(_)) {
+            // Capacity, by design under a flood: a warning, not an error line per refusal.
+            tracing::warn!(code = code.as_str(), error = %self, "refused: no KMS capacity in time");
+        } else if status.is_server_error() {
             tracing::error!(code = code.as_str(), error = %self, detail = ?self, "request failed");
         } else if matches!(self, Error::KeyUnavailable { .. } | Error::KeyRevoked) {
             tracing::warn!(code = code.as_str(), error = %self, "refused: tenant key not usable");

@@ -176,11 +176,18 @@ impl Keyring {
         self.freshness.confirm_until(until);
     }
 
-    /// Installs `set` whatever the revision of the current view: only for a database whose
-    /// revision went backwards (restored from a backup), where the guard of
-    /// [`Self::install_bindings`] would keep the newer-numbered, now fictional, view forever.
-    pub fn replace_bindings(&self, set: BindingSet) {
-        self.bindings.send_replace(Arc::new(set));
+    /// Installs `set` whatever its revision, if the current view is still `seen`: only for a
+    /// database whose revision went backwards (restored from a backup), where the guard of
+    /// [`Self::install_bindings`] would keep the newer-numbered, now fictional, view forever. A
+    /// view another reload installed meanwhile is newer than `set`, and stays.
+    pub fn replace_bindings(&self, seen: &Arc<BindingSet>, set: BindingSet) -> bool {
+        self.bindings.send_if_modified(|current| {
+            if !Arc::ptr_eq(current, seen) {
+                return false;
+            }
+            *current = Arc::new(set);
+            true
+        })
     }
 
     /// The KEK a new DEK for `context` is wrapped under. A context a BYOK binding covers gets that

@@ -42,8 +42,7 @@ const UUID_LEN: usize = 36;
 const WRAP_AAD_DOMAIN: &[u8] = b"byok-broker/local-kms/wrap/v1\0";
 const KEK_AAD_DOMAIN: &[u8] = b"byok-broker/local-kms/kek/v1\0";
 const MATERIAL_DOMAIN: &[u8] = b"byok-broker/local-kms/material/v1\0";
-/// The rotation periods AWS KMS accepts, in days.
-pub const ROTATION_PERIOD_DAYS: std::ops::RangeInclusive<u32> = 90..=2560;
+pub use crate::config::platform_keks::ROTATION_PERIOD_DAYS;
 const DAY_SECONDS: i64 = 86_400;
 
 pub struct LocalKms {

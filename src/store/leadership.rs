@@ -37,7 +37,8 @@ enum Held {
     Postgres(Option<Box<PostgresSql>>),
 }
 
-/// A connection that tried for leadership and lost, kept for the next attempt.
+/// A connection that tried for leadership and lost, kept for the next attempt (if it has died
+/// meanwhile, that attempt fails and the one after opens a new connection).
 pub struct Contender(Box<PostgresSql>);
 
 /// What an attempt at leadership came to.
@@ -72,7 +73,10 @@ impl Store {
                         // Only slower detection of a vanished host; leading still works.
                         tracing::warn!(error = %e, "could not set keepalives on the leader connection");
                     }
-                    sql.batch(NO_IDLE_SESSION_TIMEOUT)?;
+                    if let Err(e) = sql.batch(NO_IDLE_SESSION_TIMEOUT) {
+                        // Only a server-wide idle_session_timeout could end the lock's session.
+                        tracing::warn!(error = %e, "could not turn off idle_session_timeout on the leader connection");
+                    }
                     sql
                 }
             };

@@ -16,7 +16,7 @@ use crate::instances_revocation::{
 };
 
 use common::instances::Instances;
-use common::process::{APP_KEY, call};
+use common::process::{ADMIN_KEY, APP_KEY, call};
 
 /// How soon after its last confirmation a broker refuses: the check interval plus 1 s (the
 /// published backstop bound), plus the test's polling.
@@ -143,4 +143,79 @@ async fn a_database_whose_revision_went_backwards_replaces_the_view() {
     eprintln!("revision set back: B refused the disabled key after {delay:?}");
     assert_eq!((status, body["code"].as_str()), (403, Some("key_revoked")));
     assert!(delay <= STALE_BOUND, "{delay:?}");
+}
+
+/// A rewrap job running while the broker cannot confirm its view meets `storage_unavailable` on
+/// every object: it pauses at the batch (not checkpointed, nothing counted failed) and resumes
+/// once the view is confirmed again, so it ends `completed` with every object moved once. (Before:
+/// it recorded each object of those batches as failed and ended `failed`.)
+#[tokio::test]
+async fn a_rewrap_job_pauses_while_the_view_is_unconfirmed_and_completes_after() {
+    let settings = [
+        SETTINGS[0],
+        SETTINGS[1],
+        // About 100 objects per second (two KMS calls each), so the lock lands mid-job.
+        ("BYOK_BROKER_REWRAP_KMS_CALLS_PER_SECOND", "200"),
+        ("BYOK_BROKER_REWRAP_BATCH_SIZE", "50"),
+        ("BYOK_BROKER_REWRAP_LEASE_MS", "3000"),
+    ];
+    let Some(instances) = Instances::spawn("stale-rewrap", 1, &settings).await else {
+        return;
+    };
+    let a = instances.port(0);
+    let org = "org_stale_rewrap";
+    let mut platform_kek = String::new();
+    for i in 0..400 {
+        let body =
+            json!({"name": format!("o{i}"), "value": "v", "key_context": {"organization_id": org}});
+        let (status, created) = call(a, APP_KEY, "POST", "/vault/v1/kv", &body, &[]).await;
+        assert_eq!(status, 201, "{created}");
+        platform_kek = created["key_id"].as_str().unwrap().to_owned();
+    }
+    let key_arn = common::create_key(common::TENANT_ACCOUNT).await;
+    let registration = common::registration(org, &key_arn, common::TENANT_ACCOUNT);
+    let (status, body) = call(
+        a,
+        ADMIN_KEY,
+        "POST",
+        "/admin/v1/byok-keys",
+        &registration,
+        &[],
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let source = json!({"source": {"kek_id": platform_kek}});
+    let (status, job) = call(a, ADMIN_KEY, "POST", "/admin/v1/rewrap-jobs", &source, &[]).await;
+    assert_eq!(status, 202, "{job}");
+    let job_path = format!("/admin/v1/rewrap-jobs/{}", job["id"].as_str().unwrap());
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let db = database(&instances.url).await;
+    db.batch_execute("BEGIN; LOCK TABLE byok_revision IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    let (_, during) = call(a, ADMIN_KEY, "GET", &job_path, &Value::Null, &[]).await;
+    db.batch_execute("ROLLBACK").await.unwrap();
+    eprintln!("rewrap job while the view was unconfirmed: {during}");
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        let (_, status) = call(a, ADMIN_KEY, "GET", &job_path, &Value::Null, &[]).await;
+        if status["state"] != "running" {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "{status}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    eprintln!("rewrap job at the end: {status}");
+    assert_eq!(
+        (
+            status["state"].as_str(),
+            status["done"].as_u64(),
+            status["failed"].as_u64()
+        ),
+        (Some("completed"), Some(400), Some(0)),
+        "{status}"
+    );
 }

@@ -287,7 +287,9 @@ async fn kms_throttling_is_retried_with_backoff_and_then_answered_kms_busy() {
     }
     let attempts = &proxy.attempts()[before..];
     assert!(
-        attempts.iter().all(|a| a.operation == "TrentService.GenerateDataKey"),
+        attempts
+            .iter()
+            .all(|a| a.operation == "TrentService.GenerateDataKey"),
         "creates call GenerateDataKey only"
     );
     let mut by_call: HashMap<&str, Vec<Instant>> = HashMap::new();

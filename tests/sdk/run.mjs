@@ -39,6 +39,9 @@ async function exercise(label, WorkOS, { v11 }) {
     assert.deepEqual(created.context, context);
     assert.ok(created.versionId);
   });
+  await check(`${label} createObject with a name taken is a ConflictException`, async () => {
+    await assert.rejects(vault.createObject({ name: `secret/${suffix}`, value: 'x', context }), (e) => e.status === 409);
+  });
   await check(`${label} readObject`, async () => {
     const object = await vault.readObject({ id: created.id });
     assert.equal(object.value, 's3cr3t');
@@ -82,6 +85,14 @@ async function exercise(label, WorkOS, { v11 }) {
     });
   }
   if (v11) {
+    await check(`${label} listObjects order and search`, async () => {
+      const names = async (order) => (await (await vault.listObjects({ search: suffix, order })).autoPagination()).map((o) => o.name);
+      const ascending = await names('asc');
+      assert.ok(ascending.length > 0 && ascending.every((n) => n.includes(suffix)));
+      assert.deepEqual(ascending, (await names('desc')).reverse());
+    });
+  }
+  if (v11) {
     await check(`${label} listObjects updatedAfter (Date)`, async () => {
       const recent = await vault.listObjects({ updatedAfter: new Date(Date.now() - 3600_000) });
       assert.ok(recent.data.length > 0, 'objects updated in the last hour are listed');
@@ -109,6 +120,15 @@ async function exercise(label, WorkOS, { v11 }) {
       assert.equal(rekeyed.context.data_type, 'moved');
       const again = await vault.decryptDataKey({ keys: rekeyed.encryptedKeys });
       assert.equal(again.key, key.dataKey.key);
+    });
+  }
+  await check(`${label} an empty key context is an UnprocessableEntityException`, async () => {
+    await assert.rejects(vault.createDataKey({ context: {} }), (e) => e.status === 422);
+  });
+  if (v11) {
+    await check(`${label} deleteObject with a stale versionCheck is a ConflictException`, async () => {
+      await assert.rejects(vault.deleteObject({ id: created.id, versionCheck: created.versionId }), (e) => e.status === 409);
+      assert.equal((await vault.readObject({ id: created.id })).value, 'n3w', 'a refused delete keeps the object');
     });
   }
   await check(`${label} deleteObject`, async () => {

@@ -164,7 +164,7 @@ impl State {
                 self.live_grants = 0;
             } else {
                 self.live_waiting -= 1;
-                self.live_grants += 1;
+                self.live_grants = self.live_grants.saturating_add(1);
             }
             if waiter.grant.send(()).is_ok() {
                 self.tokens -= 1.0;
@@ -236,27 +236,65 @@ impl RegionBudget {
             }
             (id, granted)
         };
-        self.queued.notify_one();
-        let outcome = match deadline {
-            Some(deadline) => tokio::time::timeout_at(deadline, granted).await,
-            None => Ok(granted.await),
+        let mut queued = Queued {
+            budget: self,
+            priority,
+            tenant,
+            id,
+            armed: true,
         };
+        self.queued.notify_one();
+        let mut granted = granted;
+        // By reference: after a timeout the receiver still tells whether a grant arrived.
+        let outcome = match deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline, &mut granted).await,
+            None => Ok((&mut granted).await),
+        };
+        queued.armed = false;
         match outcome {
             Ok(Ok(())) => Ok(started.elapsed()),
             // The sender is only dropped unsent when the budget itself is gone.
             Ok(Err(_)) => Err(Refusal::Deadline),
             Err(_elapsed) => {
-                let mut state = self.state();
-                if state.classes[priority as usize].remove(tenant, id) {
-                    if priority != Priority::Background {
-                        state.live_waiting -= 1;
-                    }
-                    Err(Refusal::Deadline)
-                } else {
-                    // Granted just as the deadline passed: the token is spent; use it.
-                    Ok(started.elapsed())
+                if self.withdraw(priority, tenant, id) {
+                    return Err(Refusal::Deadline);
+                }
+                // Popped by the dispatcher meanwhile: the grant was sent (this receiver was
+                // alive) and its token spent, so use it.
+                match granted.try_recv() {
+                    Ok(()) => Ok(started.elapsed()),
+                    Err(_) => Err(Refusal::Deadline),
                 }
             }
+        }
+    }
+
+    /// Takes a queued call out; true if it was still queued.
+    fn withdraw(&self, priority: Priority, tenant: &str, id: u64) -> bool {
+        let mut state = self.state();
+        let removed = state.classes[priority as usize].remove(tenant, id);
+        if removed && priority != Priority::Background {
+            state.live_waiting -= 1;
+        }
+        removed
+    }
+}
+
+/// A queued call; if its future is dropped before the outcome (the request was cancelled: the
+/// client went away, a timeout fired), it leaves the queue, so it neither holds one of
+/// `max_waiters` nor keeps the fast path closed until the dispatcher reaches it.
+struct Queued<'a> {
+    budget: &'a RegionBudget,
+    priority: Priority,
+    tenant: &'a str,
+    id: u64,
+    armed: bool,
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.budget.withdraw(self.priority, self.tenant, self.id);
         }
     }
 }

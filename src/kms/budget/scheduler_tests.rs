@@ -127,3 +127,23 @@ async fn background_work_gets_a_share_even_when_live_calls_saturate_the_budget()
     let position = order.iter().position(|c| c == "rewrap0").unwrap();
     assert_eq!(position, 9, "{order:?}");
 }
+
+#[tokio::test]
+async fn a_cancelled_call_leaves_the_queue_at_once() {
+    let budget = budget(1.0, 1.0, 1);
+    budget.acquire(Priority::Write, "a", None).await.unwrap();
+    // One live call waits (the queue's whole room), then its request is cancelled.
+    let waiting = {
+        let budget = Arc::clone(&budget);
+        tokio::spawn(async move { budget.acquire(Priority::Write, "a", None).await })
+    };
+    tokio::task::yield_now().await;
+    waiting.abort();
+    let _ = waiting.await;
+    // Its slot is free: the next call waits (until its deadline) instead of being refused.
+    let deadline = Some(Instant::now() + Duration::from_millis(100));
+    assert_eq!(
+        budget.acquire(Priority::Write, "b", deadline).await,
+        Err(Refusal::Deadline)
+    );
+}

@@ -73,19 +73,25 @@ async fn handle_message(byok: &Byok, queue: &dyn KeyEventQueue, message: &QueueM
     let event = match parse(&message.body) {
         Ok(Some(event)) => event,
         Ok(None) => {
+            byok.metrics.record_key_event("irrelevant");
             tracing::debug!(message_id = %message.id, "key event not about a key change; deleted");
             delete(queue, message).await;
             return;
         }
         Err(e) => {
+            byok.metrics.record_key_event("malformed");
             // Not deleted: the queue's redrive policy moves it to the dead-letter queue.
             tracing::warn!(message_id = %message.id, error = %e, "left for the dead-letter queue");
             return;
         }
     };
     match byok.handle_key_event(&event).await {
-        Ok(()) => delete(queue, message).await,
+        Ok(()) => {
+            byok.metrics.record_key_event("handled");
+            delete(queue, message).await;
+        }
         Err(e) => {
+            byok.metrics.record_key_event("failed");
             tracing::warn!(message_id = %message.id, event = %event.name, error = %e, "key event not handled; the queue delivers it again");
         }
     }

@@ -145,14 +145,14 @@ impl super::Byok {
     /// replaces the loaded one; true if so. (A read above it is a normal reload: the revision
     /// check had raced a reload of this process's own.)
     pub async fn reload_bindings_rewound(&self) -> Result<bool, Error> {
+        let seen = self.keyring.bindings();
         let snapshot = self.routing_store.byok_snapshot().await?;
-        if snapshot.revision >= self.keyring.bindings().revision() {
+        if snapshot.revision >= seen.revision() {
             self.install_bindings(snapshot)?;
             return Ok(false);
         }
         let set = self.binding_set(snapshot)?;
-        self.keyring.replace_bindings(set);
-        Ok(true)
+        Ok(self.keyring.replace_bindings(&seen, set))
     }
 
     fn binding_set(&self, snapshot: ByokSnapshot) -> Result<BindingSet, Error> {

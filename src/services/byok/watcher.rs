@@ -16,9 +16,10 @@
 //! A leader that holds the lock but cannot reach KMS (its network path or credentials broke, not
 //! the database's) would keep every other instance from polling: after [`STEP_DOWN_AFTER`]
 //! passes in which no key got an answer from KMS, it gives leadership up and sits one pass out,
-//! so an instance that can reach KMS takes over. Every verdict it wrote before is safe: a
-//! restoring one is written only if the key's state has not changed since the check read it
+//! so an instance that can reach KMS takes over. Its tenant CMK verdicts are safe: a restoring
+//! one is written only if the key's state has not changed since the check read it
 //! (`Store::record_kek_check`), so a deposed leader's late "available" never undoes a revocation.
+//! (Platform KEK verdicts are not fenced: a late "usable" lasts until the new leader's next pass.)
 
 use std::collections::HashSet;
 use std::sync::Weak;

@@ -5,7 +5,7 @@
 //! lease) and stops at the next checkpoint if another instance holds the job.
 
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -123,6 +123,15 @@ impl Rewrap {
     }
 }
 
+/// Whether `e` says "not now" (the database, KMS capacity or KMS availability, or a routing view
+/// this broker cannot confirm) rather than something about the object.
+fn is_transient(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::StorageUnavailable(_) | Error::KmsBusy(_) | Error::KmsUnavailable(_)
+    )
+}
+
 /// How a job's loop ended.
 enum JobEnd {
     /// Nothing left, or cancelled by an admin: the job gets its final state.
@@ -206,20 +215,35 @@ async fn process(
             return Ok(JobEnd::Finished);
         };
         let last_seq = last.seq;
+        // The first error that says "not now" rather than "not this object": the batch is not
+        // checkpointed and the job pauses, so those objects are retried, not counted failed.
+        let transient: std::sync::Mutex<Option<Error>> = std::sync::Mutex::new(None);
         futures_util::stream::iter(&batch)
             .for_each_concurrent(config.concurrency.max(1), |candidate| {
-                let (rewrap, pacer, job_id) = (&rewrap, &pacer, &job.id);
+                let (rewrap, pacer, job_id, transient) = (&rewrap, &pacer, &job.id, &transient);
                 async move {
-                    if let Err(e) = rewrap.rewrap_object(job_id, candidate, pacer).await {
-                        let reason = failure_reason(&e);
-                        tracing::warn!(job_id, object_id = %candidate.object_id, reason, error = %e, "object not rewrapped; left intact");
-                        if let Err(e) = rewrap.store.record_rewrap_failure(job_id, &candidate.object_id, &reason).await {
-                            tracing::error!(job_id, error = %e, "could not record a rewrap failure");
-                        }
+                    let Err(e) = rewrap.rewrap_object(job_id, candidate, pacer).await else {
+                        return;
+                    };
+                    if is_transient(&e) {
+                        tracing::debug!(job_id, object_id = %candidate.object_id, error = %e, "object not rewrapped for now; the job pauses");
+                        transient.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(e);
+                        return;
+                    }
+                    let reason = failure_reason(&e);
+                    tracing::warn!(job_id, object_id = %candidate.object_id, reason, error = %e, "object not rewrapped; left intact");
+                    if let Err(e) = rewrap.store.record_rewrap_failure(job_id, &candidate.object_id, &reason).await {
+                        tracing::error!(job_id, error = %e, "could not record a rewrap failure");
                     }
                 }
             })
             .await;
+        if let Some(e) = transient
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner)
+        {
+            return Err(e);
+        }
         if !rewrap
             .store
             .advance_rewrap_checkpoint(&job.id, last_seq, &rewrap.instance, config.lease)
@@ -251,7 +275,7 @@ async fn end_job(rewrap: &Rewrap, job: &RewrapJobRecord, outcome: Result<JobEnd,
         // The database (or the job's own row) could not be reached: nothing says the job failed,
         // only that this instance cannot run it now. Left running with its lease given up, it
         // resumes from its checkpoint on whichever instance's claim scan finds it first.
-        Err(e @ Error::StorageUnavailable(_)) => {
+        Err(e) if is_transient(&e) => {
             if let Err(release) = rewrap
                 .store
                 .release_rewrap_job(&job.id, &rewrap.instance)
@@ -259,7 +283,7 @@ async fn end_job(rewrap: &Rewrap, job: &RewrapJobRecord, outcome: Result<JobEnd,
             {
                 tracing::warn!(job_id = %job.id, error = %release, "could not give up the lease either; the job resumes once it runs out");
             }
-            tracing::warn!(job_id = %job.id, error = %e, "rewrap job paused: the database is unavailable; it resumes from its checkpoint");
+            tracing::warn!(job_id = %job.id, error = %e, "rewrap job paused: the database or KMS is unavailable for now (or this broker's routing view is unconfirmed); it resumes from its checkpoint");
             return;
         }
         Err(e) => ("failed", Some(e.to_string())),
