@@ -3,7 +3,8 @@
 # official @workos-inc/node 11.x and 8.x (tests/sdk/run.mjs), then the official WorkOS Python SDK
 # (PyPI `workos`, pinned with hashes in tests/sdk/python/requirements.txt; tests/sdk/python/run.py,
 # its sync and async clients) through every Vault method (and, with the admin key, the Admin Portal's
-# link generation: Node `adminPortal.generateLink` / `portal.generateLink`), twice: over plain HTTP, then over TLS (a
+# link generation: Node `adminPortal.generateLink` / `portal.generateLink`, Python
+# `admin_portal.generate_link`), twice: over plain HTTP, then over TLS (a
 # test CA made here with openssl, given to Node through NODE_EXTRA_CA_CERTS with `https: true`, and
 # to Python through SSL_CERT_FILE with an https:// base_url).
 # The Python SDK is installed on first use into tests/sdk/python/.venv (again whenever
@@ -105,11 +106,11 @@ run() {
   local status=0
   if [[ "$1" == tls ]]; then
     BROKER_HTTPS=1 NODE_EXTRA_CA_CERTS="$tls_dir/ca.pem" BROKER_PORT="$port" WORKOS_API_KEY="$app_key" WORKOS_ADMIN_KEY="$admin_key" node tests/sdk/run.mjs || status=$?
-    BROKER_HTTPS=1 SSL_CERT_FILE="$tls_dir/ca.pem" BROKER_PORT="$port" WORKOS_API_KEY="$app_key" \
+    BROKER_HTTPS=1 SSL_CERT_FILE="$tls_dir/ca.pem" BROKER_PORT="$port" WORKOS_API_KEY="$app_key" WORKOS_ADMIN_KEY="$admin_key" \
       "$py_venv/bin/python" "$py_dir/run.py" || status=$?
   else
     BROKER_PORT="$port" WORKOS_API_KEY="$app_key" WORKOS_ADMIN_KEY="$admin_key" node tests/sdk/run.mjs || status=$?
-    BROKER_PORT="$port" WORKOS_API_KEY="$app_key" "$py_venv/bin/python" "$py_dir/run.py" || status=$?
+    BROKER_PORT="$port" WORKOS_API_KEY="$app_key" WORKOS_ADMIN_KEY="$admin_key" "$py_venv/bin/python" "$py_dir/run.py" || status=$?
   fi
   kill "$broker_pid" 2>/dev/null || true
   wait "$broker_pid" 2>/dev/null || true

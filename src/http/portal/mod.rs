@@ -37,7 +37,9 @@ pub fn routes() -> Router<Arc<Broker>> {
 #[derive(Deserialize)]
 struct GenerateLinkRequest {
     organization: String,
-    intent: String,
+    /// Optional in the Python SDK's signature: a missing intent is `invalid_intent` too.
+    #[serde(default)]
+    intent: Option<String>,
     #[serde(default)]
     return_url: Option<String>,
     #[serde(default)]
@@ -60,7 +62,7 @@ async fn generate_link(
         .generate_link(
             &admin,
             &body.organization,
-            &body.intent,
+            body.intent.as_deref().unwrap_or_default(),
             body.return_url,
             body.success_url,
             &base,
