@@ -46,6 +46,12 @@ async fn generate_link_speaks_the_workos_wire_and_refuses_other_intents() {
                 .contains("bring_your_own_key")
         );
     }
+    let no_intent = json!({"organization": "org_link"});
+    let refused = admin(&broker, "POST", "/portal/generate_link", Some(&no_intent)).await;
+    assert_eq!(
+        (refused.status, refused.body["code"].as_str()),
+        (422, Some("invalid_intent"))
+    );
     let body = json!({"organization": "org_link", "intent": "bring_your_own_key", "success_url": "javascript:alert(1)"});
     let refused = admin(&broker, "POST", "/portal/generate_link", Some(&body)).await;
     assert_eq!(
