@@ -2,7 +2,9 @@
 # WorkOS SDK compatibility: starts the broker binary against LOCALSTACK_ENDPOINT and drives the
 # official @workos-inc/node 11.x and 8.x (tests/sdk/run.mjs), then the official WorkOS Python SDK
 # (PyPI `workos`, pinned with hashes in tests/sdk/python/requirements.txt; tests/sdk/python/run.py,
-# its sync and async clients) through every Vault method, twice: over plain HTTP, then over TLS (a
+# its sync and async clients) through every Vault method (and, with the admin key, the Admin Portal's
+# link generation: Node `adminPortal.generateLink` / `portal.generateLink`, Python
+# `admin_portal.generate_link`), twice: over plain HTTP, then over TLS (a
 # test CA made here with openssl, given to Node through NODE_EXTRA_CA_CERTS with `https: true`, and
 # to Python through SSL_CERT_FILE with an https:// base_url).
 # The Python SDK is installed on first use into tests/sdk/python/.venv (again whenever
@@ -38,6 +40,7 @@ fi
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 data_dir="$(mktemp -d)"
 app_key="sdk-compat-$(python3 -c 'import secrets; print(secrets.token_hex(16))')"
+admin_key="sdk-compat-admin-$(python3 -c 'import secrets; print(secrets.token_hex(16))')"
 broker_pid=""
 database=""
 cleanup() {
@@ -89,7 +92,7 @@ run() {
   env "${tls_env[@]}" \
   BYOK_BROKER_KMS=aws AWS_ENDPOINT_URL="$LOCALSTACK_ENDPOINT" AWS_REGION=us-east-1 \
   AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \
-  BYOK_BROKER_APP_KEY="$app_key" BYOK_BROKER_DATA_DIR="$data_dir" \
+  BYOK_BROKER_APP_KEY="$app_key" BYOK_BROKER_ADMIN_KEY="$admin_key" BYOK_BROKER_DATA_DIR="$data_dir" \
   BYOK_BROKER_LISTEN="127.0.0.1:$port" BYOK_BROKER_KEK_ALIAS_PREFIX="sdk-compat/$port-$$" \
     "$binary" serve >>"$data_dir/broker.log" 2>&1 &
   broker_pid=$!
@@ -102,12 +105,12 @@ run() {
 
   local status=0
   if [[ "$1" == tls ]]; then
-    BROKER_HTTPS=1 NODE_EXTRA_CA_CERTS="$tls_dir/ca.pem" BROKER_PORT="$port" WORKOS_API_KEY="$app_key" node tests/sdk/run.mjs || status=$?
-    BROKER_HTTPS=1 SSL_CERT_FILE="$tls_dir/ca.pem" BROKER_PORT="$port" WORKOS_API_KEY="$app_key" \
+    BROKER_HTTPS=1 NODE_EXTRA_CA_CERTS="$tls_dir/ca.pem" BROKER_PORT="$port" WORKOS_API_KEY="$app_key" WORKOS_ADMIN_KEY="$admin_key" node tests/sdk/run.mjs || status=$?
+    BROKER_HTTPS=1 SSL_CERT_FILE="$tls_dir/ca.pem" BROKER_PORT="$port" WORKOS_API_KEY="$app_key" WORKOS_ADMIN_KEY="$admin_key" \
       "$py_venv/bin/python" "$py_dir/run.py" || status=$?
   else
-    BROKER_PORT="$port" WORKOS_API_KEY="$app_key" node tests/sdk/run.mjs || status=$?
-    BROKER_PORT="$port" WORKOS_API_KEY="$app_key" "$py_venv/bin/python" "$py_dir/run.py" || status=$?
+    BROKER_PORT="$port" WORKOS_API_KEY="$app_key" WORKOS_ADMIN_KEY="$admin_key" node tests/sdk/run.mjs || status=$?
+    BROKER_PORT="$port" WORKOS_API_KEY="$app_key" WORKOS_ADMIN_KEY="$admin_key" "$py_venv/bin/python" "$py_dir/run.py" || status=$?
   fi
   kill "$broker_pid" 2>/dev/null || true
   wait "$broker_pid" 2>/dev/null || true

@@ -4,6 +4,7 @@
 # database of its own created through BYOK_TEST_DATABASE_URL (default: a server answering on
 # 127.0.0.1:5432 as postgres@.../postgres; the PostgreSQL run is skipped, with one line saying so,
 # when none answers). BYOK_TEST_BACKENDS=sqlite|postgres|both (default both) picks the runs.
+# Installs Debian's chromium and chromium-driver (the portal's browser test) when missing.
 # Starts what the tests need: LocalStack (installed on first use into localstack/.venv) on
 # BYOK_TEST_LOCALSTACK_PORT (default 4599), unless LOCALSTACK_ENDPOINT names one already running.
 # Extra arguments go to `cargo test`.
@@ -43,6 +44,21 @@ if [[ "$backends" != sqlite ]]; then
 fi
 # The SQLite run must not see it: the fixture picks the backend from it.
 unset BYOK_TEST_DATABASE_URL
+
+# The portal's browser test (tests/integration/portal_browser.rs) drives Debian's headless Chromium
+# through chromedriver: installed here when missing; without it that test fails, it is never skipped.
+if [[ ! -x /usr/bin/chromium || ! -x /usr/bin/chromedriver ]]; then
+  echo "== installing chromium and chromium-driver (the portal's browser test)"
+  if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null ||
+      { echo "error: apt-get could not install chromium and chromium-driver (the portal's browser test needs them)" >&2; exit 1; }
+  else
+    echo "error: /usr/bin/chromium and /usr/bin/chromedriver are missing: install Debian's chromium and chromium-driver (as root: apt-get install chromium chromium-driver)" >&2
+    exit 1
+  fi
+fi
+# The browser test generates its link with the WorkOS Node SDK of tests/sdk.
+(cd tests/sdk && npm ci --no-audit --no-fund --loglevel=error)
 
 if [[ -z "${LOCALSTACK_ENDPOINT:-}" ]]; then
   port="${BYOK_TEST_LOCALSTACK_PORT:-4599}"

@@ -21,6 +21,7 @@ use crate::services::api_keys::ApiKeys;
 use crate::services::audit::Audit;
 use crate::services::byok::{Byok, ByokParts};
 use crate::services::platform_keks::PlatformKeks;
+use crate::services::portal::Portal;
 use crate::services::rewrap::{Rewrap, RewrapParts};
 use crate::services::vault::{Vault, VaultParts};
 use crate::store::Store;
@@ -65,6 +66,8 @@ pub struct Broker {
     pub rewrap: Arc<Rewrap>,
     /// Platform KEK inventory and rotation.
     pub platform_keks: Arc<PlatformKeks>,
+    /// The tenant admin portal's links and sessions.
+    pub portal: Portal,
 }
 
 impl Broker {
@@ -161,8 +164,10 @@ impl Broker {
             Arc::clone(&keyring),
             audit.clone(),
         ));
+        let portal = Portal::new(store.clone(), audit.clone(), config.portal.clone());
         let broker = Arc::new(Self {
             platform_keks,
+            portal,
             api_keys: ApiKeys::new(store.clone()),
             audit: Audit::new(audit, store.clone()),
             rate_limiter,

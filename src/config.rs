@@ -11,6 +11,7 @@ pub mod kms;
 pub mod kms_budget;
 pub mod limits;
 pub mod platform_keks;
+pub mod portal;
 pub mod server;
 mod sources;
 mod store;
@@ -21,6 +22,7 @@ use file::RawConfig;
 pub use kms::{AwsOptions, ProviderKind};
 pub use limits::{DekCacheConfig, Limits, RateLimitConfig};
 pub use platform_keks::PlatformKekConfig;
+pub use portal::PortalConfig;
 use server::ServerSettings;
 use sources::Sources;
 pub use store::{Retention, StoreOptions};
@@ -70,6 +72,8 @@ pub struct Config {
     pub byok_events_queue_url: Option<String>,
     pub store: StoreOptions,
     pub platform_keks: PlatformKekConfig,
+    /// The tenant admin portal (`/portal`).
+    pub portal: PortalConfig,
     /// Bootstrap API keys from `BYOK_BROKER_APP_KEY` / `BYOK_BROKER_ADMIN_KEY` (never from files).
     pub bootstrap_app_key: Option<Redacted>,
     pub bootstrap_admin_key: Option<Redacted>,
@@ -253,6 +257,7 @@ impl Config {
                 ),
             ));
         }
+        let portal = portal::load(raw.portal, &sources)?;
         let store = store::load(raw.store, &sources)?;
         let platform_keks = platform_keks::load(
             raw.platform_kek,
@@ -273,6 +278,7 @@ impl Config {
             byok_events_queue_url,
             store,
             platform_keks,
+            portal,
             bootstrap_app_key: sources.secret("BYOK_BROKER_APP_KEY"),
             bootstrap_admin_key: sources.secret("BYOK_BROKER_ADMIN_KEY"),
             listen,

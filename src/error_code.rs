@@ -39,8 +39,10 @@ error_codes! {
     InvalidPath => "invalid_path", BAD_REQUEST;
     MalformedRequest => "malformed_request", BAD_REQUEST;
     Unauthorized => "unauthorized", UNAUTHORIZED;
+    PortalSessionRequired => "portal_session_required", UNAUTHORIZED;
     Forbidden => "forbidden", FORBIDDEN;
     OutOfScope => "out_of_scope", FORBIDDEN;
+    CsrfCheckFailed => "csrf_check_failed", FORBIDDEN;
     KeyRevoked => "key_revoked", FORBIDDEN;
     KeyUnavailable => "key_unavailable", FORBIDDEN;
     // Not 429 or 503: retrying cannot help until an operator acts, so SDKs must not retry.
@@ -88,6 +90,8 @@ error_codes! {
     InvalidExternalId => "invalid_external_id", UNPROCESSABLE_ENTITY;
     InvalidSource => "invalid_source", UNPROCESSABLE_ENTITY;
     InvalidKekId => "invalid_kek_id", UNPROCESSABLE_ENTITY;
+    InvalidIntent => "invalid_intent", UNPROCESSABLE_ENTITY;
+    InvalidUrl => "invalid_url", UNPROCESSABLE_ENTITY;
     RateLimited => "rate_limited", TOO_MANY_REQUESTS;
     KekQuotaExceeded => "kek_quota_exceeded", TOO_MANY_REQUESTS;
     InternalError => "internal_error", INTERNAL_SERVER_ERROR;

@@ -34,6 +34,8 @@ pub(super) struct RawConfig {
     pub(super) store: RawStore,
     #[serde(default)]
     pub(super) platform_kek: super::platform_keks::RawPlatformKek,
+    #[serde(default)]
+    pub(super) portal: super::portal::RawPortal,
 }
 
 /// Where the store lives (`url`: PostgreSQL) and its operational limits.

@@ -10,6 +10,7 @@ mod guard;
 mod idempotency;
 mod keks;
 mod layers;
+mod portal;
 mod rewrap;
 pub mod server;
 mod vault;
@@ -40,6 +41,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .merge(byok::routes())
         .merge(rewrap::routes())
         .merge(keks::routes())
+        .merge(portal::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod byok;
 pub mod coherence;
 pub mod platform_keks;
+pub mod portal;
 pub mod retention;
 pub mod rewrap;
 pub mod vault;

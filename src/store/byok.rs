@@ -354,15 +354,44 @@ impl Store {
         keks: Vec<String>,
     ) -> Result<u64, StoreError> {
         self.read(move |c| {
-            let mut sql = String::from("SELECT COUNT(*) FROM objects o JOIN versions v ON v.id = o.current_version WHERE 1 = 1");
-            let mut args: Vec<Value> = Vec::new();
-            push_scope_filter(c.dialect(), &mut sql, &mut args, "o.context_json", &selector);
-            for kek in keks {
-                args.push(Value::Text(kek));
-                sql.push_str(&format!(" AND v.kek_id != ?{}", args.len()));
-            }
+            let (sql, args) = objects_outside("COUNT(*)", c.dialect(), &selector, keks);
             c.query_one(&sql, &args)?.get(0)
         })
         .await
     }
+
+    /// The KEK ids those objects sit under (what an onboarding rewrap starts from).
+    pub async fn keks_outside(
+        &self,
+        selector: Vec<(String, String)>,
+        keks: Vec<String>,
+    ) -> Result<Vec<String>, StoreError> {
+        self.read(move |c| {
+            let (mut sql, args) =
+                objects_outside("DISTINCT v.kek_id", c.dialect(), &selector, keks);
+            sql.push_str(" ORDER BY v.kek_id");
+            c.query(&sql, &args)?.iter().map(|r| r.get(0)).collect()
+        })
+        .await
+    }
+}
+
+/// `SELECT <what>` over objects whose context contains `selector` and whose current KEK is none
+/// of `keks`.
+fn objects_outside(
+    what: &str,
+    dialect: super::Dialect,
+    selector: &[(String, String)],
+    keks: Vec<String>,
+) -> (String, Vec<Value>) {
+    let mut sql = format!(
+        "SELECT {what} FROM objects o JOIN versions v ON v.id = o.current_version WHERE 1 = 1"
+    );
+    let mut args: Vec<Value> = Vec::new();
+    push_scope_filter(dialect, &mut sql, &mut args, "o.context_json", selector);
+    for kek in keks {
+        args.push(Value::Text(kek));
+        sql.push_str(&format!(" AND v.kek_id != ?{}", args.len()));
+    }
+    (sql, args)
 }

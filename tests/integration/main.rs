@@ -35,6 +35,8 @@ mod kms_localstack;
 mod local_provider;
 mod platform_kek_limits;
 mod platform_kek_localstack;
+mod portal;
+mod portal_browser;
 mod postgres_faults;
 mod postgres_migrations;
 mod process_lifecycle;

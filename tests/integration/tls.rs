@@ -19,7 +19,11 @@ use crate::common::process::{
 };
 
 /// Starts a broker serving `server` (and requiring certificates from `client_ca`, if given).
-async fn tls_broker(dir: &Path, server: &Issued, client_ca: Option<&TestCa>) -> BrokerProcess {
+pub(crate) async fn tls_broker(
+    dir: &Path,
+    server: &Issued,
+    client_ca: Option<&TestCa>,
+) -> BrokerProcess {
     let (cert, key) = server.write(dir, "server");
     let ca = client_ca.map(|ca| ca.write(dir, "client-ca"));
     let mut settings = vec![
@@ -33,7 +37,7 @@ async fn tls_broker(dir: &Path, server: &Issued, client_ca: Option<&TestCa>) -> 
     spawn_local_broker_accepting(dir, &settings).await
 }
 
-fn https(port: u16, key: &str, tls: rustls::ClientConfig) -> HttpClient {
+pub(crate) fn https(port: u16, key: &str, tls: rustls::ClientConfig) -> HttpClient {
     HttpClient::with_tls(
         &format!("https://127.0.0.1:{port}"),
         Some(key.to_owned()),

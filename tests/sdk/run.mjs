@@ -1,5 +1,6 @@
 // Drives every Vault method of the official WorkOS Node SDK (11.x and 8.x) against a running
-// byok-broker. Usage: BROKER_PORT=8787 WORKOS_API_KEY=<app key> node run.mjs
+// byok-broker, and the Admin Portal's link generation (intent bring_your_own_key) with an admin key.
+// Usage: BROKER_PORT=8787 WORKOS_API_KEY=<app key> WORKOS_ADMIN_KEY=<admin key> node run.mjs
 // BROKER_HTTPS=1: over TLS (`https: true`; the broker's CA through NODE_EXTRA_CA_CERTS).
 // Prints one line per check and "N passed, N failed"; exits non-zero on any failure.
 import assert from 'node:assert/strict';
@@ -8,6 +9,7 @@ import { WorkOS as WorkOS8 } from 'workos8';
 
 const port = Number(process.env.BROKER_PORT ?? 8787);
 const apiKey = process.env.WORKOS_API_KEY;
+const adminKey = process.env.WORKOS_ADMIN_KEY;
 const https = process.env.BROKER_HTTPS === '1';
 const scheme = https ? 'https' : 'http';
 let passed = 0;
@@ -139,7 +141,40 @@ async function exercise(label, WorkOS, { v11 }) {
   });
 }
 
+// Admin Portal links: 11.x `workos.adminPortal.generateLink`, 8.x `workos.portal.generateLink`.
+async function portal(label, WorkOS, { v11 }) {
+  const workos = new WorkOS(adminKey, { apiHostname: '127.0.0.1', port, https, ...(v11 ? { maxRetries: 0 } : {}) });
+  const portalApi = v11 ? workos.adminPortal : workos.portal;
+  const organization = `org_portal_${label}_${Date.now()}`;
+  let link;
+  await check(`${label} generateLink (bring_your_own_key)`, async () => {
+    const result = await portalApi.generateLink({ organization, intent: 'bring_your_own_key', returnUrl: 'https://app.example/settings', successUrl: 'https://app.example/done' });
+    link = result.link;
+    assert.match(link, new RegExp(`^${scheme}://127\\.0\\.0\\.1:${port}/portal/launch\\?token=ptl_[0-9a-f]{64}$`));
+  });
+  await check(`${label} the link opens the portal once`, async () => {
+    const opened = await fetch(link, { redirect: 'manual' });
+    assert.equal(opened.status, 200);
+    const cookie = opened.headers.get('set-cookie');
+    assert.match(cookie, /HttpOnly/);
+    assert.match(cookie, /SameSite=Strict/);
+    assert.equal(/Secure/.test(cookie), https);
+    const session = await fetch(`${scheme}://127.0.0.1:${port}/portal/api/session`, { headers: { cookie: cookie.split(';')[0] } });
+    assert.equal((await session.json()).organization_id, organization);
+    assert.equal((await fetch(link)).status, 403);
+  });
+  await check(`${label} generateLink with another intent is an UnprocessableEntityException`, async () => {
+    await assert.rejects(portalApi.generateLink({ organization, intent: 'sso' }), (e) => e.status === 422);
+  });
+  await check(`${label} generateLink with an app key is refused`, async () => {
+    const app = new WorkOS(apiKey, { apiHostname: '127.0.0.1', port, https, ...(v11 ? { maxRetries: 0 } : {}) });
+    await assert.rejects((v11 ? app.adminPortal : app.portal).generateLink({ organization, intent: 'bring_your_own_key' }), (e) => e.status === 403);
+  });
+}
+
 await exercise(`sdk-v11-${scheme}`, WorkOS11, { v11: true });
 await exercise(`sdk-v8-${scheme}`, WorkOS8, { v11: false });
+await portal(`sdk-v11-${scheme}`, WorkOS11, { v11: true });
+await portal(`sdk-v8-${scheme}`, WorkOS8, { v11: false });
 console.log(`${passed} passed, ${failed} failed`);
 process.exit(failed === 0 ? 0 : 1);

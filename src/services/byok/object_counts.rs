@@ -22,18 +22,30 @@ impl Byok {
     /// Objects whose context `binding` covers but whose current version sits under another KEK
     /// (a platform KEK, before a rewrap onboards them).
     pub async fn count_objects_outside(&self, binding: &Binding) -> Result<u64, Error> {
-        let kek_ids: Vec<String> = binding
-            .record
-            .keks
-            .iter()
-            .map(|k| k.key_arn.clone())
-            .collect();
-        let selector: Vec<(String, String)> = binding
-            .match_context
-            .pairs()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let (selector, kek_ids) = outside(binding);
         Ok(self.store.count_objects_outside(selector, kek_ids).await?)
     }
+
+    /// The KEKs (platform KEKs) those objects sit under: the sources of an onboarding rewrap.
+    pub async fn keks_outside(&self, binding: &Binding) -> Result<Vec<String>, Error> {
+        let (selector, kek_ids) = outside(binding);
+        Ok(self.store.keks_outside(selector, kek_ids).await?)
+    }
+}
+
+/// The binding's match context as a selector, and its CMKs.
+fn outside(binding: &Binding) -> (Vec<(String, String)>, Vec<String>) {
+    let kek_ids = binding
+        .record
+        .keks
+        .iter()
+        .map(|k| k.key_arn.clone())
+        .collect();
+    let selector = binding
+        .match_context
+        .pairs()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    (selector, kek_ids)
 }

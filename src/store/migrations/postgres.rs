@@ -44,7 +44,33 @@ CREATE TABLE platform_kek_watch (
         "ALTER TABLE tenant_keks ADD COLUMN state_seq BIGINT NOT NULL DEFAULT 0;",
     ),
     (14, KEK_ROTATION),
+    (15, PORTAL),
 ];
+
+/// Version 15: the admin portal's links and sessions (see the SQLite list).
+const PORTAL: &str = r#"
+CREATE TABLE portal_links (
+    token_hash       TEXT COLLATE "C" PRIMARY KEY,
+    organization_id  TEXT COLLATE "C" NOT NULL,
+    intent           TEXT COLLATE "C" NOT NULL,
+    return_url       TEXT COLLATE "C",
+    success_url      TEXT COLLATE "C",
+    expires_ms       BIGINT NOT NULL,
+    used_ms          BIGINT
+);
+CREATE TABLE portal_sessions (
+    id_hash          TEXT COLLATE "C" PRIMARY KEY,
+    id               TEXT COLLATE "C" NOT NULL UNIQUE,
+    organization_id  TEXT COLLATE "C" NOT NULL,
+    return_url       TEXT COLLATE "C",
+    success_url      TEXT COLLATE "C",
+    created_ms       BIGINT NOT NULL,
+    last_seen_ms     BIGINT NOT NULL,
+    ended_ms         BIGINT
+);
+CREATE INDEX portal_links_expires ON portal_links(expires_ms);
+CREATE INDEX portal_sessions_last_seen ON portal_sessions(last_seen_ms);
+"#;
 
 /// Version 14: KEK rotation (see the SQLite list).
 const KEK_ROTATION: &str = r#"

@@ -216,7 +216,36 @@ CREATE TRIGGER tenant_keks_update AFTER UPDATE ON tenant_keks
     "ALTER TABLE tenant_keks ADD COLUMN state_seq INTEGER NOT NULL DEFAULT 0;",
     // Version 14: KEK rotation (see `KEK_ROTATION`).
     KEK_ROTATION,
+    // Version 15: the admin portal's links and sessions (see `PORTAL`).
+    PORTAL,
 ];
+
+/// Version 15. The admin portal: single-use links and the sessions they start, in the database so
+/// a link generated through one instance opens on another and a session survives a restart. Only
+/// SHA-256 hashes of the secrets are stored. Times are milliseconds on the database's clock.
+const PORTAL: &str = r#"
+CREATE TABLE portal_links (
+    token_hash       TEXT PRIMARY KEY,
+    organization_id  TEXT NOT NULL,
+    intent           TEXT NOT NULL,
+    return_url       TEXT,
+    success_url      TEXT,
+    expires_ms       INTEGER NOT NULL,
+    used_ms          INTEGER
+);
+CREATE TABLE portal_sessions (
+    id_hash          TEXT PRIMARY KEY,
+    id               TEXT NOT NULL UNIQUE,
+    organization_id  TEXT NOT NULL,
+    return_url       TEXT,
+    success_url      TEXT,
+    created_ms       INTEGER NOT NULL,
+    last_seen_ms     INTEGER NOT NULL,
+    ended_ms         INTEGER
+);
+CREATE INDEX portal_links_expires ON portal_links(expires_ms);
+CREATE INDEX portal_sessions_last_seen ON portal_sessions(last_seen_ms);
+"#;
 
 /// Version 14. KEK rotation: what the broker enabled on each platform KEK (so it is not requested
 /// again on every use) and when an admin last rotated one; the rotation status the watcher's

@@ -11,8 +11,10 @@ pub mod database;
 #[allow(dead_code)] // the tests use `send`, not the CLI's `call` helpers
 pub mod http_client;
 pub mod instances;
+pub mod portal;
 pub mod process;
 pub mod throttling_proxy;
+pub mod webdriver;
 
 use std::ops::Deref;
 use std::path::{Path, PathBuf};

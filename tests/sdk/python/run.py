@@ -6,7 +6,10 @@ whose checks these mirror. Both clients of the SDK go through the same checks: `
 `AsyncWorkOSClient`, each reaching the broker through `base_url` and the SDK's own default HTTP
 client (httpx2), unmodified.
 
-Usage: BROKER_PORT=8787 WORKOS_API_KEY=<app key> python run.py
+Also the Admin Portal's link generation (`admin_portal.generate_link`, intent bring_your_own_key)
+with the admin key.
+
+Usage: BROKER_PORT=8787 WORKOS_API_KEY=<app key> WORKOS_ADMIN_KEY=<admin key> python run.py
 BROKER_HTTPS=1: over TLS, the broker's CA given through SSL_CERT_FILE (which the SDK's default
 client reads, as NODE_EXTRA_CA_CERTS is read by Node); checks too that a client without the CA is
 refused and that an `http_client` built on an SSL context with the CA works.
@@ -31,6 +34,7 @@ from cryptography.exceptions import InvalidTag
 from workos import (
     AsyncWorkOSClient,
     AuthenticationError,
+    AuthorizationError,
     ConflictError,
     NotFoundError,
     UnprocessableEntityError,
@@ -40,6 +44,8 @@ from workos._errors import WorkOSConnectionError  # raised by the SDK, not re-ex
 
 PORT = int(os.environ.get("BROKER_PORT", "8787"))
 API_KEY = os.environ["WORKOS_API_KEY"]
+# The admin key: Admin Portal links (`client.admin_portal.generate_link`).
+ADMIN_KEY = os.environ["WORKOS_ADMIN_KEY"]
 HTTPS = os.environ.get("BROKER_HTTPS") == "1"
 SCHEME = "https" if HTTPS else "http"
 BASE_URL = f"{SCHEME}://127.0.0.1:{PORT}"
@@ -316,12 +322,46 @@ async def exercise(label: str) -> None:
     await settle(workos.close())
 
 
+async def portal(label: str) -> None:
+    """Admin Portal links: the link for intent bring_your_own_key; other intents and app keys refused."""
+    workos = make_client(label, api_key=ADMIN_KEY)
+    organization = f"org_portal_{label}_{time.time_ns()}"
+
+    async def generate() -> None:
+        result = await settle(workos.admin_portal.generate_link(
+            organization=organization, intent="bring_your_own_key",
+            return_url="https://app.example/settings", success_url="https://app.example/done"))
+        prefix = f"{BASE_URL}/portal/launch?token=ptl_"
+        assert result.link.startswith(prefix) and len(result.link) == len(prefix) + 64, result.link
+
+    await check(f"{label} admin_portal.generate_link (bring_your_own_key)", generate)
+
+    async def other_intent() -> None:
+        await raises(lambda: workos.admin_portal.generate_link(organization=organization, intent="sso"),
+                     UnprocessableEntityError, 422)
+        await raises(lambda: workos.admin_portal.generate_link(organization=organization),
+                     UnprocessableEntityError, 422)
+
+    await check(f"{label} admin_portal.generate_link with another intent, or none, is a 422", other_intent)
+
+    async def app_key() -> None:
+        app = make_client(label)
+        await raises(lambda: app.admin_portal.generate_link(organization=organization, intent="bring_your_own_key"),
+                     AuthorizationError, 403)
+        await settle(app.close())
+
+    await check(f"{label} admin_portal.generate_link with an app key is a 403", app_key)
+    await settle(workos.close())
+
+
 async def main() -> int:
     if HTTPS and not os.environ.get("SSL_CERT_FILE"):
         print("error: BROKER_HTTPS=1 needs SSL_CERT_FILE (the broker's CA)", file=sys.stderr)
         return 2
     await exercise(f"sync-{SCHEME}")
     await exercise(f"async-{SCHEME}")
+    await portal(f"sync-{SCHEME}")
+    await portal(f"async-{SCHEME}")
     print(f"{passed} passed, {failed} failed")
     return 0 if failed == 0 else 1
 
