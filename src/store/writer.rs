@@ -191,7 +191,12 @@ fn run_savepoints(
     completions: &mut Vec<Completion>,
 ) -> Result<(), StoreError> {
     for job in jobs.by_ref() {
-        sql.batch("SAVEPOINT write")?;
+        if let Err(why) = sql.batch("SAVEPOINT write") {
+            // This job is out of the iterator already: it must learn the failure here, or its
+            // caller would be left without an answer (and report an internal error).
+            completions.push(job(Err(why.clone())).1);
+            return Err(why);
+        }
         let (ended, complete) = job(Ok(&mut *sql));
         completions.push(complete);
         match ended {
@@ -250,5 +255,50 @@ mod tests {
             "the failed writes left nothing behind, the others all committed"
         );
         let _ = std::fs::remove_file(path);
+    }
+
+    /// A connection that dies between statements: `SAVEPOINT` fails as a lost PostgreSQL
+    /// connection does.
+    struct SavepointsFail;
+
+    impl Sql for SavepointsFail {
+        fn dialect(&self) -> Dialect {
+            Dialect::Postgres
+        }
+        fn execute(&mut self, _: &str, _: &[crate::store::sql::Value]) -> Result<u64, StoreError> {
+            Ok(0)
+        }
+        fn query(
+            &mut self,
+            _: &str,
+            _: &[crate::store::sql::Value],
+        ) -> Result<Vec<crate::store::sql::Row>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn batch(&mut self, sql: &str) -> Result<(), StoreError> {
+            if sql.starts_with("SAVEPOINT") {
+                return Err(StoreError::Unavailable("connection closed".into()));
+            }
+            Ok(())
+        }
+    }
+
+    impl WriteConnection for SavepointsFail {
+        fn connection(&mut self) -> Result<&mut dyn Sql, StoreError> {
+            Ok(self)
+        }
+        fn after_failure(&mut self) {}
+    }
+
+    /// A write whose savepoint could not be opened learns the database's reason (503), instead of
+    /// being dropped unanswered ("did not commit", a 500).
+    #[tokio::test]
+    async fn a_write_whose_savepoint_fails_gets_the_connections_failure() {
+        let writer = Writer::start(SavepointsFail).unwrap();
+        let outcome = writer.run(|_| Ok(())).await;
+        assert!(
+            matches!(outcome, Err(StoreError::Unavailable(_))),
+            "{outcome:?}"
+        );
     }
 }
