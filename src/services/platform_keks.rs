@@ -16,7 +16,9 @@ use crate::auth::Principal;
 use crate::error::{Error, ErrorCode};
 use crate::keyring::Keyring;
 use crate::kms::{KekRef, KmsErrorClass, KmsFailure};
-use crate::store::{PlatformKekRecord, Store};
+// Re-exported: the admin API's wire types describe it without reaching into the store.
+pub use crate::store::PlatformKekRecord;
+use crate::store::Store;
 
 pub struct PlatformKeks {
     store: Store,

@@ -9,9 +9,9 @@ use serde::{Deserialize, Serialize};
 use crate::context::KeyContext;
 use crate::context::json::ContextJson;
 use crate::keyring::bindings::{Binding, BindingState, TenantKekRecord};
+use crate::services::byok::TenantKekRotation;
 use crate::services::byok::external_id::ExternalId;
 use crate::services::byok::service::KeySpec;
-use crate::store::TenantKekRotation;
 
 /// Tenant CMK rotation statuses by key ARN, as last read (see `services::byok::rotation_status`).
 pub type Rotations = HashMap<String, TenantKekRotation>;

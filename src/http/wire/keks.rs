@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::PlatformKekRecord;
+use crate::services::platform_keks::PlatformKekRecord;
 use crate::timestamp::Timestamp;
 
 /// `GET /admin/v1/keks` parameters, as text (each parsed by the handler for its own error code).

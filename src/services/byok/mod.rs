@@ -20,7 +20,9 @@ use crate::cache::DekCache;
 use crate::keyring::Keyring;
 use crate::kms::KeyProvider;
 use crate::metrics::Metrics;
+// Re-exported: the BYOK key view shows it without the HTTP layer reaching into the store.
 use crate::store::Store;
+pub use crate::store::TenantKekRotation;
 
 /// The BYOK use cases. Every change is written to the store first, then the routing view is
 /// reloaded (revisioned: an older view never replaces a newer one) and affected DEKs purged.
