@@ -22,6 +22,7 @@ use crate::services::audit::Audit;
 use crate::services::byok::{Byok, ByokParts};
 use crate::services::platform_keks::PlatformKeks;
 use crate::services::portal::Portal;
+use crate::services::readiness::{self, ListenerHealth, Readiness};
 use crate::services::rewrap::{Rewrap, RewrapParts};
 use crate::services::vault::{Vault, VaultParts};
 use crate::store::Store;
@@ -68,6 +69,8 @@ pub struct Broker {
     pub platform_keks: Arc<PlatformKeks>,
     /// The tenant admin portal's links and sessions.
     pub portal: Portal,
+    /// The change listener's state (several brokers on one database), for readiness.
+    pub listener: Option<Arc<ListenerHealth>>,
 }
 
 impl Broker {
@@ -165,7 +168,9 @@ impl Broker {
             audit.clone(),
         ));
         let portal = Portal::new(store.clone(), audit.clone(), config.portal.clone());
+        let listener = store.is_shared().then(Arc::<ListenerHealth>::default);
         let broker = Arc::new(Self {
+            listener,
             platform_keks,
             portal,
             api_keys: ApiKeys::new(store.clone()),
@@ -210,6 +215,7 @@ impl Broker {
                 Arc::downgrade(&broker.byok),
                 broker.api_keys.verified_keys(),
                 broker.config.coherence,
+                broker.listener.clone().unwrap_or_default(),
             );
             supervisor.spawn(Stage::Workers, "coherence", move |stop| coherence.run(stop));
         }
@@ -248,20 +254,32 @@ impl Broker {
         self.keyring.provider().as_ref()
     }
 
-    /// Readiness: the database and the key provider answer. An alias lookup is read-only and cheap.
-    pub async fn check_ready(&self) -> Result<(), String> {
-        self.store
-            .ping()
-            .await
-            .map_err(|e| format!("database: {e}"))?;
-        self.provider()
-            .find_alias(&format!(
-                "alias/{}/readiness-probe",
-                self.config.kek_alias_prefix
-            ))
-            .await
-            .map(|_| ())
-            .map_err(|e| format!("key provider: {e}"))
+    /// The metrics exposition: the recorded families and the state read now (key states, the
+    /// DEK cache, revocation timing, the database pool).
+    pub fn render_metrics(&self) -> String {
+        self.metrics.render_broker(
+            &self.keyring.bindings(),
+            self.dek_cache.stats(),
+            self.keyring.revocation_clock(),
+            self.store.pool_stats(),
+        )
+    }
+
+    /// Each dependency's state (`GET /readyz`); the checks run at once, each bounded in time. The
+    /// key provider's check is an alias lookup: read-only and cheap.
+    pub async fn readiness(&self) -> Readiness {
+        let database = readiness::bounded("database", true, self.store.ping());
+        let alias = format!("alias/{}/readiness-probe", self.config.kek_alias_prefix);
+        let provider = readiness::bounded("key_provider", true, async {
+            self.provider().find_alias(&alias).await.map(|_| ())
+        });
+        let (database, provider) = tokio::join!(database, provider);
+        let mut checks = vec![database, provider];
+        if let Some(listener) = &self.listener {
+            checks.push(readiness::routing_view(self.keyring.view_trusted()));
+            checks.push(listener.check());
+        }
+        Readiness { checks }
     }
 }
 

@@ -20,12 +20,14 @@ use prometheus_client::registry::Registry;
 use crate::cache::DekCacheStats;
 use crate::context::KeyContext;
 use crate::data_key::DataKey;
+use crate::keyring::RevocationClock;
 use crate::keyring::bindings::BindingSet;
 use crate::kms::budget::BudgetMetrics;
 use crate::kms::{
     AliasOutcome, GeneratedDataKey, KekRef, KeyDescription, KeyProvider, KmsError, KmsFailure,
     RotationStatus,
 };
+use crate::store::PoolStats;
 
 /// The label for key ids in accounts the broker does not know: a caller may name any key id in
 /// an `encrypted_keys` blob, and each distinct label value would be a new series.
@@ -264,7 +266,23 @@ impl Metrics {
     /// The text exposition: the recorded families plus the BYOK key states and DEK cache
     /// counters as they are now.
     pub fn render(&self, bindings: &BindingSet, cache: DekCacheStats) -> String {
+        self.render_broker(bindings, cache, &RevocationClock::default(), None)
+    }
+
+    /// [`Self::render`] plus the keyring's revocation timing and the database pool's use
+    /// (PostgreSQL).
+    pub fn render_broker(
+        &self,
+        bindings: &BindingSet,
+        cache: DekCacheStats,
+        revocations: &RevocationClock,
+        pool: Option<PoolStats>,
+    ) -> String {
         let mut registry = Registry::default();
+        revocations.register(&mut registry);
+        if let Some(pool) = pool {
+            register_pool(&mut registry, pool);
+        }
         // Counters are named without `_total`: the encoder appends it.
         registry.register(
             "byok_broker_kms_calls",
@@ -369,6 +387,37 @@ impl Metrics {
         let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
         out
     }
+}
+
+/// The request pool's connections by state, its bound and its waiters.
+fn register_pool(registry: &mut Registry, pool: PoolStats) {
+    let gauge = |n: usize| ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX));
+    let connections: Family<StateLabels, Gauge> = Family::default();
+    for (state, count) in [
+        ("in_use", pool.open.saturating_sub(pool.idle)),
+        ("idle", pool.idle),
+    ] {
+        connections
+            .get_or_create(&StateLabels {
+                state: state.into(),
+            })
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+    registry.register(
+        "byok_broker_db_pool_connections",
+        "Open connections of the database request pool, by state",
+        connections,
+    );
+    registry.register(
+        "byok_broker_db_pool_max_connections",
+        "The database request pool's bound",
+        gauge(pool.max),
+    );
+    registry.register(
+        "byok_broker_db_pool_waiting",
+        "Requests waiting for a database connection",
+        gauge(pool.waiting),
+    );
 }
 
 /// Wraps the broker's key provider and counts every call by key account, operation and outcome.

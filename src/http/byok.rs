@@ -159,8 +159,8 @@ async fn metrics(
     State(broker): State<Arc<Broker>>,
     AdminCaller(_admin): AdminCaller,
 ) -> impl IntoResponse {
-    let text = broker
-        .metrics
-        .render(&broker.keyring.bindings(), broker.dek_cache.stats());
-    ([(CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)], text)
+    (
+        [(CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)],
+        broker.render_metrics(),
+    )
 }

@@ -29,6 +29,7 @@ async fn caller_with_role(parts: &Parts, broker: &Broker, role: Role) -> Result<
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     let mut principal = broker.api_keys.authenticate(header).await?;
+    super::layers::record_caller(&principal.key_id);
     // The connection's verified client certificate, when the listener requires one: recorded
     // with the key in the audit actor.
     principal.client_certificate = parts

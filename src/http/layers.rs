@@ -1,8 +1,10 @@
 //! The layers every route runs under, outermost first: a sane `X-Request-ID` (the caller's, or a
-//! fresh `req_…`) on the request and its response, a tracing span per request named by its route
-//! template, its latency by route template, method and status, panics answered with 500
-//! `internal_error` JSON (never a cut connection), and a request timeout answered with 503
-//! `processing_timeout` JSON. All but the latency recorder are tower-http's.
+//! fresh `req_…`) on the request and its response; the request's tracing span (request id, route
+//! template, method, and the caller's key id and context hash once known) with one log line per
+//! answered request (status, latency) and its latency by route template, method and status;
+//! panics answered with 500 `internal_error` JSON (never a cut connection), and a request
+//! timeout answered with 503 `processing_timeout` JSON. Request ids, panics and the timeout are
+//! tower-http's.
 
 use std::any::Any;
 use std::sync::Arc;
@@ -19,13 +21,16 @@ use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
+use tracing::Instrument;
 
 use super::errors::error_response;
 use crate::error::ErrorCode;
 use crate::metrics::Metrics;
 
 const REQUEST_ID: &str = "x-request-id";
+/// The target of the per-request lines, so operators can filter them apart from the rest
+/// (`RUST_LOG=info,byok_broker::access=warn` keeps only failed requests).
+pub const ACCESS_LOG: &str = "byok_broker::access";
 /// Longest caller-chosen request id kept; a longer (or empty, or non-text) one is replaced.
 const MAX_REQUEST_ID_BYTES: usize = 200;
 
@@ -41,8 +46,7 @@ where
         ))
         .layer(middleware::map_response(timeout_as_json))
         .layer(CatchPanicLayer::custom(panic_as_json))
-        .layer(middleware::from_fn_with_state(metrics, record_latency))
-        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(middleware::from_fn_with_state(metrics, observe))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(FreshRequestId))
         .layer(middleware::map_request(drop_insane_request_id))
@@ -82,13 +86,11 @@ fn route_of(request: &Request) -> &str {
         .map_or("unmatched", MatchedPath::as_str)
 }
 
-/// Outside the panic catcher and the timeout, so their 500 and 503 are measured too; the time is
-/// to the response head (bodies here are small and already in memory).
-async fn record_latency(
-    State(metrics): State<Arc<Metrics>>,
-    request: Request,
-    next: Next,
-) -> Response {
+/// Outside the panic catcher and the timeout, so their 500 and 503 are measured and logged too;
+/// the time is to the response head (bodies here are small and already in memory). The handler
+/// runs inside the request's span, where the caller's key id and the context hash are recorded
+/// when known ([`record_caller`], `keyring`), so the one line logged here carries them.
+async fn observe(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
     let route = route_of(&request).to_owned();
     let method = match *request.method() {
         // A caller can send any token as a method: only the standard ones become label values.
@@ -102,25 +104,44 @@ async fn record_latency(
         _ => "other",
     }
     .to_owned();
-    let started = Instant::now();
-    let response = next.run(request).await;
-    metrics.record_request(
-        &route,
-        &method,
-        response.status().as_u16(),
-        started.elapsed(),
-    );
-    response
-}
-
-fn request_span(request: &Request) -> tracing::Span {
-    let id = request
+    let request_id = request
         .headers()
         .get(REQUEST_ID)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    let route = route_of(request);
-    tracing::info_span!("request", request_id = %id, method = %request.method(), route)
+        .unwrap_or_default()
+        .to_owned();
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        method = %method,
+        route = %route,
+        key_id = tracing::field::Empty,
+        context_hash = tracing::field::Empty,
+    );
+    let started = Instant::now();
+    let response = next.run(request).instrument(span.clone()).await;
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    metrics.record_request(&route, &method, status, elapsed);
+    // Microsecond precision: a float of nanoseconds only adds digits to every line.
+    let latency_ms = elapsed.as_micros() as f64 / 1000.0;
+    span.in_scope(|| {
+        // 5xx other than an internal error are refusals the broker chose (503 unavailable or
+        // busy, 507 full): worth a warning, not an error page for every one of them.
+        if status == 500 {
+            tracing::error!(target: ACCESS_LOG, status, latency_ms, "request");
+        } else if status >= 500 {
+            tracing::warn!(target: ACCESS_LOG, status, latency_ms, "request");
+        } else {
+            tracing::info!(target: ACCESS_LOG, status, latency_ms, "request");
+        }
+    });
+    response
+}
+
+/// Records the authenticated caller's key id on the request's span (for the request log line).
+pub fn record_caller(key_id: &str) {
+    tracing::Span::current().record("key_id", key_id);
 }
 
 /// tower-http's timeout answers with an empty body; every refusal of the broker is JSON. Only the

@@ -1,5 +1,6 @@
-//! HTTP surface: the Vault data plane (`/vault/v1`), the admin plane (`/admin/v1`), `/healthz` (alive) and `/readyz` (database
-//! and key provider answer). Every non-2xx body is JSON `{"error", "message", "code"}`, and every
+//! HTTP surface: the Vault data plane (`/vault/v1`), the admin plane (`/admin/v1`), `/healthz`
+//! (alive) and `/readyz` (each dependency: database, key provider, and with several brokers the
+//! routing view and change notifications). Every non-2xx body is JSON `{"error", "message", "code"}`, and every
 //! response carries an `X-Request-ID` (the caller's, or a fresh one).
 
 mod admin;
@@ -56,17 +57,45 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
+/// 200 with each dependency's state when every required one is ready; else 503 `not_ready` with
+/// the same list (each failed check with its reason).
 async fn readyz(State(broker): State<Arc<Broker>>) -> Response {
-    match broker.check_ready().await {
-        Ok(()) => Json(json!({"status": "ready", "kms": broker.provider().name()})).into_response(),
-        Err(e) => {
-            tracing::warn!(error = %e, "readiness check failed");
-            error_response(
-                ErrorCode::NotReady,
-                "the database or the key provider is not reachable",
-            )
-        }
+    let readiness = broker.readiness().await;
+    let checks: serde_json::Map<String, serde_json::Value> = readiness
+        .checks
+        .iter()
+        .map(|c| {
+            let mut check = json!({"ready": c.ready, "required": c.required});
+            if let Some(reason) = &c.reason {
+                check["reason"] = json!(reason);
+            }
+            (c.name.to_owned(), check)
+        })
+        .collect();
+    if readiness.is_ready() {
+        return Json(json!({
+            "status": "ready",
+            "kms": broker.provider().name(),
+            "checks": checks,
+        }))
+        .into_response();
     }
+    let failed: Vec<&str> = readiness
+        .checks
+        .iter()
+        .filter(|c| c.required && !c.ready)
+        .map(|c| c.name)
+        .collect();
+    let message = format!("not ready: {}", failed.join(", "));
+    // The error body every refusal has, plus the checks.
+    let body = json!({
+        "code": ErrorCode::NotReady,
+        "error": message,
+        "message": message,
+        "status": "not_ready",
+        "checks": checks,
+    });
+    (ErrorCode::NotReady.status(), Json(body)).into_response()
 }
 
 async fn not_found() -> Response {

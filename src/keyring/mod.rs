@@ -17,9 +17,11 @@ mod error_mapping;
 mod freshness;
 mod platform;
 mod platform_states;
+mod revocation_clock;
 
 pub use freshness::ViewFreshness;
 pub use platform_states::PlatformKekStates;
+pub use revocation_clock::RevocationClock;
 
 use crate::context::{ContextHash, KeyContext};
 use crate::kms::{KekRef, KeyProvider, KmsError};
@@ -56,6 +58,15 @@ pub enum KeyAccessError {
 pub struct WriteKek {
     pub kek: KekRef,
     pub created_alias: Option<String>,
+}
+
+/// Names the context on the request's span (its hash: the request log line's `context_hash`);
+/// outside a request (rewrap, the watcher) no span declares the field and nothing is recorded.
+fn record_context(context: &KeyContext) {
+    let span = tracing::Span::current();
+    if span.has_field("context_hash") {
+        span.record("context_hash", context.hash().to_hex().as_str());
+    }
 }
 
 fn check_state(binding: &Binding) -> Result<(), KeyAccessError> {
@@ -96,6 +107,8 @@ pub struct Keyring {
     platform_states: Arc<PlatformKekStates>,
     /// Whether the BYOK view may still be trusted (several brokers on one database).
     freshness: ViewFreshness,
+    /// Times revocations from the view that shows them to the first request refused.
+    revocations: RevocationClock,
     counters: Counters,
     /// Context names selecting a platform KEK; `None`: the whole context.
     selector_fields: Option<Vec<String>>,
@@ -129,6 +142,7 @@ impl Keyring {
                 .build(),
             platform_states: Arc::default(),
             freshness: ViewFreshness::default(),
+            revocations: RevocationClock::default(),
             counters: Counters::default(),
             bindings: watch::Sender::new(Arc::new(BindingSet::default())),
             selector_fields: None,
@@ -166,9 +180,30 @@ impl Keyring {
             if set.revision() < current.revision() {
                 return false;
             }
+            self.revocations.observe(current, &set);
             *current = Arc::new(set);
             true
         })
+    }
+
+    /// A binding's state as a request sees it: refusing (disabled, unavailable) is an error, and
+    /// the first refusal since the view showed it is timed.
+    fn check_state(&self, binding: &Binding) -> Result<(), KeyAccessError> {
+        let checked = check_state(binding);
+        if checked.is_err() {
+            self.revocations.refused(binding.id());
+        }
+        checked
+    }
+
+    /// The revocation timing and state change counts, for metrics.
+    pub fn revocation_clock(&self) -> &RevocationClock {
+        &self.revocations
+    }
+
+    /// Whether key resolutions are served now: refused once the view's last confirmation ran out.
+    pub fn view_trusted(&self) -> Result<(), StoreError> {
+        self.freshness.check()
     }
 
     /// The coherence worker confirmed the BYOK view current; it is trusted until `until`.
@@ -185,6 +220,7 @@ impl Keyring {
             if !Arc::ptr_eq(current, seen) {
                 return false;
             }
+            self.revocations.observe(current, &set);
             *current = Arc::new(set);
             true
         })
@@ -198,10 +234,11 @@ impl Keyring {
         context: &KeyContext,
         creator: KekCreator<'_>,
     ) -> Result<WriteKek, KeyAccessError> {
+        record_context(context);
         self.freshness.check().map_err(KeyAccessError::Store)?;
         let bindings = self.bindings();
         if let Some(binding) = bindings.covering(context) {
-            check_state(binding)?;
+            self.check_state(binding)?;
             let kek = binding
                 .current_kek()
                 .ok_or_else(|| KeyAccessError::Unavailable {
@@ -232,6 +269,7 @@ impl Keyring {
         stored_kek_id: &str,
         context: &KeyContext,
     ) -> Result<KekRef, KeyAccessError> {
+        record_context(context);
         self.freshness.check().map_err(KeyAccessError::Store)?;
         let bindings = self.bindings();
         let owner = bindings.owner_of(stored_kek_id);
@@ -248,13 +286,14 @@ impl Keyring {
             return Err(KeyAccessError::NotHeldForContext);
         }
         if let Some(binding) = bindings.covering(context) {
-            check_state(binding)?;
+            self.check_state(binding)?;
         }
         let Some(owner) = owner else {
             refuse_unavailable(&self.platform_states, stored_kek_id)?;
             return Ok(KekRef::platform(stored_kek_id));
         };
         if owner.record.admin_disabled {
+            self.revocations.refused(owner.id());
             return Err(KeyAccessError::Revoked {
                 byok_key_id: owner.id().to_owned(),
             });
@@ -265,6 +304,7 @@ impl Keyring {
                 reason: "key_missing".into(),
             })?;
         if !kek.available {
+            self.revocations.refused(owner.id());
             return Err(KeyAccessError::Unavailable {
                 reason: kek
                     .reason

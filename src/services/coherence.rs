@@ -20,7 +20,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::time::{Instant, MissedTickBehavior};
@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::VerifiedKeys;
 pub use crate::config::workers::CoherenceConfig;
 use crate::services::byok::Byok;
+use crate::services::readiness::ListenerHealth;
 use crate::store::{Change, ChangeListener, Store, StoreError};
 
 /// The first pause before listening again after the connection was lost or a connect failed;
@@ -58,6 +59,8 @@ pub struct Coherence {
     api_keys_seen: Option<u64>,
     /// The last revision check failed (logged once, not on every tick).
     check_failing: bool,
+    /// The listener's state, for readiness.
+    health: Arc<ListenerHealth>,
 }
 
 type Connecting = Pin<Box<dyn Future<Output = Result<Option<ChangeListener>, StoreError>> + Send>>;
@@ -85,6 +88,7 @@ impl Coherence {
         byok: Weak<Byok>,
         verified: VerifiedKeys,
         config: CoherenceConfig,
+        health: Arc<ListenerHealth>,
     ) -> Self {
         Self {
             store,
@@ -93,6 +97,7 @@ impl Coherence {
             config,
             api_keys_seen: None,
             check_failing: false,
+            health,
         }
     }
 
@@ -124,6 +129,7 @@ impl Coherence {
                 Event::Tick => Step::Check,
                 Event::Changed(Ok(change)) => Step::Refresh(change),
                 Event::Changed(Err(e)) => {
+                    self.health.down();
                     tracing::warn!(error = %e, "lost the change listener's connection; listening again, the revision check covers the gap");
                     if let Link::Listening(_, since) = &link {
                         retry = if since.elapsed() >= STABLE_LISTENING {
@@ -142,6 +148,7 @@ impl Coherence {
                     continue;
                 }
                 Event::Connected(Ok(Some(listener))) => {
+                    self.health.listening();
                     link = Link::Listening(listener, Instant::now());
                     tracing::debug!("listening for changes other brokers commit");
                     // Whatever was announced before the session listened is lost: refresh all.
@@ -150,6 +157,7 @@ impl Coherence {
                 // SQLite: nothing to listen to (the broker does not start the worker there).
                 Event::Connected(Ok(None)) => return,
                 Event::Connected(Err(e)) => {
+                    self.health.down();
                     tracing::warn!(error = %e, retry_ms = retry.as_millis() as u64, "cannot listen for changes; the revision check covers the gap");
                     link = Link::Down {
                         retry_at: Instant::now() + retry,

@@ -7,6 +7,7 @@ pub mod byok;
 pub mod coherence;
 pub mod platform_keks;
 pub mod portal;
+pub mod readiness;
 pub mod retention;
 pub mod rewrap;
 pub mod vault;

@@ -44,7 +44,7 @@ pub use portal::{PortalLinkRecord, PortalSessionRecord};
 pub use retention::Purged;
 pub use rewrap::{RewrapCandidate, RewrapJobRecord};
 pub use rotation::{PlatformKekRecord, RotationChange, RotationReading, TenantKekRotation};
-pub use sql::Dialect;
+pub use sql::{Dialect, PoolStats};
 
 use sql::{PostgresConnector, PostgresWriteConnection, Sql, SqliteWriteConnection};
 
@@ -326,6 +326,14 @@ impl Store {
     }
 
     /// Readiness: the database answers a trivial query.
+    /// The request pool's use (PostgreSQL; SQLite has a fixed set of connections: `None`).
+    pub fn pool_stats(&self) -> Option<PoolStats> {
+        match &self.readers {
+            Readers::Postgres(connector) => Some(connector.pool_stats()),
+            Readers::Sqlite { .. } => None,
+        }
+    }
+
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.read(|c| c.query("SELECT 1", &[]).map(|_| ())).await
     }

@@ -7,6 +7,7 @@
 mod postgres;
 mod sqlite;
 
+pub use postgres::PoolStats;
 pub(super) use postgres::{
     NO_IDLE_SESSION_TIMEOUT, PostgresConnector, PostgresSql, PostgresWriteConnection, store_error,
 };

@@ -203,10 +203,30 @@ impl PostgresConnector {
         }
     }
 
+    /// The pool's connections now: open (in use or idle), idle, its bound, and callers waiting.
+    pub fn pool_stats(&self) -> PoolStats {
+        let status = self.pool.status();
+        PoolStats {
+            max: status.max_size,
+            open: status.size,
+            idle: status.available,
+            waiting: status.waiting,
+        }
+    }
+
     /// Closes the pool: connections are dropped as they come back.
     pub fn close(&self) {
         self.pool.close();
     }
+}
+
+/// A connection pool's use (see [`PostgresConnector::pool_stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    pub max: usize,
+    pub open: usize,
+    pub idle: usize,
+    pub waiting: usize,
 }
 
 /// Added to the server's statement timeout for the client's own bound: the server cancels first
