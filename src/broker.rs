@@ -155,6 +155,7 @@ impl Broker {
             store: store.clone(),
             keyring: Arc::clone(&keyring),
             byok: Arc::clone(&byok),
+            audit: audit.clone(),
             config: config.rewrap,
             supervisor: supervisor.clone(),
             instance,
@@ -168,7 +169,7 @@ impl Broker {
         let broker = Arc::new(Self {
             platform_keks,
             portal,
-            api_keys: ApiKeys::new(store.clone()),
+            api_keys: ApiKeys::new(store.clone(), audit.clone()),
             audit: Audit::new(audit, store.clone()),
             rate_limiter,
             config,
