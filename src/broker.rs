@@ -22,6 +22,7 @@ use crate::services::audit::Audit;
 use crate::services::byok::{Byok, ByokParts};
 use crate::services::platform_keks::PlatformKeks;
 use crate::services::portal::Portal;
+use crate::services::refusals::Refusals;
 use crate::services::rewrap::{Rewrap, RewrapParts};
 use crate::services::vault::{Vault, VaultParts};
 use crate::store::Store;
@@ -68,6 +69,9 @@ pub struct Broker {
     pub platform_keks: Arc<PlatformKeks>,
     /// The tenant admin portal's links and sessions.
     pub portal: Portal,
+    /// Counts of requests refused before a use case (no, unknown or revoked key, wrong role,
+    /// rate limit), recorded as coalesced audit events.
+    pub refusals: Refusals,
 }
 
 impl Broker {
@@ -166,7 +170,9 @@ impl Broker {
             audit.clone(),
         ));
         let portal = Portal::new(store.clone(), audit.clone(), config.portal.clone());
+        let refusals = Refusals::start(audit.clone(), supervisor);
         let broker = Arc::new(Self {
+            refusals,
             platform_keks,
             portal,
             api_keys: ApiKeys::new(store.clone(), audit.clone()),

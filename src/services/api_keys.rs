@@ -6,6 +6,7 @@ use serde_json::json;
 use zeroize::Zeroizing;
 
 use crate::audit::{self, AuditLog};
+pub use crate::auth::Rejection;
 use crate::auth::{self, Authenticator, Principal, Role};
 use crate::context::KeyContext;
 use crate::context::json::ContextJson;
@@ -82,6 +83,11 @@ impl ApiKeys {
     /// Resolves an `Authorization` header value to a principal, or `Unauthorized`.
     pub async fn authenticate(&self, header: Option<&str>) -> Result<Principal, Error> {
         self.authenticator.authenticate(header).await
+    }
+
+    /// Like [`Self::authenticate`], saying why a caller is refused (for the audit trail).
+    pub async fn identify(&self, header: Option<&str>) -> Result<Principal, Rejection> {
+        self.authenticator.identify(header).await
     }
 
     /// Creates a key with a fresh token, as requested: `name` 1-100 characters (trimmed), `role`

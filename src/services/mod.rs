@@ -8,6 +8,7 @@ pub mod byok;
 pub mod coherence;
 pub mod platform_keks;
 pub mod portal;
+pub mod refusals;
 pub mod retention;
 pub mod rewrap;
 pub mod vault;
