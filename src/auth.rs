@@ -56,6 +56,41 @@ impl Principal {
     }
 }
 
+/// Why a bearer token was not accepted. Never holds the token: an unknown one is described by
+/// its public prefix only.
+#[derive(Debug)]
+pub enum Rejection {
+    /// No `Authorization: Bearer` header (or an empty token).
+    NoCredential,
+    /// A token matching no key: `kind` is its public prefix (`bkb_app`, `bkb_admin`) or `other`.
+    UnknownToken { kind: &'static str },
+    /// The token of a revoked key.
+    Revoked { key_id: String, name: String },
+    /// The key store could not answer: not a refusal of the caller.
+    Failed(Error),
+}
+
+impl Rejection {
+    pub fn into_error(self) -> Error {
+        match self {
+            Rejection::Failed(e) => e,
+            _ => Error::Unauthorized,
+        }
+    }
+}
+
+/// The public part of a token's format, the only part of an unknown token worth recording: a
+/// guess's bytes are the secret it tries to be.
+fn token_kind(token: &str) -> &'static str {
+    if token.starts_with("bkb_app_") {
+        "bkb_app"
+    } else if token.starts_with("bkb_admin_") {
+        "bkb_admin"
+    } else {
+        "other"
+    }
+}
+
 pub fn hash_token(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
@@ -147,6 +182,11 @@ impl Authenticator {
 
     /// Resolves an `Authorization` header value to a principal, or `Unauthorized`.
     pub async fn authenticate(&self, header: Option<&str>) -> Result<Principal, Error> {
+        self.identify(header).await.map_err(Rejection::into_error)
+    }
+
+    /// Like [`Self::authenticate`], saying why a caller is refused, for the audit trail.
+    pub async fn identify(&self, header: Option<&str>) -> Result<Principal, Rejection> {
         let token = header
             .and_then(|h| {
                 h.strip_prefix("Bearer ")
@@ -154,31 +194,42 @@ impl Authenticator {
             })
             .map(str::trim)
             .filter(|t| !t.is_empty())
-            .ok_or(Error::Unauthorized)?;
+            .ok_or(Rejection::NoCredential)?;
         let hash = hash_token(token);
         if let Some(principal) = self.verified.get(&hash) {
             return Ok(principal);
         }
         let generation = self.verified.generation();
+        let unknown = || Rejection::UnknownToken {
+            kind: token_kind(token),
+        };
         let record = self
             .store
             .find_api_key_by_hash(hash)
-            .await?
-            .ok_or(Error::Unauthorized)?;
-        if !constant_time_eq(&record.key_hash, &hash) || record.revoked_at.is_some() {
-            return Err(Error::Unauthorized);
+            .await
+            .map_err(|e| Rejection::Failed(e.into()))?
+            .ok_or_else(unknown)?;
+        if !constant_time_eq(&record.key_hash, &hash) {
+            return Err(unknown());
+        }
+        if record.revoked_at.is_some() {
+            // Whoever presents it holds the token: the key it names is who they claim to be.
+            return Err(Rejection::Revoked {
+                key_id: record.id,
+                name: record.name,
+            });
         }
         let role = match record.role.as_str() {
             "admin" => Role::Admin,
             _ => Role::App,
         };
-        let scope = match record.scope_json {
-            Some(json) => Some(
-                serde_json::from_str(&json)
-                    .map_err(|e| Error::Internal(format!("api key scope: {e}")))?,
-            ),
-            None => None,
-        };
+        let scope =
+            match record.scope_json {
+                Some(json) => Some(serde_json::from_str(&json).map_err(|e| {
+                    Rejection::Failed(Error::Internal(format!("api key scope: {e}")))
+                })?),
+                None => None,
+            };
         let principal = Principal {
             key_id: record.id,
             name: record.name,
@@ -322,6 +373,14 @@ mod tests {
         // A verification that started after the forget is cached as usual.
         verified.remember([1; 32], principal, verified.generation());
         assert!(verified.get(&[1; 32]).is_some());
+    }
+
+    #[test]
+    fn an_unknown_token_is_described_by_its_public_prefix_only() {
+        assert_eq!(token_kind("bkb_app_abc"), "bkb_app");
+        assert_eq!(token_kind("bkb_admin_abc"), "bkb_admin");
+        assert_eq!(token_kind("sk_test_123"), "other");
+        assert_eq!(token_kind("bkb_"), "other");
     }
 
     #[test]

@@ -23,6 +23,7 @@ use crate::services::byok::{Byok, ByokParts};
 use crate::services::platform_keks::PlatformKeks;
 use crate::services::portal::Portal;
 use crate::services::readiness::{self, ListenerHealth, Readiness};
+use crate::services::refusals::Refusals;
 use crate::services::rewrap::{Rewrap, RewrapParts};
 use crate::services::vault::{Vault, VaultParts};
 use crate::store::Store;
@@ -71,6 +72,9 @@ pub struct Broker {
     pub portal: Portal,
     /// The change listener's state (several brokers on one database), for readiness.
     pub listener: Option<Arc<ListenerHealth>>,
+    /// Counts of requests refused before a use case (no, unknown or revoked key, wrong role,
+    /// rate limit), recorded as coalesced audit events.
+    pub refusals: Refusals,
 }
 
 impl Broker {
@@ -158,6 +162,7 @@ impl Broker {
             store: store.clone(),
             keyring: Arc::clone(&keyring),
             byok: Arc::clone(&byok),
+            audit: audit.clone(),
             config: config.rewrap,
             supervisor: supervisor.clone(),
             instance,
@@ -169,11 +174,13 @@ impl Broker {
         ));
         let portal = Portal::new(store.clone(), audit.clone(), config.portal.clone());
         let listener = store.is_shared().then(Arc::<ListenerHealth>::default);
+        let refusals = Refusals::start(audit.clone(), supervisor);
         let broker = Arc::new(Self {
             listener,
+            refusals,
             platform_keks,
             portal,
-            api_keys: ApiKeys::new(store.clone()),
+            api_keys: ApiKeys::new(store.clone(), audit.clone()),
             audit: Audit::new(audit, store.clone()),
             rate_limiter,
             config,

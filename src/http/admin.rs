@@ -30,12 +30,12 @@ pub fn routes() -> Router<Arc<Broker>> {
 
 async fn create_api_key(
     State(broker): State<Arc<Broker>>,
-    AdminCaller(_admin): AdminCaller,
+    AdminCaller(admin): AdminCaller,
     JsonBody(body): JsonBody<CreateApiKeyRequest>,
 ) -> Result<Response, Error> {
     let (record, token) = broker
         .api_keys
-        .create_api_key(&body.name, &body.role, body.scope)
+        .create_api_key(&admin, &body.name, &body.role, body.scope)
         .await?;
     // Serialized here, while the token is borrowed: it is never copied into a longer-lived value.
     let body = ApiKey::with_token(&record, token.as_str())?;
@@ -62,7 +62,7 @@ async fn revoke_api_key(
             "an admin key cannot revoke itself",
         ));
     }
-    let record = broker.api_keys.revoke_api_key(&id).await?;
+    let record = broker.api_keys.revoke_api_key(&admin, &id).await?;
     Ok(Json(ApiKey::of(&record)?).into_response())
 }
 

@@ -19,6 +19,7 @@ use super::wire::byok::{
 use crate::broker::Broker;
 use crate::error::{Error, ErrorCode};
 use crate::keyring::bindings::Binding;
+use crate::services::actor::Actor;
 use crate::services::byok::service::PROVIDER_AWS_KMS;
 
 pub fn routes() -> Router<Arc<Broker>> {
@@ -48,7 +49,7 @@ async fn byok_key_response(broker: &Broker, binding: &Binding) -> Result<Respons
 
 async fn register(
     State(broker): State<Arc<Broker>>,
-    AdminCaller(_admin): AdminCaller,
+    AdminCaller(admin): AdminCaller,
     JsonBody(body): JsonBody<RegisterByokKeyRequest>,
 ) -> Result<Response, Error> {
     let (match_context, provider, spec) = body.into_parts();
@@ -59,7 +60,10 @@ async fn register(
         ));
     }
     let match_context = match_context.into_context()?;
-    let binding = broker.byok.register_byok_key(match_context, spec).await?;
+    let binding = broker
+        .byok
+        .register_byok_key(Actor::ApiKey(&admin), match_context, spec)
+        .await?;
     let mut response = byok_key_response(&broker, &binding).await?;
     *response.status_mut() = StatusCode::CREATED;
     Ok(response)
@@ -92,47 +96,62 @@ async fn show(
 
 async fn rotate(
     State(broker): State<Arc<Broker>>,
-    AdminCaller(_admin): AdminCaller,
+    AdminCaller(admin): AdminCaller,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<RotateByokKeyRequest>,
 ) -> Result<Response, Error> {
-    let binding = broker.byok.rotate_byok_key(&id, body.into()).await?;
+    let binding = broker
+        .byok
+        .rotate_byok_key(Actor::ApiKey(&admin), &id, body.into())
+        .await?;
     byok_key_response(&broker, &binding).await
 }
 
 async fn disable(
     State(broker): State<Arc<Broker>>,
-    AdminCaller(_admin): AdminCaller,
+    AdminCaller(admin): AdminCaller,
     Path(id): Path<String>,
 ) -> Result<Response, Error> {
-    let binding = broker.byok.disable_byok_key(&id).await?;
+    let binding = broker
+        .byok
+        .disable_byok_key(Actor::ApiKey(&admin), &id)
+        .await?;
     byok_key_response(&broker, &binding).await
 }
 
 async fn enable(
     State(broker): State<Arc<Broker>>,
-    AdminCaller(_admin): AdminCaller,
+    AdminCaller(admin): AdminCaller,
     Path(id): Path<String>,
 ) -> Result<Response, Error> {
-    let binding = broker.byok.enable_byok_key(&id).await?;
+    let binding = broker
+        .byok
+        .enable_byok_key(Actor::ApiKey(&admin), &id)
+        .await?;
     byok_key_response(&broker, &binding).await
 }
 
 async fn retire(
     State(broker): State<Arc<Broker>>,
-    AdminCaller(_admin): AdminCaller,
+    AdminCaller(admin): AdminCaller,
     Path(id): Path<String>,
 ) -> Result<Response, Error> {
-    let binding = broker.byok.retire_byok_key(&id).await?;
+    let binding = broker
+        .byok
+        .retire_byok_key(Actor::ApiKey(&admin), &id)
+        .await?;
     byok_key_response(&broker, &binding).await
 }
 
 async fn remove(
     State(broker): State<Arc<Broker>>,
-    AdminCaller(_admin): AdminCaller,
+    AdminCaller(admin): AdminCaller,
     Path(id): Path<String>,
 ) -> Result<Response, Error> {
-    broker.byok.delete_byok_key(&id).await?;
+    broker
+        .byok
+        .delete_byok_key(Actor::ApiKey(&admin), &id)
+        .await?;
     Ok(Json(Deleted {
         deleted: true,
         id: &id,

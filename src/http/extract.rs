@@ -1,14 +1,15 @@
 //! Request extraction: the authenticated principal (by role) and JSON bodies whose every failure
 //! (malformed JSON, wrong shape, too large) becomes the broker's JSON error, never a text body.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{FromRequest, FromRequestParts, Query, Request};
-use axum::http::StatusCode;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, MatchedPath, Query, Request};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use axum::http::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 
 use super::guard::BodyTimedOut;
@@ -16,6 +17,7 @@ use super::server::ClientCertificate;
 use crate::auth::{Principal, Role};
 use crate::broker::Broker;
 use crate::error::{Error, ErrorCode};
+use crate::services::refusals::Origin;
 
 /// A caller holding an `app` key.
 pub struct AppCaller(pub Principal);
@@ -23,12 +25,46 @@ pub struct AppCaller(pub Principal);
 /// A caller holding an `admin` key.
 pub struct AdminCaller(pub Principal);
 
+/// A refused request as the audit counts it: method, route template, peer address.
+fn origin(parts: &Parts) -> Origin {
+    let method = match parts.method {
+        // A caller can send any token as a method: only the standard ones are recorded.
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    };
+    Origin {
+        method,
+        route: parts
+            .extensions
+            .get::<MatchedPath>()
+            .map_or("unmatched", MatchedPath::as_str)
+            .to_owned(),
+        source: parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(address)| address.ip()),
+    }
+}
+
+/// Every refusal here is counted in `broker.refusals` (see `services::refusals`).
 async fn caller_with_role(parts: &Parts, broker: &Broker, role: Role) -> Result<Principal, Error> {
     let header = parts
         .headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let mut principal = broker.api_keys.authenticate(header).await?;
+    let mut principal = match broker.api_keys.identify(header).await {
+        Ok(principal) => principal,
+        Err(rejection) => {
+            broker.refusals.rejected(&origin(parts), &rejection);
+            return Err(rejection.into_error());
+        }
+    };
     super::layers::record_caller(&principal.key_id);
     // The connection's verified client certificate, when the listener requires one: recorded
     // with the key in the audit actor.
@@ -37,12 +73,19 @@ async fn caller_with_role(parts: &Parts, broker: &Broker, role: Role) -> Result<
         .get::<ClientCertificate>()
         .map(|certificate| Arc::clone(&certificate.subject));
     if principal.role != role {
-        return Err(Error::WrongRole);
+        let error = Error::WrongRole;
+        broker
+            .refusals
+            .refused(&origin(parts), "wrong_role", error.code(), &principal);
+        return Err(error);
     }
-    broker
-        .rate_limiter
-        .check(&principal.key_id)
-        .map_err(Error::RateLimited)?;
+    if let Err(wait) = broker.rate_limiter.check(&principal.key_id) {
+        let error = Error::RateLimited(wait);
+        broker
+            .refusals
+            .refused(&origin(parts), "rate_limited", error.code(), &principal);
+        return Err(error);
+    }
     Ok(principal)
 }
 

@@ -13,6 +13,7 @@ use super::wire::rewrap::{RewrapJob, StartRewrapJobRequest};
 use crate::broker::Broker;
 use crate::error::{Error, ErrorCode};
 use crate::rewrap::RewrapSource;
+use crate::services::actor::Actor;
 
 pub fn routes() -> Router<Arc<Broker>> {
     Router::new()
@@ -23,7 +24,7 @@ pub fn routes() -> Router<Arc<Broker>> {
 
 async fn start(
     State(broker): State<Arc<Broker>>,
-    AdminCaller(_admin): AdminCaller,
+    AdminCaller(admin): AdminCaller,
     JsonBody(body): JsonBody<StartRewrapJobRequest>,
 ) -> Result<Response, Error> {
     let source = match (body.source.byok_key_id, body.source.kek_id) {
@@ -36,7 +37,10 @@ async fn start(
             ));
         }
     };
-    let job = broker.rewrap.start_rewrap_job(source).await?;
+    let job = broker
+        .rewrap
+        .start_rewrap_job(Actor::ApiKey(&admin), source)
+        .await?;
     let status = broker.rewrap.rewrap_status(&job.id).await?;
     Ok((StatusCode::ACCEPTED, Json(RewrapJob::of(&status))).into_response())
 }
@@ -52,9 +56,12 @@ async fn show(
 
 async fn cancel(
     State(broker): State<Arc<Broker>>,
-    AdminCaller(_admin): AdminCaller,
+    AdminCaller(admin): AdminCaller,
     Path(id): Path<String>,
 ) -> Result<Response, Error> {
-    let status = broker.rewrap.cancel_rewrap_job(&id).await?;
+    let status = broker
+        .rewrap
+        .cancel_rewrap_job(Actor::ApiKey(&admin), &id)
+        .await?;
     Ok(Json(RewrapJob::of(&status)).into_response())
 }

@@ -2,8 +2,11 @@
 //! revoke keys (checking a new key's name, role and scope). A new key's token leaves this service once, in `create_api_key`'s result; the
 //! store keeps only its hash. A revocation clears the verified-key cache before it returns.
 
+use serde_json::json;
 use zeroize::Zeroizing;
 
+use crate::audit::{self, AuditLog};
+pub use crate::auth::Rejection;
 use crate::auth::{self, Authenticator, Principal, Role};
 use crate::context::KeyContext;
 use crate::context::json::ContextJson;
@@ -59,13 +62,16 @@ impl<'a> NewKeyRequest<'a> {
 pub struct ApiKeys {
     store: Store,
     authenticator: Authenticator,
+    /// Creations and revocations are recorded with the admin key that made them.
+    audit: AuditLog,
 }
 
 impl ApiKeys {
-    pub fn new(store: Store) -> Self {
+    pub fn new(store: Store, audit: AuditLog) -> Self {
         Self {
             authenticator: Authenticator::new(store.clone()),
             store,
+            audit,
         }
     }
 
@@ -79,17 +85,29 @@ impl ApiKeys {
         self.authenticator.authenticate(header).await
     }
 
+    /// Like [`Self::authenticate`], saying why a caller is refused (for the audit trail).
+    pub async fn identify(&self, header: Option<&str>) -> Result<Principal, Rejection> {
+        self.authenticator.identify(header).await
+    }
+
     /// Creates a key with a fresh token, as requested: `name` 1-100 characters (trimmed), `role`
     /// `"app"` or `"admin"`, `scope` a context selector (app keys only; `None` is unscoped).
     pub async fn create_api_key(
         &self,
+        admin: &Principal,
         name: &str,
         role: &str,
         scope: Option<ContextJson>,
     ) -> Result<(ApiKeyRecord, Zeroizing<String>), Error> {
         let NewKeyRequest { name, role, scope } = NewKeyRequest::check(name, role, scope)?;
+        // A scoped key's organization sees its creation among its own events.
+        let organization = scope
+            .as_ref()
+            .and_then(|s| s.get("organization_id"))
+            .map(str::to_owned);
         let scope_json = scope
-            .map(|scope| serde_json::to_string(&scope))
+            .as_ref()
+            .map(serde_json::to_string)
             .transpose()
             .map_err(|e| Error::Internal(e.to_string()))?;
         let token = auth::generate_token(role)?;
@@ -108,6 +126,16 @@ impl ApiKeys {
             .find_api_key(&id)
             .await?
             .ok_or(Error::Internal("created key vanished".into()))?;
+        // Never the token: the key's id, name, role and scope only.
+        let fields = json!({"api_key_id": record.id, "name": record.name, "role": record.role, "scope": scope});
+        self.audit
+            .record(audit::event(
+                Some(admin),
+                "api_key.created",
+                organization.as_deref(),
+                fields,
+            ))
+            .await?;
         Ok((record, token))
     }
 
@@ -115,15 +143,31 @@ impl ApiKeys {
         Ok(self.store.list_api_keys().await?)
     }
 
-    /// Revokes a key (again is a no-op) and returns it as it is now.
-    pub async fn revoke_api_key(&self, id: &str) -> Result<ApiKeyRecord, Error> {
+    /// Revokes a key (again is a no-op, recorded again) and returns it as it is now.
+    pub async fn revoke_api_key(&self, admin: &Principal, id: &str) -> Result<ApiKeyRecord, Error> {
         self.store.revoke_api_key(id).await?;
         // The key stops working on this broker now, not when its cached verification expires.
         self.authenticator.forget_all();
-        self.store
+        let record = self
+            .store
             .find_api_key(id)
             .await?
-            .ok_or(Error::NotFound("API key"))
+            .ok_or(Error::NotFound("API key"))?;
+        let organization = record
+            .scope_json
+            .as_deref()
+            .and_then(|json| serde_json::from_str::<KeyContext>(json).ok())
+            .and_then(|scope| scope.get("organization_id").map(str::to_owned));
+        let fields = json!({"api_key_id": record.id, "name": record.name, "role": record.role, "revoked_at": record.revoked_at});
+        self.audit
+            .record(audit::event(
+                Some(admin),
+                "api_key.revoked",
+                organization.as_deref(),
+                fields,
+            ))
+            .await?;
+        Ok(record)
     }
 }
 

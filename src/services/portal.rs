@@ -14,6 +14,7 @@ use crate::auth::Principal;
 use crate::config::PortalConfig;
 use crate::context::{KeyContext, hex};
 use crate::error::{Error, ErrorCode};
+use crate::services::actor::Actor;
 use crate::store::{PortalLinkRecord, PortalSessionRecord, Store};
 use crate::timestamp::Timestamp;
 
@@ -225,21 +226,8 @@ impl Portal {
         name: &str,
         fields: Value,
     ) -> Result<(), Error> {
-        let mut fields = match fields {
-            Value::Object(map) => map,
-            _ => serde_json::Map::new(),
-        };
-        fields.insert("actor_id".into(), json!(session.id));
-        fields.insert("actor_source".into(), json!("portal"));
-        fields.insert("actor_name".into(), json!(session.actor_name()));
-        fields.insert("organization_id".into(), json!(session.organization_id));
         self.audit
-            .record(audit::event(
-                None,
-                name,
-                Some(&session.organization_id),
-                Value::Object(fields),
-            ))
+            .record(Actor::Portal(session).event(name, Some(&session.organization_id), fields))
             .await
     }
 }

@@ -4,9 +4,22 @@
 
 use crate::common;
 
+use byok_broker::auth::{Principal, Role};
 use byok_broker::keyring::bindings::BindingState;
+use byok_broker::services::actor::Actor;
 use common::broker::{TestBroker, bind_in_store};
 use serde_json::json;
+
+/// The admin the disable is recorded for.
+fn operator() -> Principal {
+    Principal {
+        key_id: "key_operator".into(),
+        name: "operator".into(),
+        role: Role::Admin,
+        scope: None,
+        client_certificate: None,
+    }
+}
 
 #[tokio::test]
 async fn a_slow_reload_never_undoes_an_admin_disable() {
@@ -19,7 +32,7 @@ async fn a_slow_reload_never_undoes_an_admin_disable() {
     broker
         .broker
         .byok
-        .disable_byok_key(&id)
+        .disable_byok_key(Actor::ApiKey(&operator()), &id)
         .await
         .expect("disable");
     // ...then the slow reload finishes.

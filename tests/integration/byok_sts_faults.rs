@@ -2,6 +2,7 @@
 //! broker's STS endpoint points at a loopback stand-in answering real STS error documents (KMS stays
 //! LocalStack). Throttling and 5xx: 503 `kms_unavailable`, no state change, nothing recorded, on the
 //! request path and in a watcher pass. AccessDenied: the CMK is marked unavailable (the control).
+//! The refusals are audited (`vault.access.denied`, reasons `kms_unavailable`, `key_unavailable`).
 
 use crate::common;
 
@@ -197,6 +198,30 @@ async fn throttled_or_failing_sts_is_retryable_and_access_denied_revokes() {
         (403, Some("key_unavailable"))
     );
     assert_eq!(state_changes(&broker).await, 1);
+
+    // Each refusal is an audit event of the organization, with its reason (capacity is not one).
+    let denied = broker
+        .call_with(
+            "GET",
+            "/admin/v1/events?events=vault.access.denied&organization_id=org_sts&limit=100",
+            None,
+            Some(ADMIN_KEY),
+            &[],
+        )
+        .await;
+    let reasons: Vec<&str> = denied.body["data"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| {
+            assert_eq!(e["data"]["operation"], "vault.dek.read", "{e}");
+            e["data"]["reason"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        ["kms_unavailable", "kms_unavailable", "key_unavailable"]
+    );
 }
 
 /// Registration sends the broker-generated external id of the organization to STS, and a refusal

@@ -30,11 +30,16 @@ async fn shutdown_ends_every_task_commits_the_audit_queue_and_joins_the_database
         .call("GET", &format!("/vault/v1/kv/{id}"), None)
         .await;
     assert_eq!(read.status, 200, "{:?}", read.body);
-    // The watcher, the retention purge, the rewrap claim scan, the audit writer and the
-    // database's closer; on PostgreSQL also the coherence worker (other processes may share the
-    // database).
+    // A refusal before authentication: counted in memory, committed by the shutdown's flush.
+    let refused = broker
+        .call_with("GET", &format!("/vault/v1/kv/{id}"), None, None, &[])
+        .await;
+    assert_eq!(refused.status, 401);
+    // The watcher, the retention purge, the rewrap claim scan, the refusal counts' flush, the
+    // audit writer and the database's closer; on PostgreSQL also the coherence worker (other
+    // processes may share the database).
     let coherence = usize::from(database::is_postgres());
-    assert_eq!(broker.supervisor.running(), 5 + coherence);
+    assert_eq!(broker.supervisor.running(), 6 + coherence);
     assert!(!broker.broker.store.is_closed());
 
     tokio::time::timeout(Duration::from_secs(10), broker.shutdown())
@@ -48,6 +53,11 @@ async fn shutdown_ends_every_task_commits_the_audit_queue_and_joins_the_database
         "the readers are closed"
     );
     assert_eq!(events_named(&broker.data_dir, "vault.data.read").await, 1);
+    assert_eq!(
+        events_named(&broker.data_dir, "vault.access.denied").await,
+        1,
+        "the last refusal counts are committed before the audit writer stops"
+    );
     // A task handed over after shutdown is refused, not left running.
     broker
         .supervisor

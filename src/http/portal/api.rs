@@ -25,6 +25,7 @@ use crate::context::KeyContext;
 use crate::error::Error;
 use crate::keyring::bindings::Binding;
 use crate::rewrap::RewrapSource;
+use crate::services::actor::Actor;
 use crate::services::audit::EventQuery;
 use crate::services::byok::service::KeySpec;
 use crate::services::portal::{Portal, PortalSession};
@@ -197,7 +198,10 @@ async fn register(
 ) -> Result<Response, Error> {
     let session = &caller.session;
     let context = KeyContext::new([("organization_id", session.organization_id.as_str())])?;
-    let outcome = broker.byok.register_byok_key(context, body.into()).await;
+    let outcome = broker
+        .byok
+        .register_byok_key(Actor::Portal(session), context, body.into())
+        .await;
     let fields = match &outcome {
         Ok(binding) => json!({"byok_key_id": binding.id(), "outcome": "registered"}),
         Err(e) => json!({"outcome": "refused", "code": e.code().as_str()}),
@@ -238,22 +242,23 @@ async fn change(
     change: Change,
 ) -> Result<Response, Error> {
     own_binding(broker, &caller.session, id)?;
+    let actor = Actor::Portal(&caller.session);
     let (name, outcome) = match change {
         Change::Disable => (
             "portal.byok_key.disabled",
-            broker.byok.disable_byok_key(id).await,
+            broker.byok.disable_byok_key(actor, id).await,
         ),
         Change::Enable => (
             "portal.byok_key.enabled",
-            broker.byok.enable_byok_key(id).await,
+            broker.byok.enable_byok_key(actor, id).await,
         ),
         Change::Retire => (
             "portal.byok_key.retired",
-            broker.byok.retire_byok_key(id).await,
+            broker.byok.retire_byok_key(actor, id).await,
         ),
         Change::Rotate(spec) => (
             "portal.byok_key.rotated",
-            broker.byok.rotate_byok_key(id, spec).await,
+            broker.byok.rotate_byok_key(actor, id, spec).await,
         ),
     };
     let fields = match &outcome {
@@ -319,7 +324,10 @@ async fn onboard(
     }
     let mut jobs = Vec::new();
     for source in sources {
-        let job = broker.rewrap.start_rewrap_job(source).await?;
+        let job = broker
+            .rewrap
+            .start_rewrap_job(Actor::Portal(&caller.session), source)
+            .await?;
         let status = broker.rewrap.rewrap_status(&job.id).await?;
         jobs.push(
             serde_json::to_value(RewrapJob::of(&status))

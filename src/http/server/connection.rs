@@ -6,12 +6,14 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::ConnectInfo;
 use http_body::Frame;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
@@ -147,8 +149,10 @@ pub async fn run(
     settings: ServerSettings,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // Handed to each request (as axum's `ConnectInfo`): refusals are counted per source.
+    let peer = stream.peer_addr().ok();
     let Some(tls) = tls else {
-        return serve(stream, None, state, router, settings, shutdown).await;
+        return serve(stream, None, peer, state, router, settings, shutdown).await;
     };
     // The handshake counts against the first request head's deadline; a connection still in it
     // is idle for eviction, and shutdown drops it.
@@ -164,7 +168,7 @@ pub async fn run(
     match opened {
         Ok(Opened::Tls(stream)) => {
             let client = client_certificate(&stream);
-            serve(*stream, client, state, router, settings, shutdown).await;
+            serve(*stream, client, peer, state, router, settings, shutdown).await;
         }
         Ok(Opened::Plaintext(stream)) => {
             // Plain HTTP on the TLS port: one JSON answer saying so, instead of a bare reset.
@@ -186,6 +190,7 @@ pub async fn run(
 async fn serve<S>(
     stream: S,
     client: Option<ClientCertificate>,
+    peer: Option<SocketAddr>,
     state: Arc<ConnectionState>,
     router: Router,
     settings: ServerSettings,
@@ -198,6 +203,7 @@ async fn serve<S>(
         router,
         state: Arc::clone(&state),
         client,
+        peer,
     };
     let mut connection = pin!(
         hyper::server::conn::http1::Builder::new()
@@ -232,11 +238,12 @@ async fn serve<S>(
 }
 
 /// The router as a hyper service that marks the connection busy while a request is handled,
-/// and hands each request the connection's client certificate, if any.
+/// and hands each request the connection's client certificate, if any, and peer address.
 struct TrackedService {
     router: Router,
     state: Arc<ConnectionState>,
     client: Option<ClientCertificate>,
+    peer: Option<SocketAddr>,
 }
 
 impl hyper::service::Service<Request<Incoming>> for TrackedService {
@@ -248,6 +255,9 @@ impl hyper::service::Service<Request<Incoming>> for TrackedService {
         self.state.request_started();
         if let Some(client) = &self.client {
             request.extensions_mut().insert(client.clone());
+        }
+        if let Some(peer) = self.peer {
+            request.extensions_mut().insert(ConnectInfo(peer));
         }
         let finished = RequestFinished(Arc::clone(&self.state));
         let mut router = self.router.clone();

@@ -10,6 +10,7 @@ use crate::context::KeyContext;
 use crate::error::{Error, ErrorCode};
 use crate::keyring::bindings::{Binding, BindingSet, kek_ref};
 use crate::kms::KmsError;
+use crate::services::actor::Actor;
 use crate::store::{ByokFlag, ByokKeyRecord, ByokSnapshot, TenantKekRecord};
 use crate::timestamp::Timestamp;
 
@@ -207,6 +208,7 @@ impl super::Byok {
 
     pub async fn register_byok_key(
         &self,
+        actor: Actor<'_>,
         match_context: KeyContext,
         spec: KeySpec,
     ) -> Result<Binding, Error> {
@@ -239,12 +241,20 @@ impl super::Byok {
         self.store.insert_byok_key(record, spec.record(&id)).await?;
         self.reload_bindings().await?;
         tracing::info!(byok_key_id = %id, key_arn = %spec.key_arn, "BYOK key registered");
+        let fields = json!({"byok_key_id": id, "organization_id": organization(&match_context), "key_provider": PROVIDER_AWS_KMS, "key_arn": spec.key_arn, "match_context": match_context});
+        self.audit
+            .record(actor.event(
+                "vault.byok_key.created",
+                organization(&match_context),
+                fields,
+            ))
+            .await?;
         self.binding(&id)
     }
 
     /// Disables in the broker: the next request for a covered context is refused without a KMS
     /// call, and every cached DEK of the binding's CMKs is purged.
-    pub async fn disable_byok_key(&self, id: &str) -> Result<Binding, Error> {
+    pub async fn disable_byok_key(&self, actor: Actor<'_>, id: &str) -> Result<Binding, Error> {
         let binding = self.binding(id)?;
         self.store
             .set_byok_flag(id, ByokFlag::AdminDisabled, true)
@@ -256,8 +266,7 @@ impl super::Byok {
         }
         let fields = json!({"byok_key_id": id, "state": "disabled"});
         self.audit
-            .record(audit::event(
-                None,
+            .record(actor.event(
                 "vault.byok_key.disabled",
                 organization(&binding.match_context),
                 fields,
@@ -267,7 +276,7 @@ impl super::Byok {
     }
 
     /// Enables after verifying the current CMK again.
-    pub async fn enable_byok_key(&self, id: &str) -> Result<Binding, Error> {
+    pub async fn enable_byok_key(&self, actor: Actor<'_>, id: &str) -> Result<Binding, Error> {
         let binding = self.binding(id)?;
         let current = binding
             .current_kek()
@@ -288,8 +297,7 @@ impl super::Byok {
         self.reload_bindings().await?;
         let fields = json!({"byok_key_id": id, "state": "active"});
         self.audit
-            .record(audit::event(
-                None,
+            .record(actor.event(
                 "vault.byok_key.enabled",
                 organization(&binding.match_context),
                 fields,
@@ -300,7 +308,12 @@ impl super::Byok {
 
     /// Rotates to a new CMK, verified like a new key. New writes use it at once; objects under
     /// earlier CMKs stay readable through them until rewrapped.
-    pub async fn rotate_byok_key(&self, id: &str, spec: KeySpec) -> Result<Binding, Error> {
+    pub async fn rotate_byok_key(
+        &self,
+        actor: Actor<'_>,
+        id: &str,
+        spec: KeySpec,
+    ) -> Result<Binding, Error> {
         spec.validate()?;
         let binding = self.binding(id)?;
         let spec = self.resolve_access(&binding.match_context, spec).await?;
@@ -309,8 +322,7 @@ impl super::Byok {
         self.reload_bindings().await?;
         let fields = json!({"byok_key_id": id, "key_arn": spec.key_arn});
         self.audit
-            .record(audit::event(
-                None,
+            .record(actor.event(
                 "vault.byok_key.rotated",
                 organization(&binding.match_context),
                 fields,
@@ -322,7 +334,7 @@ impl super::Byok {
     /// Turns BYOK off for the binding's contexts: new writes go to platform KEKs at once, objects
     /// under its CMKs stay readable through them until a rewrap job moves them; then it can be
     /// deleted.
-    pub async fn retire_byok_key(&self, id: &str) -> Result<Binding, Error> {
+    pub async fn retire_byok_key(&self, actor: Actor<'_>, id: &str) -> Result<Binding, Error> {
         let binding = self.binding(id)?;
         self.store
             .set_byok_flag(id, ByokFlag::Retired, true)
@@ -330,8 +342,7 @@ impl super::Byok {
         self.reload_bindings().await?;
         let fields = json!({"byok_key_id": id, "state": "retired"});
         self.audit
-            .record(audit::event(
-                None,
+            .record(actor.event(
                 "vault.byok_key.retired",
                 organization(&binding.match_context),
                 fields,
@@ -341,17 +352,16 @@ impl super::Byok {
     }
 
     /// Deletes a binding once no object depends on its CMKs (409 `key_in_use` before that).
-    pub async fn delete_byok_key(&self, id: &str) -> Result<(), Error> {
+    pub async fn delete_byok_key(&self, actor: Actor<'_>, id: &str) -> Result<(), Error> {
         let binding = self.binding(id)?;
         self.store.delete_byok_key(id).await?;
         self.reload_bindings().await?;
         for kek in &binding.record.keks {
             self.dek_cache.purge_kek(&kek.key_arn).await;
         }
-        let fields = json!({"organization_id": organization(&binding.match_context), "key_provider": PROVIDER_AWS_KMS});
+        let fields = json!({"byok_key_id": id, "organization_id": organization(&binding.match_context), "key_provider": PROVIDER_AWS_KMS});
         self.audit
-            .record(audit::event(
-                None,
+            .record(actor.event(
                 "vault.byok_key.deleted",
                 organization(&binding.match_context),
                 fields,

@@ -11,13 +11,16 @@ mod worker;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use crate::audit::AuditLog;
 pub use crate::config::workers::RewrapConfig;
 use crate::context::KeyContext;
 use crate::error::{Error, ErrorCode};
 use crate::keyring::Keyring;
 use crate::kms::{KekRef, KeyProvider, KmsError};
+use crate::services::actor::Actor;
 use crate::services::byok::Byok;
 pub use crate::store::RewrapJobRecord;
 use crate::store::Store;
@@ -32,6 +35,8 @@ pub struct Rewrap {
     /// Reloads the routing view before resuming a job another instance started: a job must
     /// resolve destinations from the bindings as stored, never from a stale view.
     byok: Arc<Byok>,
+    /// Starts and cancellations are recorded with their actor.
+    audit: AuditLog,
     config: RewrapConfig,
     /// Owns the job tasks, so a shutdown stops them at a checkpoint.
     supervisor: Supervisor,
@@ -46,6 +51,7 @@ pub struct RewrapParts {
     pub store: Store,
     pub keyring: Arc<Keyring>,
     pub byok: Arc<Byok>,
+    pub audit: AuditLog,
     pub config: RewrapConfig,
     pub supervisor: Supervisor,
     /// Unique per process (a restart is a new owner): see `Broker::start`.
@@ -123,6 +129,7 @@ impl Rewrap {
             store: parts.store,
             keyring: parts.keyring,
             byok: parts.byok,
+            audit: parts.audit,
             config: parts.config,
             supervisor: parts.supervisor,
             instance: parts.instance,
@@ -136,9 +143,10 @@ impl Rewrap {
 
     pub async fn start_rewrap_job(
         self: &Arc<Self>,
+        actor: Actor<'_>,
         source: RewrapSource,
     ) -> Result<RewrapJobRecord, Error> {
-        let (kind, id, keks) = match &source {
+        let (kind, id, keks, organization) = match &source {
             RewrapSource::ByokKey(id) => {
                 let bindings = self.keyring.bindings();
                 let binding = bindings.get(id).ok_or(Error::NotFound("BYOK key"))?;
@@ -149,11 +157,15 @@ impl Rewrap {
                     .filter(|k| binding.record.retired || k.key_arn != binding.record.current_kek)
                     .map(|k| k.key_arn.clone())
                     .collect();
-                ("byok_key_id", id.clone(), keks)
+                let organization = binding
+                    .match_context
+                    .get("organization_id")
+                    .map(str::to_owned);
+                ("byok_key_id", id.clone(), keks, organization)
             }
             RewrapSource::Kek(kek) => {
                 check_kek_id(kek)?;
-                ("kek_id", kek.clone(), vec![kek.clone()])
+                ("kek_id", kek.clone(), vec![kek.clone()], None)
             }
         };
         let job_id = format!("rewrap_{}", uuid::Uuid::new_v4().simple());
@@ -162,7 +174,7 @@ impl Rewrap {
             .insert_rewrap_job(
                 job_id,
                 kind.into(),
-                id,
+                id.clone(),
                 keks,
                 self.instance.clone(),
                 self.config.lease,
@@ -171,6 +183,12 @@ impl Rewrap {
         tracing::info!(job_id = %job.id, total = job.total, "rewrap job started");
         self.try_begin(&job.id);
         self.spawn_job(job.clone()).await;
+        // After the start: the job runs whether or not its record commits, and a failed record
+        // fails the request (the caller learns the job id from the events or the admin API).
+        let fields = json!({"rewrap_job_id": job.id, kind: id, "total": job.total});
+        self.audit
+            .record(actor.event("vault.rewrap_job.started", organization.as_deref(), fields))
+            .await?;
         Ok(job)
     }
 
@@ -188,12 +206,40 @@ impl Rewrap {
         })
     }
 
-    pub async fn cancel_rewrap_job(&self, id: &str) -> Result<RewrapStatus, Error> {
-        self.rewrap_status(id).await?;
-        self.store
+    pub async fn cancel_rewrap_job(
+        &self,
+        actor: Actor<'_>,
+        id: &str,
+    ) -> Result<RewrapStatus, Error> {
+        let before = self.rewrap_status(id).await?;
+        // False when the job had already ended: recorded as asked, with the state it kept.
+        let cancelled = self
+            .store
             .finish_rewrap_job(id, "cancelled", None, None)
             .await?;
-        self.rewrap_status(id).await
+        let status = self.rewrap_status(id).await?;
+        let organization = self.organization_of(&before.job);
+        let fields = json!({"rewrap_job_id": id, "cancelled": cancelled, "state": status.job.state, "remaining": status.remaining});
+        self.audit
+            .record(actor.event(
+                "vault.rewrap_job.cancelled",
+                organization.as_deref(),
+                fields,
+            ))
+            .await?;
+        Ok(status)
+    }
+
+    /// The organization a job's BYOK key serves, when the key is still bound.
+    fn organization_of(&self, job: &RewrapJobRecord) -> Option<String> {
+        if job.source_kind != "byok_key_id" {
+            return None;
+        }
+        self.keyring
+            .bindings()
+            .get(&job.source_id)
+            .and_then(|b| b.match_context.get("organization_id"))
+            .map(str::to_owned)
     }
 
     /// Resumes the running jobs no live instance holds (at start: those this broker was running

@@ -20,10 +20,22 @@ use crate::keyring::KeyAccessError;
 use crate::kms::{KekRef, KmsErrorClass};
 use crate::rewrap::rewrap_dek;
 
+use super::refusals::Attempt;
 use super::{IssuedDataKey, Vault, org};
 
 impl Vault {
     pub async fn create_data_key(
+        &self,
+        principal: &Principal,
+        context: KeyContext,
+    ) -> Result<IssuedDataKey, Error> {
+        let mut attempt = Attempt::new(principal, "vault.dek.read");
+        attempt.touches(&context);
+        let outcome = self.create_data_key_checked(principal, context).await;
+        self.settle(attempt, outcome).await
+    }
+
+    async fn create_data_key_checked(
         &self,
         principal: &Principal,
         context: KeyContext,
@@ -70,7 +82,20 @@ impl Vault {
         principal: &Principal,
         encrypted_keys_b64: &str,
     ) -> Result<IssuedDataKey, Error> {
-        let opened = self.open_blob(principal, encrypted_keys_b64).await?;
+        let mut attempt = Attempt::new(principal, "vault.dek.decrypted");
+        let outcome = self
+            .decrypt_data_key_checked(&mut attempt, encrypted_keys_b64)
+            .await;
+        self.settle(attempt, outcome).await
+    }
+
+    async fn decrypt_data_key_checked(
+        &self,
+        attempt: &mut Attempt<'_>,
+        encrypted_keys_b64: &str,
+    ) -> Result<IssuedDataKey, Error> {
+        let principal = attempt.principal;
+        let opened = self.open_blob(attempt, encrypted_keys_b64).await?;
         // The audit names the KEK that opened the DEK, never an id the caller merely wrote in.
         self.audit
             .record(audit::event(
@@ -97,6 +122,25 @@ impl Vault {
         new_context: KeyContext,
         encrypted_keys_b64: &str,
     ) -> Result<IssuedDataKey, Error> {
+        let mut attempt = Attempt::new(principal, "vault.dek.rekeyed");
+        attempt.touches(&new_context);
+        let outcome = self
+            .rekey_checked(&mut attempt, new_context, encrypted_keys_b64)
+            .await;
+        self.settle(attempt, outcome).await
+    }
+
+    /// Rekeys and records it for both organizations: `vault.dek.rekeyed` (the source KEK that
+    /// opened the DEK, the destination KEK and both contexts) under the source organization and,
+    /// when it differs, under the destination's; `vault.dek.read` under the destination, as a
+    /// data-key issue.
+    async fn rekey_checked(
+        &self,
+        attempt: &mut Attempt<'_>,
+        new_context: KeyContext,
+        encrypted_keys_b64: &str,
+    ) -> Result<IssuedDataKey, Error> {
+        let principal = attempt.principal;
         if !principal.may_use(&new_context) {
             return Err(Error::OutOfScope);
         }
@@ -107,7 +151,9 @@ impl Vault {
             wrapped,
             legacy,
             ..
-        } = self.open_blob(principal, encrypted_keys_b64).await?;
+        } = self.open_blob(attempt, encrypted_keys_b64).await?;
+        // From here on a refusal concerns the destination.
+        attempt.touches(&new_context);
         let kek = self.kek_for(principal, &new_context).await?;
         // The rewrap mechanism: ReEncrypt inside KMS when one identity reaches both keys.
         let wrapped = rewrap_dek(
@@ -131,15 +177,39 @@ impl Vault {
             }],
         };
         let encrypted_keys = rekeyed.encode(&key)?;
-        let fields = json!({"key_ids": [kek.key_id], "key_context": new_context});
-        self.audit
-            .record(audit::event(
+        let rekeyed_fields = json!({
+            "key_id": source.key_id,
+            "key_context": blob.context,
+            "destination_key_id": kek.key_id,
+            "destination_key_context": new_context,
+        });
+        let rekeyed_event = |organization: Option<&str>| {
+            audit::event(
                 Some(principal),
-                "vault.dek.read",
-                org(&new_context),
-                fields,
-            ))
-            .await?;
+                "vault.dek.rekeyed",
+                organization,
+                rekeyed_fields.clone(),
+            )
+        };
+        let (source_org, destination_org) = (org(&blob.context), org(&new_context));
+        let read = audit::event(
+            Some(principal),
+            "vault.dek.read",
+            destination_org,
+            json!({"key_ids": [kek.key_id], "key_context": new_context}),
+        );
+        // Queued together, so they usually share one commit.
+        let for_destination = async {
+            if destination_org == source_org {
+                return Ok(());
+            }
+            self.audit.record(rekeyed_event(destination_org)).await
+        };
+        tokio::try_join!(
+            self.audit.record(rekeyed_event(source_org)),
+            for_destination,
+            self.audit.record(read),
+        )?;
         Ok(IssuedDataKey {
             dek_id: rekeyed.dek_id,
             context: new_context,
@@ -150,9 +220,10 @@ impl Vault {
 
     async fn open_blob(
         &self,
-        principal: &Principal,
+        attempt: &mut Attempt<'_>,
         encrypted_keys_b64: &str,
     ) -> Result<OpenedBlob, Error> {
+        let principal = attempt.principal;
         let malformed = || {
             Error::invalid(
                 ErrorCode::InvalidEncryptedKeys,
@@ -170,6 +241,7 @@ impl Vault {
             ));
         }
         let context = &parsed.blob.context;
+        attempt.touches(context);
         if !principal.may_use(context) {
             return Err(Error::OutOfScope);
         }

@@ -7,10 +7,12 @@ pub mod cursor;
 mod data_keys;
 mod idempotency;
 mod objects;
+mod refusals;
 
 pub use crate::store::{ListQuery, ListedObject, Order, VersionRecord};
 pub use idempotency::{IdempotencyRequest, IdempotentOutcome};
 use objects::IdempotentCreate;
+use refusals::Attempt;
 
 use std::sync::Arc;
 
@@ -196,17 +198,20 @@ impl Vault {
         })
     }
 
-    /// Loads an object the principal may see; objects outside its scope do not exist for it.
-    async fn load_visible(
+    /// Loads an object the attempt's principal may see; objects outside its scope do not exist
+    /// for it (the attempt notes the refusal, recorded as `out_of_scope`).
+    fn load_visible(
         &self,
-        principal: &Principal,
+        attempt: &mut Attempt<'_>,
         record: ObjectRecord,
     ) -> Result<(ObjectRecord, KeyContext), Error> {
         let context: KeyContext = serde_json::from_str(&record.context_json)
             .map_err(|e| Error::Internal(format!("stored context: {e}")))?;
-        if !principal.may_use(&context) {
+        if !attempt.principal.may_use(&context) {
+            attempt.hidden(&context);
             return Err(Error::NotFound("object"));
         }
+        attempt.touches(&context);
         Ok((record, context))
     }
 

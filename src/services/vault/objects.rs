@@ -16,6 +16,7 @@ use crate::store::{
 };
 
 use super::cursor::Cursor;
+use super::refusals::Attempt;
 use super::{MAX_NAME_CHARS, ObjectMeta, ObjectWithValue, Vault, meta_from_record, org};
 
 /// The stored form of a requested name: trimmed, 1-200 characters, no control characters (a NUL
@@ -68,6 +69,22 @@ impl Vault {
     /// Creates an object; with `once`, its claim becomes the stored response in the object's own
     /// transaction, so a replayable response exists exactly when the object does.
     pub(super) async fn create_object_once(
+        &self,
+        principal: &Principal,
+        name: &str,
+        value: &str,
+        context: KeyContext,
+        once: Option<IdempotentCreate<'_>>,
+    ) -> Result<ObjectMeta, Error> {
+        let mut attempt = Attempt::new(principal, "vault.data.created");
+        attempt.touches(&context);
+        let outcome = self
+            .create_checked(principal, name, value, context, once)
+            .await;
+        self.settle(attempt, outcome).await
+    }
+
+    async fn create_checked(
         &self,
         principal: &Principal,
         name: &str,
@@ -139,8 +156,12 @@ impl Vault {
         principal: &Principal,
         id: &str,
     ) -> Result<ObjectWithValue, Error> {
-        let record = self.store.get_object(id).await?;
-        self.open_object(principal, record).await
+        let mut attempt = Attempt::new(principal, "vault.data.read");
+        let outcome = match self.store.get_object(id).await {
+            Ok(record) => self.open_object(&mut attempt, record).await,
+            Err(e) => Err(e.into()),
+        };
+        self.settle(attempt, outcome).await
     }
 
     pub async fn read_object_by_name(
@@ -157,15 +178,18 @@ impl Vault {
             return Err(Error::AmbiguousName);
         }
         let record = visible.pop().ok_or(Error::NotFound("object"))?;
-        self.open_object(principal, record).await
+        let mut attempt = Attempt::new(principal, "vault.data.read");
+        let outcome = self.open_object(&mut attempt, record).await;
+        self.settle(attempt, outcome).await
     }
 
     async fn open_object(
         &self,
-        principal: &Principal,
+        attempt: &mut Attempt<'_>,
         record: ObjectRecord,
     ) -> Result<ObjectWithValue, Error> {
-        let (record, context) = self.load_visible(principal, record).await?;
+        let principal = attempt.principal;
+        let (record, context) = self.load_visible(attempt, record)?;
         let sealed = SealedValue::decode(&record.sealed)?;
         let kek = self
             .keyring
@@ -204,9 +228,18 @@ impl Vault {
         principal: &Principal,
         id: &str,
     ) -> Result<ObjectMeta, Error> {
-        let (record, context) = self
-            .load_visible(principal, self.store.get_object(id).await?)
-            .await?;
+        let mut attempt = Attempt::new(principal, "vault.metadata.read");
+        let outcome = self.describe_checked(&mut attempt, id).await;
+        self.settle(attempt, outcome).await
+    }
+
+    async fn describe_checked(
+        &self,
+        attempt: &mut Attempt<'_>,
+        id: &str,
+    ) -> Result<ObjectMeta, Error> {
+        let principal = attempt.principal;
+        let (record, context) = self.load_visible(attempt, self.store.get_object(id).await?)?;
         let meta = meta_from_record(&record, context);
         self.audit
             .record(audit::event(
@@ -226,10 +259,23 @@ impl Vault {
         value: &str,
         version_check: Option<String>,
     ) -> Result<ObjectMeta, Error> {
+        let mut attempt = Attempt::new(principal, "vault.data.updated");
+        let outcome = self
+            .update_checked(&mut attempt, id, value, version_check)
+            .await;
+        self.settle(attempt, outcome).await
+    }
+
+    async fn update_checked(
+        &self,
+        attempt: &mut Attempt<'_>,
+        id: &str,
+        value: &str,
+        version_check: Option<String>,
+    ) -> Result<ObjectMeta, Error> {
+        let principal = attempt.principal;
         self.check_value(value)?;
-        let (record, context) = self
-            .load_visible(principal, self.store.get_object(id).await?)
-            .await?;
+        let (record, context) = self.load_visible(attempt, self.store.get_object(id).await?)?;
         if let Some(expected) = &version_check
             && expected != &record.current_version
         {
@@ -274,9 +320,19 @@ impl Vault {
         id: &str,
         version_check: Option<String>,
     ) -> Result<String, Error> {
-        let (record, context) = self
-            .load_visible(principal, self.store.get_object(id).await?)
-            .await?;
+        let mut attempt = Attempt::new(principal, "vault.data.deleted");
+        let outcome = self.delete_checked(&mut attempt, id, version_check).await;
+        self.settle(attempt, outcome).await
+    }
+
+    async fn delete_checked(
+        &self,
+        attempt: &mut Attempt<'_>,
+        id: &str,
+        version_check: Option<String>,
+    ) -> Result<String, Error> {
+        let principal = attempt.principal;
+        let (record, context) = self.load_visible(attempt, self.store.get_object(id).await?)?;
         let event = audit::event(
             Some(principal),
             "vault.data.deleted",
@@ -317,10 +373,31 @@ impl Vault {
         principal: &Principal,
         id: &str,
     ) -> Result<Vec<VersionRecord>, Error> {
-        let (record, _) = self
-            .load_visible(principal, self.store.get_object(id).await?)
+        let mut attempt = Attempt::new(principal, "vault.versions.listed");
+        let outcome = self.list_versions_checked(&mut attempt, id).await;
+        self.settle(attempt, outcome).await
+    }
+
+    /// Lists the versions and records `vault.versions.listed` (who looked at an object's
+    /// history is as much the tenant's business as who read its value).
+    async fn list_versions_checked(
+        &self,
+        attempt: &mut Attempt<'_>,
+        id: &str,
+    ) -> Result<Vec<VersionRecord>, Error> {
+        let principal = attempt.principal;
+        let (record, context) = self.load_visible(attempt, self.store.get_object(id).await?)?;
+        let versions = self.store.list_versions(&record.id).await?;
+        let fields = json!({"kv_name": record.name, "versions": versions.len()});
+        self.audit
+            .record(audit::event(
+                Some(principal),
+                "vault.versions.listed",
+                org(&context),
+                fields,
+            ))
             .await?;
-        Ok(self.store.list_versions(&record.id).await?)
+        Ok(versions)
     }
 
     /// A plain object id counts only when the caller may see that object; a foreign id and an

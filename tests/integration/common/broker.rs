@@ -145,6 +145,8 @@ async fn serve<P: KeyProvider + 'static>(
         .expect("bind");
     let address = listener.local_addr().expect("address");
     let app = byok_broker::http::router(Arc::clone(&broker));
+    // With the peer address, as the broker's own server hands it to requests.
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
     let server = tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
     TestBroker {
         address,
