@@ -253,3 +253,60 @@ async fn readiness_names_each_dependency() {
         "{ready}"
     );
 }
+
+/// The metrics the README documents, read after real traffic: request latency by route and
+/// status, the DEK cache, KMS calls, BYOK key states and their changes, the time from a disable
+/// to the first request it refused, and (PostgreSQL) the database pool.
+#[tokio::test]
+async fn metrics_cover_requests_cache_kms_key_states_and_revocation_timing() {
+    use crate::common::TENANT_ACCOUNT;
+    use crate::common::broker::{TestBroker, admin, register};
+
+    let broker = TestBroker::start("obs-metrics").await;
+    let org = format!("org_obs_{}", uuid::Uuid::new_v4().simple());
+    let (byok_id, _) = register(&broker, &org, TENANT_ACCOUNT).await;
+    let context = json!({"organization_id": org});
+    let created = broker
+        .call(
+            "POST",
+            "/vault/v1/kv",
+            Some(&json!({"name": "m1", "value": "v", "key_context": context})),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let path = format!("/vault/v1/kv/{}", created.body["id"].as_str().expect("id"));
+    assert_eq!(broker.call("GET", &path, None).await.status, 200);
+
+    let disabled = admin(
+        &broker,
+        "POST",
+        &format!("/admin/v1/byok-keys/{byok_id}/disable"),
+        None,
+    )
+    .await;
+    assert_eq!(disabled.status, 200, "{:?}", disabled.body);
+    for _ in 0..2 {
+        let refused = broker.call("GET", &path, None).await;
+        assert_eq!(refused.status, 403, "{:?}", refused.body);
+    }
+
+    let metrics = admin(&broker, "GET", "/admin/v1/metrics", None).await;
+    assert_eq!(metrics.status, 200);
+    let text = metrics.body.as_str().expect("the text exposition");
+    for expected in [
+        r#"byok_broker_http_request_duration_seconds_count{route="/vault/v1/kv",method="POST",status="201"} 1"#,
+        r#"byok_broker_http_request_duration_seconds_count{route="/vault/v1/kv/{id}",method="GET",status="403"} 2"#,
+        r#"byok_broker_key_state_changes_total{from="active",to="disabled"} 1"#,
+        "byok_broker_revocation_to_refusal_seconds_count 1",
+        r#"byok_broker_byok_keys{state="disabled"} 1"#,
+        "byok_broker_dek_cache_entries",
+        r#"operation="generate_data_key",outcome="ok""#,
+    ] {
+        assert!(text.contains(expected), "missing {expected}:\n{text}");
+    }
+    assert_eq!(
+        text.contains("byok_broker_db_pool_connections"),
+        crate::common::database::is_postgres(),
+        "the pool's use is reported on PostgreSQL only:\n{text}"
+    );
+}
