@@ -6,6 +6,12 @@
 //! group). `record` returns only once its event is durable, or with the reason it is not, so a
 //! read is never answered without its audit event.
 
+use std::sync::Arc;
+use std::time::Instant;
+
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
 use serde_json::{Map, Value, json};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -62,6 +68,26 @@ enum Command {
 #[derive(Clone)]
 pub struct AuditLog {
     sender: mpsc::Sender<Command>,
+    stats: Arc<WriterStats>,
+}
+
+/// What the writer task measures, for metrics.
+struct WriterStats {
+    /// Seconds per group commit (the transaction that makes a batch durable).
+    commit_seconds: Histogram,
+    /// Events per group commit.
+    batch_events: Histogram,
+}
+
+impl Default for WriterStats {
+    fn default() -> Self {
+        Self {
+            // 0.1 ms to about 3 s.
+            commit_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 15)),
+            // 1 to 1,024 events: the batch bound.
+            batch_events: Histogram::new(exponential_buckets(1.0, 2.0, 11)),
+        }
+    }
 }
 
 impl AuditLog {
@@ -69,10 +95,37 @@ impl AuditLog {
     /// the log is dropped), after committing every event queued until then.
     pub fn start(store: Store, supervisor: &Supervisor) -> Self {
         let (sender, receiver) = mpsc::channel(QUEUE);
+        let stats = Arc::new(WriterStats::default());
+        let measuring = Arc::clone(&stats);
         supervisor.spawn(Stage::Audit, "audit writer", move |stop| {
-            write_batches(store, receiver, stop)
+            write_batches(store, receiver, measuring, stop)
         });
-        Self { sender }
+        Self { sender, stats }
+    }
+
+    /// The queue's depth now and the writer's commit latency and batch sizes.
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        let queued = self.sender.max_capacity() - self.sender.capacity();
+        registry.register(
+            "byok_broker_audit_queue_depth",
+            "Audit events (and flushes) waiting for the audit writer; callers wait once it is full",
+            ConstGauge::new(i64::try_from(queued).unwrap_or(i64::MAX)),
+        );
+        registry.register(
+            "byok_broker_audit_queue_capacity",
+            "The audit writer's queue bound",
+            ConstGauge::new(i64::try_from(QUEUE).unwrap_or(i64::MAX)),
+        );
+        registry.register(
+            "byok_broker_audit_commit_duration_seconds",
+            "Time to commit one group of audit events (their requests wait for it)",
+            self.stats.commit_seconds.clone(),
+        );
+        registry.register(
+            "byok_broker_audit_batch_events",
+            "Audit events committed per group commit",
+            self.stats.batch_events.clone(),
+        );
     }
 
     /// Queues an event (waiting while the queue is full) and returns once it is committed; an
@@ -102,6 +155,7 @@ impl AuditLog {
 async fn write_batches(
     store: Store,
     mut receiver: mpsc::Receiver<Command>,
+    stats: Arc<WriterStats>,
     stop: CancellationToken,
 ) {
     let mut commands = Vec::with_capacity(BATCH);
@@ -132,7 +186,12 @@ async fn write_batches(
         }
         if !events.is_empty() {
             let count = events.len();
+            let started = Instant::now();
             let outcome = store.insert_events(events).await;
+            stats
+                .commit_seconds
+                .observe(started.elapsed().as_secs_f64());
+            stats.batch_events.observe(count as f64);
             if let Err(e) = &outcome {
                 // Not lost silently: every caller gets this error instead of a success.
                 tracing::error!(error = %e, events = count, "audit events not committed; their requests fail");

@@ -267,8 +267,11 @@ impl Broker {
         self.metrics.render_broker(
             &self.keyring.bindings(),
             self.dek_cache.stats(),
-            self.keyring.revocation_clock(),
             self.store.pool_stats(),
+            |registry| {
+                self.keyring.revocation_clock().register(registry);
+                self.audit.register_metrics(registry);
+            },
         )
     }
 

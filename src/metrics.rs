@@ -20,7 +20,6 @@ use prometheus_client::registry::Registry;
 use crate::cache::DekCacheStats;
 use crate::context::KeyContext;
 use crate::data_key::DataKey;
-use crate::keyring::RevocationClock;
 use crate::keyring::bindings::BindingSet;
 use crate::kms::budget::BudgetMetrics;
 use crate::kms::{
@@ -266,20 +265,20 @@ impl Metrics {
     /// The text exposition: the recorded families plus the BYOK key states and DEK cache
     /// counters as they are now.
     pub fn render(&self, bindings: &BindingSet, cache: DekCacheStats) -> String {
-        self.render_broker(bindings, cache, &RevocationClock::default(), None)
+        self.render_broker(bindings, cache, None, |_| {})
     }
 
-    /// [`Self::render`] plus the keyring's revocation timing and the database pool's use
-    /// (PostgreSQL).
+    /// [`Self::render`] plus the database pool's use (PostgreSQL) and what `register_others`
+    /// adds: families other components own (the keyring's revocation timing, the audit writer's).
     pub fn render_broker(
         &self,
         bindings: &BindingSet,
         cache: DekCacheStats,
-        revocations: &RevocationClock,
         pool: Option<PoolStats>,
+        register_others: impl FnOnce(&mut Registry),
     ) -> String {
         let mut registry = Registry::default();
-        revocations.register(&mut registry);
+        register_others(&mut registry);
         if let Some(pool) = pool {
             register_pool(&mut registry, pool);
         }

@@ -16,6 +16,11 @@ impl Audit {
         Self { log, store }
     }
 
+    /// The audit writer's queue depth, commit latency and batch sizes.
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.log.register_metrics(registry);
+    }
+
     /// Waits until every event queued so far is committed.
     pub async fn flush(&self) {
         self.log.flush().await;

@@ -300,6 +300,9 @@ async fn metrics_cover_requests_cache_kms_key_states_and_revocation_timing() {
         "byok_broker_revocation_to_refusal_seconds_count 1",
         r#"byok_broker_byok_keys{state="disabled"} 1"#,
         "byok_broker_dek_cache_entries",
+        "byok_broker_audit_queue_depth 0",
+        "byok_broker_audit_commit_duration_seconds_count",
+        "byok_broker_audit_batch_events_bucket",
         r#"operation="generate_data_key",outcome="ok""#,
     ] {
         assert!(text.contains(expected), "missing {expected}:\n{text}");
