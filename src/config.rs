@@ -50,6 +50,9 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     /// Plain HTTP on a non-loopback address was asked for explicitly (behind a TLS proxy).
     pub listen_insecure: bool,
+    /// A second, unauthenticated listener serving only `GET /metrics` (for scrapers on an
+    /// internal network); `None`: metrics only at `/admin/v1/metrics` with an admin key.
+    pub metrics_listen: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub provider: ProviderKind,
     pub kek_alias_prefix: String,
@@ -115,6 +118,25 @@ impl Config {
         let listen_insecure =
             sources.value("BYOK_BROKER_LISTEN_INSECURE", raw.listen_insecure, false)?;
         tls::check_listener(listen, tls.as_ref(), listen_insecure)?;
+        let metrics_listen = sources
+            .optional("BYOK_BROKER_METRICS_LISTEN", raw.metrics_listen)?
+            .map(|text| {
+                text.parse::<SocketAddr>().map_err(|e| {
+                    invalid(
+                        "BYOK_BROKER_METRICS_LISTEN / metrics_listen",
+                        format!("{text:?}: {e}"),
+                    )
+                })
+            })
+            .transpose()?;
+        if metrics_listen
+            .is_some_and(|address| address.port() == listen.port() && address.ip() == listen.ip())
+        {
+            return Err(invalid(
+                "BYOK_BROKER_METRICS_LISTEN / metrics_listen",
+                "must differ from the API listener's address".into(),
+            ));
+        }
         let data_dir = sources.value("BYOK_BROKER_DATA_DIR", raw.data_dir, "data".into())?;
         let provider = sources.value("BYOK_BROKER_KMS", raw.kms.provider, ProviderKind::Local)?;
         let kek_alias_prefix = sources.value(
@@ -284,6 +306,7 @@ impl Config {
             listen,
             tls,
             listen_insecure,
+            metrics_listen,
             data_dir,
             provider,
             kek_alias_prefix,
@@ -445,6 +468,26 @@ mod tests {
         let err = Config::load(Some(Path::new("/nonexistent/broker.toml")), env(&[])).unwrap_err();
         assert!(matches!(err, ConfigError::Read { .. }));
     }
+    #[test]
+    fn the_metrics_listener_is_an_address_other_than_the_apis() {
+        assert_eq!(Config::load(None, env(&[])).unwrap().metrics_listen, None);
+        let config = Config::load(
+            None,
+            env(&[("BYOK_BROKER_METRICS_LISTEN", "127.0.0.1:9464")]),
+        )
+        .unwrap();
+        assert_eq!(config.metrics_listen.unwrap().to_string(), "127.0.0.1:9464");
+        for (value, complaint) in [("nine", "\"nine\""), (DEFAULT_LISTEN, "must differ")] {
+            let err =
+                Config::load(None, env(&[("BYOK_BROKER_METRICS_LISTEN", value)])).unwrap_err();
+            let message = err.to_string();
+            assert!(
+                message.contains("BYOK_BROKER_METRICS_LISTEN") && message.contains(complaint),
+                "{message}"
+            );
+        }
+    }
+
     #[test]
     fn plain_http_outside_loopback_needs_listen_insecure() {
         for listen in ["0.0.0.0:8787", "[::]:8787", "192.0.2.10:8787"] {

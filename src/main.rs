@@ -146,6 +146,21 @@ async fn serve(config_file: Option<PathBuf>) -> Result<(), String> {
             watching.watch(hangup, stop)
         });
     }
+    if let Some(address) = broker.config.metrics_listen {
+        let metrics_listener = tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|e| format!("cannot listen for metrics on {address}: {e}"))?;
+        let router = byok_broker::http::metrics_router(Arc::clone(&broker));
+        tracing::info!(address = %address, "serving GET /metrics without authentication");
+        supervisor.spawn(Stage::Workers, "metrics listener", move |stop| async move {
+            let served = axum::serve(metrics_listener, router)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "the metrics listener stopped");
+            }
+        });
+    }
     tracing::info!(
         address = %bound,
         kms = broker.provider().name(),

@@ -13,6 +13,7 @@ use super::{ConfigError, ProviderKind};
 pub(super) struct RawConfig {
     pub(super) listen: Option<String>,
     pub(super) listen_insecure: Option<bool>,
+    pub(super) metrics_listen: Option<String>,
     #[serde(default)]
     pub(super) tls: super::tls::RawTls,
     pub(super) data_dir: Option<PathBuf>,

@@ -178,6 +178,11 @@ async fn metrics(
     State(broker): State<Arc<Broker>>,
     AdminCaller(_admin): AdminCaller,
 ) -> impl IntoResponse {
+    metrics_text(State(broker)).await
+}
+
+/// The exposition itself; the metrics listener (`metrics_listen`) serves it without a key.
+pub(super) async fn metrics_text(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
     (
         [(CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)],
         broker.render_metrics(),

@@ -53,6 +53,17 @@ pub fn router(broker: Arc<Broker>) -> Router {
     layers::apply(routes, request_timeout, Arc::clone(&broker.metrics)).with_state(broker)
 }
 
+/// The router of the optional metrics listener (`metrics_listen`): `GET /metrics` without a key,
+/// nothing else. Unauthenticated by design (scrapers), so it belongs on an internal address: its
+/// labels name the AWS accounts of registered tenant keys.
+pub fn metrics_router(broker: Arc<Broker>) -> Router {
+    Router::new()
+        .route("/metrics", get(byok::metrics_text))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(broker)
+}
+
 async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }

@@ -313,3 +313,46 @@ async fn metrics_cover_requests_cache_kms_key_states_and_revocation_timing() {
         "the pool's use is reported on PostgreSQL only:\n{text}"
     );
 }
+
+/// `metrics_listen`: a second listener serving `GET /metrics` without a key, and nothing else;
+/// the API listener still requires the admin key for its metrics.
+#[tokio::test]
+async fn the_metrics_listener_serves_only_metrics_without_a_key() {
+    use crate::common::http_client::HttpClient;
+
+    let dir = temp_dir("obs-metrics-listener");
+    let metrics_port = process::free_port();
+    let broker = spawn_broker(
+        &dir,
+        &format!("obs-{}", uuid::Uuid::new_v4().simple()),
+        &[(
+            "BYOK_BROKER_METRICS_LISTEN",
+            &format!("127.0.0.1:{metrics_port}"),
+        )],
+    )
+    .await;
+    let (status, _) = call(broker.port, APP_KEY, "GET", "/healthz", &Value::Null, &[]).await;
+    assert_eq!(status, 200);
+    let scraper =
+        HttpClient::new(&format!("http://127.0.0.1:{metrics_port}"), None).expect("client");
+    let scraped = scraper
+        .send("GET", "/metrics", b"", &[])
+        .await
+        .expect("the metrics listener answers");
+    assert_eq!(scraped.status, 200);
+    assert!(scraped.headers["content-type"].starts_with("application/openmetrics-text"));
+    let text = String::from_utf8_lossy(&scraped.body);
+    assert!(text.contains(r#"byok_broker_http_request_duration_seconds_count{route="/healthz",method="GET",status="200"} 1"#), "{text}");
+    for path in ["/admin/v1/metrics", "/healthz", "/vault/v1/kv"] {
+        let other = scraper.send("GET", path, b"", &[]).await.expect("answers");
+        assert_eq!(other.status, 404, "{path} on the metrics listener");
+    }
+    let api = HttpClient::new(&format!("http://127.0.0.1:{}", broker.port), None).expect("client");
+    assert_eq!(
+        api.send("GET", "/admin/v1/metrics", b"", &[])
+            .await
+            .expect("answers")
+            .status,
+        401
+    );
+}
