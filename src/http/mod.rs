@@ -10,6 +10,7 @@ mod guard;
 mod idempotency;
 mod keks;
 mod layers;
+mod openapi;
 mod portal;
 mod rewrap;
 pub mod server;
@@ -29,6 +30,7 @@ pub use errors::error_response;
 
 use crate::broker::Broker;
 use crate::error::ErrorCode;
+use wire::health::Health;
 
 pub fn router(broker: Arc<Broker>) -> Router {
     let body_limit = broker.config.limits.max_request_bytes;
@@ -36,6 +38,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
     let routes = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/openapi.json", get(openapi::openapi_document))
         .merge(vault::routes())
         .merge(admin::routes())
         .merge(byok::routes())
@@ -52,10 +55,16 @@ pub fn router(broker: Arc<Broker>) -> Router {
     layers::apply(routes, request_timeout, Arc::clone(&broker.metrics)).with_state(broker)
 }
 
-async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({"status": "ok"}))
+/// The process is up and answering.
+#[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "health",
+    responses((status = 200, description = "Alive", body = Health)))]
+async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
 }
 
+/// The database and the key provider answer.
+#[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "health",
+    responses((status = 200, description = "Ready: `status` and the key provider's name (`kms`)", body = Object)))]
 async fn readyz(State(broker): State<Arc<Broker>>) -> Response {
     match broker.check_ready().await {
         Ok(()) => Json(json!({"status": "ready", "kms": broker.provider().name()})).into_response(),

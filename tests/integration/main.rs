@@ -33,6 +33,7 @@ mod keyring_localstack;
 mod kms_budget;
 mod kms_localstack;
 mod local_provider;
+mod openapi;
 mod platform_kek_limits;
 mod platform_kek_localstack;
 mod portal;
