@@ -4,7 +4,8 @@
 # examples, coverage of its boundaries, generated cases, and stateful sequences that follow its
 # `links`: create -> read -> update -> delete), positive and negative data, with these checks:
 # no server error, status code documented, content type documented, response body conforms to its
-# schema, response headers conform. 0 failures required; the run is bounded by the examples per
+# schema, response headers conform, requests without credentials refused, undocumented methods
+# answer 405, deleted resources stay gone, created ones are readable. 0 failures required; the run is bounded by the examples per
 # operation (BYOK_SCHEMATHESIS_MAX_EXAMPLES, default 25) and a fixed seed (BYOK_SCHEMATHESIS_SEED),
 # so a failure reproduces.
 #
@@ -77,7 +78,7 @@ BYOK_BROKER_KMS=aws AWS_ENDPOINT_URL="$LOCALSTACK_ENDPOINT" AWS_REGION=us-east-1
 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \
 BYOK_BROKER_APP_KEY="$app_key" BYOK_BROKER_ADMIN_KEY="$admin_key" BYOK_BROKER_DATA_DIR="$data_dir" \
 BYOK_BROKER_LISTEN="127.0.0.1:$port" BYOK_BROKER_KEK_ALIAS_PREFIX="schemathesis/$port-$$" \
-BYOK_BROKER_RATE_LIMIT_PER_SECOND=100000 \
+BYOK_BROKER_RATE_LIMIT_PER_SECOND=100000 BYOK_BROKER_BYOK_ALLOW_DIRECT_KEY_ACCESS=true \
   "$binary" serve >>"$data_dir/broker.log" 2>&1 &
 broker_pid=$!
 for _ in $(seq 1 100); do
@@ -97,21 +98,41 @@ cookie="$(curl -fsS -o /dev/null -D - "$base/portal/launch?${link#*\?}" |
 csrf="$(curl -fsS -H "Cookie: byok_portal=$cookie" "$base/portal/api/session" |
   python3 -c 'import json, sys; print(json.load(sys.stdin)["csrf_token"])')"
 
+# BYOK keys for the byok and portal operations to find (their list answers link to them): tenant
+# CMKs made in LocalStack (its KMS API, signed with the broker's test credentials), one registered
+# through the admin API, one through the portal as the session's organization. Direct key access
+# (no role to assume) is allowed above: LocalStack has one account.
+new_cmk() {
+  curl -fsS -X POST "$LOCALSTACK_ENDPOINT/" --aws-sigv4 'aws:amz:us-east-1:kms' --user test:test \
+    -H 'X-Amz-Target: TrentService.CreateKey' -H 'Content-Type: application/x-amz-json-1.1' \
+    -d '{"Description": "byok-broker schemathesis tenant key"}' |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["KeyMetadata"]["Arn"])'
+}
+curl -fsS -o /dev/null -H "Authorization: Bearer $admin_key" -H 'Content-Type: application/json' \
+  -d "{\"match_context\": {\"organization_id\": \"org_schemathesis_admin\"}, \"provider\": \"aws_kms\", \"key_arn\": \"$(new_cmk)\"}" \
+  "$base/admin/v1/byok-keys"
+curl -fsS -o /dev/null -H "Cookie: byok_portal=$cookie" -H "X-CSRF-Token: $csrf" -H 'Content-Type: application/json' \
+  -d "{\"key_arn\": \"$(new_cmk)\"}" "$base/portal/api/keys"
+
 export BYOK_ST_APP_KEY="$app_key" BYOK_ST_ADMIN_KEY="$admin_key"
 export BYOK_ST_PORTAL_COOKIE="$cookie" BYOK_ST_PORTAL_CSRF="$csrf"
 # One worker: schemathesis's workers are threads, and this CPython (3.11.7) can fail parsing
 # hypothesis's lambdas in two threads at once ("AST constructor recursion depth mismatch").
 st() {
   "$st_venv/bin/schemathesis" --config-file "$st_dir/schemathesis.toml" run "$base/openapi.json" \
-    --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance \
+    --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance,ignored_auth,unsupported_method,use_after_free,ensure_resource_availability \
     --max-examples "${BYOK_SCHEMATHESIS_MAX_EXAMPLES:-25}" --seed "${BYOK_SCHEMATHESIS_SEED:-16}" \
     --generation-database none --workers 1 --request-timeout 20 --no-color "$@"
 }
+session_status() { curl -sS -o /dev/null -w '%{http_code}' -H "Cookie: byok_portal=$cookie" "$base/portal/api/session"; }
 status=0
 # Signing out ends the session every other portal operation runs under: it goes last, alone.
 st --exclude-operation-id portal_sign_out || status=$?
-# (No stateful phase here: no link leads to it.)
+# (No stateful phase here: no link leads to it.) The session must be alive before and ended after,
+# so the run did sign out, not only get refused.
+[[ "$(session_status)" == 200 ]] || { echo "error: the portal session ended before sign_out was tested" >&2; status=1; }
 st --include-operation-id portal_sign_out --phases examples,coverage,fuzzing || status=$?
+[[ "$(session_status)" == 401 ]] || { echo "error: no sign_out case ended the portal session" >&2; status=1; }
 if [[ "$status" != 0 ]]; then
   echo "schemathesis found failures (exit $status); the broker's log:" >&2
   tail -n 200 "$data_dir/broker.log" >&2

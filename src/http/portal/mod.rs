@@ -39,8 +39,10 @@ pub fn routes() -> Router<Arc<Broker>> {
 #[derive(Deserialize, ToSchema)]
 struct GenerateLinkRequest {
     organization: String,
-    /// Optional in the Python SDK's signature: a missing intent is `invalid_intent` too.
+    /// `bring_your_own_key`, the one intent this broker serves. Optional in the Python SDK's
+    /// signature: a missing intent is `invalid_intent` too.
     #[serde(default)]
+    #[schema(pattern = "^bring_your_own_key$")]
     intent: Option<String>,
     #[serde(default)]
     return_url: Option<String>,

@@ -16,7 +16,11 @@ use crate::services::audit::AuditEvent;
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateApiKeyRequest {
+    /// 1-100 characters after trimming.
+    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
+    /// `app` (data plane) or `admin` (admin plane).
+    #[schema(pattern = "^(app|admin)$")]
     pub role: String,
     /// `null` and absent both mean unscoped.
     #[serde(default)]

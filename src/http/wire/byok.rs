@@ -23,6 +23,8 @@ pub type Rotations = HashMap<String, TenantKekRotation>;
 pub struct RegisterByokKeyRequest {
     #[schema(value_type = KeyContext)]
     pub match_context: ContextJson,
+    /// `aws_kms`, the one provider.
+    #[schema(pattern = "^aws_kms$")]
     pub provider: String,
     pub key_arn: String,
     #[serde(default)]
