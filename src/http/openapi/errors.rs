@@ -196,6 +196,7 @@ const OPERATIONS: &[(&str, &[&[ErrorCode]])] = &[
         ],
     ),
     ("portal_page", &[]),
+    ("portal_page_without_slash", &[]),
     ("portal_script", &[]),
     ("portal_style", &[]),
     (

@@ -70,6 +70,7 @@ use crate::error::{Error, ErrorCode};
         super::keks::rotate,
         super::portal::generate_link,
         super::portal::page::index,
+        super::portal::page::index_without_slash,
         super::portal::page::script,
         super::portal::page::style,
         super::portal::page::launch,

@@ -30,7 +30,7 @@ pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; 
 
 pub fn routes() -> Router<Arc<Broker>> {
     Router::new()
-        .route("/portal", get(index))
+        .route("/portal", get(index_without_slash))
         .route("/portal/", get(index))
         .route("/portal/portal.js", get(script))
         .route("/portal/portal.css", get(style))
@@ -63,6 +63,14 @@ async fn index() -> Response {
         "text/html; charset=utf-8",
         INDEX_HTML.into(),
     )
+}
+
+/// The same page at `/portal`: its own operation, so the description names both paths.
+#[utoipa::path(get, path = "/portal", operation_id = "portal_page_without_slash", tag = "portal",
+    responses((status = 200, description = "The BYOK setup page", body = String,
+        content_type = "text/html; charset=utf-8")))]
+async fn index_without_slash() -> Response {
+    index().await
 }
 
 #[utoipa::path(get, path = "/portal/portal.js", operation_id = "portal_script", tag = "portal",
