@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on both store backends: everything on the embedded SQLite, then the
-# integration suite and the SDK compatibility test again on PostgreSQL, each test on a fresh
+# integration suite, the SDK compatibility test and the schemathesis run (scripts/schemathesis.sh)
+# again on PostgreSQL, each test on a fresh
 # database of its own created through BYOK_TEST_DATABASE_URL (default: a server answering on
 # 127.0.0.1:5432 as postgres@.../postgres; the PostgreSQL run is skipped, with one line saying so,
 # when none answers). BYOK_TEST_BACKENDS=sqlite|postgres|both (default both) picks the runs.
@@ -73,10 +74,11 @@ if [[ "$backends" != postgres ]]; then
   echo "== store backend: SQLite (embedded default)"
   cargo test --locked "$@"
   bash scripts/sdk-compat.sh
+  bash scripts/schemathesis.sh
 fi
 
 if [[ -n "$pg_url" ]]; then
-  echo "== store backend: PostgreSQL ($(redact "$pg_url")): the integration suite and the SDK compatibility test"
+  echo "== store backend: PostgreSQL ($(redact "$pg_url")): the integration suite, the SDK compatibility test and schemathesis"
   # Databases a crashed or killed run left behind (a passing run drops its own). byok_t_ is the
   # prefix of tests/integration/common/database.rs and scripts/sdk-compat.sh.
   psql "$pg_url" -v ON_ERROR_STOP=1 -Atq <<'SQL'
@@ -86,6 +88,7 @@ SQL
   export BYOK_TEST_DATABASE_URL="$pg_url"
   cargo test --locked --test integration "$@"
   bash scripts/sdk-compat.sh
+  bash scripts/schemathesis.sh
 elif [[ "$backends" == both ]]; then
   echo "note: the PostgreSQL suite did not run: no PostgreSQL answers on 127.0.0.1:5432 (or psql is missing); run it with BYOK_TEST_DATABASE_URL=postgres://user@host:port/db scripts/test.sh (the user must be allowed to CREATE DATABASE)"
 fi

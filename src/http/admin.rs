@@ -28,6 +28,10 @@ pub fn routes() -> Router<Arc<Broker>> {
         .route("/admin/v1/events", get(list_events))
 }
 
+/// Creates an API key. Its token is in this answer only, never again.
+#[utoipa::path(post, path = "/admin/v1/api-keys", operation_id = "create_api_key", tag = "admin",
+    security(("admin_key" = [])), request_body = CreateApiKeyRequest,
+    responses((status = 201, description = "Created, with `key`: the token", body = ApiKey)))]
 async fn create_api_key(
     State(broker): State<Arc<Broker>>,
     AdminCaller(admin): AdminCaller,
@@ -42,6 +46,10 @@ async fn create_api_key(
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
+/// Every API key, revoked ones included (never their tokens).
+#[utoipa::path(get, path = "/admin/v1/api-keys", operation_id = "list_api_keys", tag = "admin",
+    security(("admin_key" = [])),
+    responses((status = 200, description = "The keys", body = List<ApiKey>)))]
 async fn list_api_keys(
     State(broker): State<Arc<Broker>>,
     AdminCaller(_admin): AdminCaller,
@@ -51,6 +59,10 @@ async fn list_api_keys(
     Ok(Json(List::of(data)).into_response())
 }
 
+/// Revokes an API key at once; an admin key cannot revoke itself.
+#[utoipa::path(delete, path = "/admin/v1/api-keys/{id}", operation_id = "revoke_api_key", tag = "admin",
+    security(("admin_key" = [])), params(("id" = String, Path, description = "API key id")),
+    responses((status = 200, description = "The revoked key", body = ApiKey)))]
 async fn revoke_api_key(
     State(broker): State<Arc<Broker>>,
     AdminCaller(admin): AdminCaller,
@@ -66,6 +78,10 @@ async fn revoke_api_key(
     Ok(Json(ApiKey::of(&record)?).into_response())
 }
 
+/// Audit events, newest first, with filters and cursor paging.
+#[utoipa::path(get, path = "/admin/v1/events", operation_id = "list_events", tag = "admin",
+    security(("admin_key" = [])), params(EventsQuery),
+    responses((status = 200, description = "A page of events", body = List<Event>)))]
 async fn list_events(
     State(broker): State<Arc<Broker>>,
     AdminCaller(_admin): AdminCaller,

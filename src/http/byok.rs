@@ -47,6 +47,10 @@ async fn byok_key_response(broker: &Broker, binding: &Binding) -> Result<Respons
     Ok(Json(ByokKey::of(binding, &counts, outside, &rotations)).into_response())
 }
 
+/// Registers a tenant's KMS key for a match context, after verifying the broker can use it.
+#[utoipa::path(post, path = "/admin/v1/byok-keys", operation_id = "register_byok_key", tag = "byok",
+    security(("admin_key" = [])), request_body = RegisterByokKeyRequest,
+    responses((status = 201, description = "Registered", body = ByokKey)))]
 async fn register(
     State(broker): State<Arc<Broker>>,
     AdminCaller(admin): AdminCaller,
@@ -69,6 +73,10 @@ async fn register(
     Ok(response)
 }
 
+/// Every BYOK key, with state and object counts.
+#[utoipa::path(get, path = "/admin/v1/byok-keys", operation_id = "list_byok_keys", tag = "byok",
+    security(("admin_key" = [])),
+    responses((status = 200, description = "The keys", body = List<ByokKey>)))]
 async fn list(
     State(broker): State<Arc<Broker>>,
     AdminCaller(_admin): AdminCaller,
@@ -84,6 +92,10 @@ async fn list(
     Ok(Json(List::of(data)).into_response())
 }
 
+/// One BYOK key, with state and object counts.
+#[utoipa::path(get, path = "/admin/v1/byok-keys/{id}", operation_id = "get_byok_key", tag = "byok",
+    security(("admin_key" = [])), params(("id" = String, Path, description = "BYOK key id")),
+    responses((status = 200, description = "The key", body = ByokKey)))]
 async fn show(
     State(broker): State<Arc<Broker>>,
     AdminCaller(_admin): AdminCaller,
@@ -94,6 +106,10 @@ async fn show(
     byok_key_response(&broker, binding).await
 }
 
+/// Points the BYOK key at a new CMK; the earlier ones keep decrypting until rewrapped.
+#[utoipa::path(put, path = "/admin/v1/byok-keys/{id}", operation_id = "rotate_byok_key", tag = "byok",
+    security(("admin_key" = [])), params(("id" = String, Path, description = "BYOK key id")), request_body = RotateByokKeyRequest,
+    responses((status = 200, description = "The key", body = ByokKey)))]
 async fn rotate(
     State(broker): State<Arc<Broker>>,
     AdminCaller(admin): AdminCaller,
@@ -107,6 +123,10 @@ async fn rotate(
     byok_key_response(&broker, &binding).await
 }
 
+/// Stops serving the key's data (fail closed) until enabled again.
+#[utoipa::path(post, path = "/admin/v1/byok-keys/{id}/disable", operation_id = "disable_byok_key", tag = "byok",
+    security(("admin_key" = [])), params(("id" = String, Path, description = "BYOK key id")),
+    responses((status = 200, description = "The key", body = ByokKey)))]
 async fn disable(
     State(broker): State<Arc<Broker>>,
     AdminCaller(admin): AdminCaller,
@@ -119,6 +139,10 @@ async fn disable(
     byok_key_response(&broker, &binding).await
 }
 
+/// Serves the key's data again.
+#[utoipa::path(post, path = "/admin/v1/byok-keys/{id}/enable", operation_id = "enable_byok_key", tag = "byok",
+    security(("admin_key" = [])), params(("id" = String, Path, description = "BYOK key id")),
+    responses((status = 200, description = "The key", body = ByokKey)))]
 async fn enable(
     State(broker): State<Arc<Broker>>,
     AdminCaller(admin): AdminCaller,
@@ -131,6 +155,10 @@ async fn enable(
     byok_key_response(&broker, &binding).await
 }
 
+/// Retires the key: new data goes under platform KEKs; existing data stays readable until rewrapped.
+#[utoipa::path(post, path = "/admin/v1/byok-keys/{id}/retire", operation_id = "retire_byok_key", tag = "byok",
+    security(("admin_key" = [])), params(("id" = String, Path, description = "BYOK key id")),
+    responses((status = 200, description = "The key", body = ByokKey)))]
 async fn retire(
     State(broker): State<Arc<Broker>>,
     AdminCaller(admin): AdminCaller,
@@ -143,6 +171,10 @@ async fn retire(
     byok_key_response(&broker, &binding).await
 }
 
+/// Deletes a BYOK key no object is under any more.
+#[utoipa::path(delete, path = "/admin/v1/byok-keys/{id}", operation_id = "delete_byok_key", tag = "byok",
+    security(("admin_key" = [])), params(("id" = String, Path, description = "BYOK key id")),
+    responses((status = 200, description = "Deleted", body = Deleted)))]
 async fn remove(
     State(broker): State<Arc<Broker>>,
     AdminCaller(admin): AdminCaller,
@@ -159,6 +191,9 @@ async fn remove(
     .into_response())
 }
 
+#[utoipa::path(get, path = "/admin/v1/byok-external-ids/{organization_id}", operation_id = "get_byok_external_id", tag = "byok",
+    security(("admin_key" = [])), params(("organization_id" = String, Path, description = "Organization id")),
+    responses((status = 200, description = "The organization's external id", body = ByokExternalId)))]
 /// The organization's `sts:ExternalId` for its role's trust policy: generated on first request,
 /// the same ever after, so the tenant can create the role before the key is registered.
 async fn external_id(
@@ -174,6 +209,11 @@ async fn external_id(
 /// not read as the older Prometheus text format.
 const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
+/// The broker's metrics, OpenMetrics text.
+#[utoipa::path(get, path = "/admin/v1/metrics", operation_id = "get_metrics", tag = "admin",
+    security(("admin_key" = [])),
+    responses((status = 200, description = "OpenMetrics text exposition", body = String,
+        content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8")))]
 async fn metrics(
     State(broker): State<Arc<Broker>>,
     AdminCaller(_admin): AdminCaller,

@@ -5,6 +5,7 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::error::{Error, ErrorCode};
 
@@ -40,7 +41,8 @@ impl IntoResponse for Error {
 
 /// The JSON error body. Fields in alphabetical order: the bytes match what earlier releases sent
 /// (a `serde_json::Map` without `preserve_order` sorts its keys).
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = Error)]
 pub struct ErrorBody<'a> {
     pub code: ErrorCode,
     /// The message again, under the name the WorkOS SDKs read.

@@ -23,6 +23,9 @@ pub fn routes() -> Router<Arc<Broker>> {
         .route("/admin/v1/keks/{id}/rotate", post(rotate))
 }
 
+#[utoipa::path(get, path = "/admin/v1/keks", operation_id = "list_platform_keks", tag = "keks",
+    security(("admin_key" = [])), params(KeksQuery),
+    responses((status = 200, description = "A page of platform KEKs", body = List<PlatformKek>)))]
 /// Oldest first; `list_metadata.after` is the id of the last KEK of the page (`null` at the end).
 async fn list(
     State(broker): State<Arc<Broker>>,
@@ -56,6 +59,10 @@ async fn list(
     Ok(Json(List::paged(data, after)).into_response())
 }
 
+#[utoipa::path(post, path = "/admin/v1/keks/{id}/rotate", operation_id = "rotate_platform_kek", tag = "keks",
+    security(("admin_key" = [])),
+    params(("id" = String, Path, description = "The KEK id percent-encoded, or its key id alone")),
+    responses((status = 200, description = "The KEK after rotation", body = PlatformKek)))]
 /// Rotates the KEK's backing material now. `{id}` is the KEK id percent-encoded, or its key id
 /// alone (the UUID after `key/`, or after `local/`).
 async fn rotate(

@@ -11,6 +11,7 @@ mod guard;
 mod idempotency;
 mod keks;
 mod layers;
+mod openapi;
 mod portal;
 mod rewrap;
 pub mod server;
@@ -24,12 +25,13 @@ use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::json;
 
 pub use errors::error_response;
 
 use crate::broker::Broker;
 use crate::error::ErrorCode;
+use errors::ErrorBody;
+use wire::health::{Health, NotReady, Readiness};
 
 pub fn router(broker: Arc<Broker>) -> Router {
     let body_limit = broker.config.limits.max_request_bytes;
@@ -37,6 +39,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
     let routes = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/openapi.json", get(openapi::openapi_document))
         .merge(vault::routes())
         .merge(admin::routes())
         .merge(byok::routes())
@@ -64,32 +67,24 @@ pub fn metrics_router(broker: Arc<Broker>) -> Router {
         .with_state(broker)
 }
 
-async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({"status": "ok"}))
+/// The process is up and answering.
+#[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "health",
+    responses((status = 200, description = "Alive", body = Health)))]
+async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
 }
 
-/// 200 with each dependency's state when every required one is ready; else 503 `not_ready` with
-/// the same list (each failed check with its reason).
+/// Each dependency's state: the database, the key provider and, with several brokers on one
+/// PostgreSQL database, the routing view and the change notifications (reported, not required).
+/// 200 when every required one is ready; else 503 `not_ready` naming the failed ones, with the
+/// same `checks` and `status` fields beside the error's.
+#[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "health",
+    responses((status = 200, description = "Every required dependency is ready", body = Readiness)))]
 async fn readyz(State(broker): State<Arc<Broker>>) -> Response {
     let readiness = broker.readiness().await;
-    let checks: serde_json::Map<String, serde_json::Value> = readiness
-        .checks
-        .iter()
-        .map(|c| {
-            let mut check = json!({"ready": c.ready, "required": c.required});
-            if let Some(reason) = &c.reason {
-                check["reason"] = json!(reason);
-            }
-            (c.name.to_owned(), check)
-        })
-        .collect();
+    let body = Readiness::of(&readiness, broker.provider().name());
     if readiness.is_ready() {
-        return Json(json!({
-            "status": "ready",
-            "kms": broker.provider().name(),
-            "checks": checks,
-        }))
-        .into_response();
+        return Json(body).into_response();
     }
     let failed: Vec<&str> = readiness
         .checks
@@ -99,14 +94,11 @@ async fn readyz(State(broker): State<Arc<Broker>>) -> Response {
         .collect();
     let message = format!("not ready: {}", failed.join(", "));
     // The error body every refusal has, plus the checks.
-    let body = json!({
-        "code": ErrorCode::NotReady,
-        "error": message,
-        "message": message,
-        "status": "not_ready",
-        "checks": checks,
-    });
-    (ErrorCode::NotReady.status(), Json(body)).into_response()
+    let refusal = NotReady {
+        error: ErrorBody::new(ErrorCode::NotReady, &message),
+        readiness: body,
+    };
+    (ErrorCode::NotReady.status(), Json(refusal)).into_response()
 }
 
 async fn not_found() -> Response {

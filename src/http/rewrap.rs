@@ -22,6 +22,10 @@ pub fn routes() -> Router<Arc<Broker>> {
         .route("/admin/v1/rewrap-jobs/{id}/cancel", post(cancel))
 }
 
+/// Starts moving every object off a BYOK key's earlier CMKs or off a platform KEK.
+#[utoipa::path(post, path = "/admin/v1/rewrap-jobs", operation_id = "start_rewrap_job", tag = "rewrap",
+    security(("admin_key" = [])), request_body = StartRewrapJobRequest,
+    responses((status = 202, description = "Started", body = RewrapJob)))]
 async fn start(
     State(broker): State<Arc<Broker>>,
     AdminCaller(admin): AdminCaller,
@@ -45,6 +49,10 @@ async fn start(
     Ok((StatusCode::ACCEPTED, Json(RewrapJob::of(&status))).into_response())
 }
 
+/// A rewrap job's progress.
+#[utoipa::path(get, path = "/admin/v1/rewrap-jobs/{id}", operation_id = "get_rewrap_job", tag = "rewrap",
+    security(("admin_key" = [])), params(("id" = String, Path, description = "Rewrap job id")),
+    responses((status = 200, description = "The job", body = RewrapJob)))]
 async fn show(
     State(broker): State<Arc<Broker>>,
     AdminCaller(_admin): AdminCaller,
@@ -54,6 +62,10 @@ async fn show(
     Ok(Json(RewrapJob::of(&status)).into_response())
 }
 
+/// Cancels a running rewrap job (objects already moved stay moved).
+#[utoipa::path(post, path = "/admin/v1/rewrap-jobs/{id}/cancel", operation_id = "cancel_rewrap_job", tag = "rewrap",
+    security(("admin_key" = [])), params(("id" = String, Path, description = "Rewrap job id")),
+    responses((status = 200, description = "The job", body = RewrapJob)))]
 async fn cancel(
     State(broker): State<Arc<Broker>>,
     AdminCaller(admin): AdminCaller,

@@ -10,12 +10,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
 
 use super::extract::{AppCaller, JsonBody, RawBody, parse_json};
 use super::idempotency;
 use super::wire::data_key::{DataKeyPair, DecryptedDataKey};
+use super::wire::objects::{DeletedObject, ObjectList, ObjectListCursors, ObjectSummary};
 use super::wire::versions::VersionList;
 use super::wire::{Metadata, Object};
 use crate::broker::Broker;
@@ -64,13 +66,27 @@ fn context_from(value: ContextJson) -> Result<KeyContext, Error> {
     Ok(value.into_context()?)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct CreateObjectBody {
+    /// 1-200 characters after trimming, no control characters; unique within its key context.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     name: String,
     value: String,
+    #[schema(value_type = KeyContext)]
     key_context: ContextJson,
 }
 
+/// Creates an object: its value encrypted under a fresh DEK wrapped by the context's KEK.
+#[utoipa::path(post, path = "/vault/v1/kv", operation_id = "create_object", tag = "vault",
+    security(("app_key" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 255,
+        description = "Replays the first answer to a retried create (1-255 printable ASCII characters)")),
+    request_body = CreateObjectBody,
+    responses((status = 201, description = "Created: the new object's metadata", body = Metadata)))]
 async fn create_object(
     State(broker): State<Arc<Broker>>,
     AppCaller(caller): AppCaller,
@@ -104,6 +120,10 @@ async fn create_object(
     }
 }
 
+/// Reads an object's value and metadata by id.
+#[utoipa::path(get, path = "/vault/v1/kv/{id}", operation_id = "read_object", tag = "vault",
+    security(("app_key" = [])), params(("id" = String, Path, description = "Object id")),
+    responses((status = 200, description = "The object, with its value", body = Object)))]
 async fn read_object(
     State(broker): State<Arc<Broker>>,
     AppCaller(caller): AppCaller,
@@ -117,6 +137,10 @@ async fn read_object(
     ))
 }
 
+/// Reads an object's value and metadata by name.
+#[utoipa::path(get, path = "/vault/v1/kv/name/{name}", operation_id = "read_object_by_name", tag = "vault",
+    security(("app_key" = [])), params(("name" = String, Path, description = "Object name")),
+    responses((status = 200, description = "The object, with its value", body = Object)))]
 async fn read_object_by_name(
     State(broker): State<Arc<Broker>>,
     AppCaller(caller): AppCaller,
@@ -130,6 +154,10 @@ async fn read_object_by_name(
     ))
 }
 
+/// An object's metadata, without its value.
+#[utoipa::path(get, path = "/vault/v1/kv/{id}/metadata", operation_id = "describe_object", tag = "vault",
+    security(("app_key" = [])), params(("id" = String, Path, description = "Object id")),
+    responses((status = 200, description = "The object without `value`", body = Object)))]
 async fn describe_object(
     State(broker): State<Arc<Broker>>,
     AppCaller(caller): AppCaller,
@@ -139,12 +167,19 @@ async fn describe_object(
     Ok(object_response(StatusCode::OK, &meta, None))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct UpdateObjectBody {
     value: String,
+    /// The `version_id` the caller last read: the update is refused if another came since.
     #[serde(default)]
     version_check: Option<String>,
 }
+
+/// Replaces an object's value (a new version, under the object's context).
+#[utoipa::path(put, path = "/vault/v1/kv/{id}", operation_id = "update_object", tag = "vault",
+    security(("app_key" = [])), params(("id" = String, Path, description = "Object id")),
+    request_body = UpdateObjectBody,
+    responses((status = 201, description = "Updated: the object without `value`", body = Object)))]
 
 async fn update_object(
     State(broker): State<Arc<Broker>>,
@@ -159,12 +194,18 @@ async fn update_object(
     Ok(object_response(StatusCode::CREATED, &meta, None))
 }
 
+/// Deletes an object and all its versions.
+#[utoipa::path(delete, path = "/vault/v1/kv/{id}", operation_id = "delete_object", tag = "vault",
+    security(("app_key" = [])),
+    params(("id" = String, Path, description = "Object id"),
+        ("version_check" = Option<String>, Query, description = "Refuse unless this is the current `version_id`")),
+    responses((status = 200, description = "Deleted", body = DeletedObject)))]
 async fn delete_object(
     State(broker): State<Arc<Broker>>,
     AppCaller(caller): AppCaller,
     Path(id): Path<String>,
     Query(query): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, Error> {
+) -> Result<Response, Error> {
     let version_check = query
         .get("version_check")
         .filter(|v| !v.is_empty())
@@ -173,14 +214,28 @@ async fn delete_object(
         .vault
         .delete_object(&caller, &id, version_check)
         .await?;
-    Ok(Json(json!({"name": name, "success": true})))
+    Ok(Json(DeletedObject {
+        name: &name,
+        success: true,
+    })
+    .into_response())
 }
 
+/// The objects this key can see, by update time, with cursor paging.
+#[utoipa::path(get, path = "/vault/v1/kv", operation_id = "list_objects", tag = "vault",
+    security(("app_key" = [])),
+    params(("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Page size (default 10)"),
+        ("order" = Option<String>, Query, description = "`asc` or `desc` (default)"),
+        ("after" = Option<String>, Query, description = "A `list_metadata.after` cursor"),
+        ("before" = Option<String>, Query, description = "A `list_metadata.before` cursor"),
+        ("search" = Option<String>, Query, description = "Names containing this text"),
+        ("updated_after" = Option<String>, Query, description = "RFC 3339 time (also read as `updatedAfter`)")),
+    responses((status = 200, description = "A page of objects", body = ObjectList)))]
 async fn list_objects(
     State(broker): State<Arc<Broker>>,
     AppCaller(caller): AppCaller,
     Query(query): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, Error> {
+) -> Result<Response, Error> {
     let limit = match query.get("limit") {
         Some(text) => text
             .parse::<usize>()
@@ -236,9 +291,13 @@ async fn list_objects(
         .vault
         .list_objects(&caller, list, after, before)
         .await?;
-    let data: Vec<Value> = page
+    let data: Vec<ObjectSummary> = page
         .iter()
-        .map(|o| json!({"id": o.id, "name": o.name, "updated_at": o.updated_at}))
+        .map(|o| ObjectSummary {
+            id: &o.id,
+            name: &o.name,
+            updated_at: &o.updated_at,
+        })
         .collect();
     // Cursors encode a position, not an id, so they survive their object's deletion.
     let first = page.first().map(|o| cursor::encode(&o.position));
@@ -252,9 +311,12 @@ async fn list_objects(
             had_cursor.then_some(first).flatten(),
         )
     };
-    Ok(Json(
-        json!({"object": "list", "data": data, "list_metadata": {"before": before, "after": after}}),
-    ))
+    Ok(Json(ObjectList {
+        data,
+        list_metadata: ObjectListCursors { after, before },
+        object: "list",
+    })
+    .into_response())
 }
 
 /// A list cursor parameter: absent or empty is none; anything else must decode.
@@ -272,6 +334,10 @@ fn list_cursor(query: &HashMap<String, String>, name: &str) -> Result<Option<Cur
     }
 }
 
+/// An object's versions, newest first.
+#[utoipa::path(get, path = "/vault/v1/kv/{id}/versions", operation_id = "list_versions", tag = "vault",
+    security(("app_key" = [])), params(("id" = String, Path, description = "Object id")),
+    responses((status = 200, description = "The versions", body = VersionList)))]
 async fn list_versions(
     State(broker): State<Arc<Broker>>,
     AppCaller(caller): AppCaller,
@@ -281,10 +347,16 @@ async fn list_versions(
     Ok(Json(VersionList::of(&versions)).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct DataKeyBody {
+    #[schema(value_type = KeyContext)]
     context: ContextJson,
 }
+
+/// A fresh data key for client-side encryption, and its wrapped form to store beside the data.
+#[utoipa::path(post, path = "/vault/v1/keys/data-key", operation_id = "create_data_key", tag = "vault",
+    security(("app_key" = [])), request_body = DataKeyBody,
+    responses((status = 200, description = "The data key and `encrypted_keys`", body = DataKeyPair)))]
 
 async fn create_data_key(
     State(broker): State<Arc<Broker>>,
@@ -298,10 +370,16 @@ async fn create_data_key(
     Ok(data_key_response(DataKeyPair::of(&issued)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct DecryptBody {
+    /// An `encrypted_keys` blob from `create_data_key` or `rekey`.
     keys: String,
 }
+
+/// Unwraps a data key from its `encrypted_keys` blob.
+#[utoipa::path(post, path = "/vault/v1/keys/decrypt", operation_id = "decrypt_data_key", tag = "vault",
+    security(("app_key" = [])), request_body = DecryptBody,
+    responses((status = 200, description = "The data key", body = DecryptedDataKey)))]
 
 async fn decrypt_data_key(
     State(broker): State<Arc<Broker>>,
@@ -312,11 +390,17 @@ async fn decrypt_data_key(
     Ok(data_key_response(DecryptedDataKey::of(&issued)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct RekeyBody {
+    #[schema(value_type = KeyContext)]
     context: ContextJson,
     encrypted_keys: String,
 }
+
+/// Re-wraps a data key under another context's KEK.
+#[utoipa::path(post, path = "/vault/v1/keys/rekey", operation_id = "rekey", tag = "vault",
+    security(("app_key" = [])), request_body = RekeyBody,
+    responses((status = 200, description = "The data key and its new `encrypted_keys`", body = DataKeyPair)))]
 
 async fn rekey(
     State(broker): State<Arc<Broker>>,

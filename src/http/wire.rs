@@ -4,25 +4,29 @@
 pub mod admin;
 pub mod byok;
 pub mod data_key;
+pub mod health;
 pub mod keks;
+pub mod objects;
+pub mod portal;
 pub mod rewrap;
 pub mod versions;
 
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::context::KeyContext;
 use crate::vault::ObjectMeta;
 
 pub const ENVIRONMENT_ID: &str = "environment_byok_broker";
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct UpdatedBy<'a> {
     pub id: &'a str,
     pub name: &'a str,
 }
 
 /// `ObjectMetadata`.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Metadata<'a> {
     pub context: &'a KeyContext,
     pub environment_id: &'static str,
@@ -51,7 +55,7 @@ impl<'a> Metadata<'a> {
 }
 
 /// `Object` (with `value`) and `ObjectWithoutValue` (`value` absent, never null).
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Object<'a> {
     pub id: &'a str,
     pub name: &'a str,

@@ -35,6 +35,7 @@ mod kms_budget;
 mod kms_localstack;
 mod local_provider;
 mod observability;
+mod openapi;
 mod platform_kek_limits;
 mod platform_kek_localstack;
 mod portal;

@@ -14,10 +14,12 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
 
 use super::super::extract::{JsonBody, QueryParams};
 use super::super::wire::admin::{Event, List};
 use super::super::wire::byok::ByokKey;
+use super::super::wire::portal::{PortalSessionInfo, PortalSetup, SignedOut};
 use super::super::wire::rewrap::RewrapJob;
 use super::session::{PortalCaller, set_cookie};
 use crate::broker::Broker;
@@ -69,17 +71,23 @@ async fn key_view(broker: &Broker, binding: &Binding) -> Result<serde_json::Valu
         .map_err(|e| Error::Internal(e.to_string()))
 }
 
+/// The session's organization and its CSRF token.
+#[utoipa::path(get, path = "/portal/api/session", operation_id = "portal_session", tag = "portal",
+    security(("portal_session" = [])), responses((status = 200, description = "The session", body = PortalSessionInfo)))]
 async fn session(caller: PortalCaller) -> Response {
     let PortalCaller { session, secret } = caller;
-    Json(json!({
-        "organization_id": session.organization_id,
-        "csrf_token": Portal::csrf_token(&secret),
-        "return_url": session.return_url,
-        "success_url": session.success_url,
-    }))
+    Json(PortalSessionInfo {
+        csrf_token: Portal::csrf_token(&secret),
+        organization_id: &session.organization_id,
+        return_url: session.return_url.as_deref(),
+        success_url: session.success_url.as_deref(),
+    })
     .into_response()
 }
 
+/// Ends the session and clears its cookie.
+#[utoipa::path(post, path = "/portal/api/sign_out", operation_id = "portal_sign_out", tag = "portal",
+    security(("portal_session" = [], "portal_csrf" = [])), responses((status = 200, description = "Signed out", body = SignedOut)))]
 async fn sign_out(
     State(broker): State<Arc<Broker>>,
     caller: PortalCaller,
@@ -89,7 +97,7 @@ async fn sign_out(
         .sign_out(&caller.secret, &caller.session)
         .await?;
     let cookie = set_cookie(None, broker.config.tls.is_some());
-    let mut response = Json(json!({"signed_out": true})).into_response();
+    let mut response = Json(SignedOut { signed_out: true }).into_response();
     response.headers_mut().insert(
         SET_COOKIE,
         HeaderValue::from_str(&cookie).map_err(|e| Error::Internal(e.to_string()))?,
@@ -98,6 +106,8 @@ async fn sign_out(
 }
 
 /// What the tenant creates in its AWS account, as JSON documents the page shows with copy buttons.
+#[utoipa::path(get, path = "/portal/api/setup", operation_id = "portal_setup", tag = "portal",
+    security(("portal_session" = [])), responses((status = 200, description = "The documents", body = PortalSetup)))]
 async fn setup(State(broker): State<Arc<Broker>>, caller: PortalCaller) -> Result<Response, Error> {
     let org = &caller.session.organization_id;
     let external_id = broker.byok.byok_external_id(org).await?.external_id;
@@ -143,18 +153,21 @@ async fn setup(State(broker): State<Arc<Broker>>, caller: PortalCaller) -> Resul
             }
         })
     });
-    Ok(Json(json!({
-        "organization_id": org,
-        "external_id": external_id,
-        "broker_principal_arn": principal,
-        "key_settings": key_settings,
-        "trust_policy": trust_policy,
-        "role_policy": role_policy,
-        "event_rule": event_rule,
-    }))
+    Ok(Json(PortalSetup {
+        broker_principal_arn: principal,
+        event_rule,
+        external_id,
+        key_settings,
+        organization_id: org,
+        role_policy,
+        trust_policy,
+    })
     .into_response())
 }
 
+/// The organization's BYOK keys.
+#[utoipa::path(get, path = "/portal/api/keys", operation_id = "portal_list_keys", tag = "portal",
+    security(("portal_session" = [])), responses((status = 200, description = "The keys", body = List<ByokKey>)))]
 async fn list(State(broker): State<Arc<Broker>>, caller: PortalCaller) -> Result<Response, Error> {
     let bindings = broker.byok.bindings();
     let mut data = Vec::new();
@@ -167,7 +180,7 @@ async fn list(State(broker): State<Arc<Broker>>, caller: PortalCaller) -> Result
 }
 
 /// A key and role from the page: never a match context or external id (the broker sets both).
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct KeyRequest {
     key_arn: String,
@@ -191,6 +204,10 @@ impl From<KeyRequest> for KeySpec {
     }
 }
 
+/// Registers a key for the session's organization (match context `{"organization_id": ...}`).
+#[utoipa::path(post, path = "/portal/api/keys", operation_id = "portal_register_key", tag = "portal",
+    security(("portal_session" = [], "portal_csrf" = [])), request_body = KeyRequest,
+    responses((status = 201, description = "Registered", body = ByokKey)))]
 async fn register(
     State(broker): State<Arc<Broker>>,
     caller: PortalCaller,
@@ -218,6 +235,9 @@ async fn register(
         .into_response())
 }
 
+/// One of the organization's keys.
+#[utoipa::path(get, path = "/portal/api/keys/{id}", operation_id = "portal_get_key", tag = "portal",
+    security(("portal_session" = [])), params(("id" = String, Path, description = "BYOK key id")), responses((status = 200, description = "The key", body = ByokKey)))]
 async fn show(
     State(broker): State<Arc<Broker>>,
     caller: PortalCaller,
@@ -270,6 +290,9 @@ async fn change(
     Ok(Json(key_view(broker, &binding).await?).into_response())
 }
 
+/// Stops serving the key's data until enabled again.
+#[utoipa::path(post, path = "/portal/api/keys/{id}/disable", operation_id = "portal_disable_key", tag = "portal",
+    security(("portal_session" = [], "portal_csrf" = [])), params(("id" = String, Path, description = "BYOK key id")), responses((status = 200, description = "The key", body = ByokKey)))]
 async fn disable(
     State(broker): State<Arc<Broker>>,
     caller: PortalCaller,
@@ -278,6 +301,9 @@ async fn disable(
     change(&broker, &caller, &id, Change::Disable).await
 }
 
+/// Serves the key's data again.
+#[utoipa::path(post, path = "/portal/api/keys/{id}/enable", operation_id = "portal_enable_key", tag = "portal",
+    security(("portal_session" = [], "portal_csrf" = [])), params(("id" = String, Path, description = "BYOK key id")), responses((status = 200, description = "The key", body = ByokKey)))]
 async fn enable(
     State(broker): State<Arc<Broker>>,
     caller: PortalCaller,
@@ -286,6 +312,9 @@ async fn enable(
     change(&broker, &caller, &id, Change::Enable).await
 }
 
+/// Retires the key (offboarding).
+#[utoipa::path(post, path = "/portal/api/keys/{id}/retire", operation_id = "portal_retire_key", tag = "portal",
+    security(("portal_session" = [], "portal_csrf" = [])), params(("id" = String, Path, description = "BYOK key id")), responses((status = 200, description = "The key", body = ByokKey)))]
 async fn retire(
     State(broker): State<Arc<Broker>>,
     caller: PortalCaller,
@@ -294,6 +323,10 @@ async fn retire(
     change(&broker, &caller, &id, Change::Retire).await
 }
 
+/// Points the key at a new CMK.
+#[utoipa::path(post, path = "/portal/api/keys/{id}/rotate", operation_id = "portal_rotate_key", tag = "portal",
+    security(("portal_session" = [], "portal_csrf" = [])), params(("id" = String, Path, description = "BYOK key id")), request_body = KeyRequest,
+    responses((status = 200, description = "The key", body = ByokKey)))]
 async fn rotate(
     State(broker): State<Arc<Broker>>,
     caller: PortalCaller,
@@ -303,6 +336,8 @@ async fn rotate(
     change(&broker, &caller, &id, Change::Rotate(body.into())).await
 }
 
+#[utoipa::path(post, path = "/portal/api/keys/{id}/onboard", operation_id = "portal_onboard_key", tag = "portal",
+    security(("portal_session" = [], "portal_csrf" = [])), params(("id" = String, Path, description = "BYOK key id")), responses((status = 202, description = "The rewrap jobs started", body = List<RewrapJob>)))]
 /// Moves the organization's data to where it belongs now: onboarding (one rewrap job per platform
 /// KEK the key's covered objects still sit under), after a rotation the earlier CMKs' objects,
 /// after retirement everything under the tenant's CMKs (offboarding).
@@ -346,6 +381,9 @@ async fn onboard(
     Ok((StatusCode::ACCEPTED, Json(List::of(jobs))).into_response())
 }
 
+#[utoipa::path(get, path = "/portal/api/rewrap-jobs/{id}", operation_id = "portal_get_rewrap_job", tag = "portal",
+    security(("portal_session" = [])), params(("id" = String, Path, description = "Rewrap job id")),
+    responses((status = 200, description = "The job", body = RewrapJob)))]
 /// A rewrap job the session's organization started: its `portal.byok_key.onboarding_started`
 /// event (recorded after the job began) names it; any other job id answers 404.
 async fn rewrap_job(
@@ -378,11 +416,17 @@ async fn rewrap_job(
     Ok(Json(RewrapJob::of(&status)).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct EventsPage {
+    /// The `list_metadata.after` of the previous page.
     #[serde(default)]
     after: Option<String>,
 }
+
+/// The organization's audit events, newest first, 20 a page.
+#[utoipa::path(get, path = "/portal/api/events", operation_id = "portal_list_events", tag = "portal",
+    security(("portal_session" = [])), params(EventsPage), responses((status = 200, description = "A page of events", body = List<Event>)))]
 
 async fn events(
     State(broker): State<Arc<Broker>>,

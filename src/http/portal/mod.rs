@@ -8,8 +8,9 @@
 //!   an API key; every request is confined to the session's organization; every state-changing
 //!   request needs the session's CSRF token and must not come from another site.
 
-mod api;
-mod page;
+// Visible to `http::openapi`, which lists their handlers.
+pub(in crate::http) mod api;
+pub(in crate::http) mod page;
 mod session;
 
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::extract::{AdminCaller, JsonBody};
 use crate::broker::Broker;
@@ -34,11 +36,13 @@ pub fn routes() -> Router<Arc<Broker>> {
 
 /// `POST /portal/generate_link` as the WorkOS SDKs send it (they add `intent_options` and
 /// `admin_emails`, which this broker does not use).
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct GenerateLinkRequest {
     organization: String,
-    /// Optional in the Python SDK's signature: a missing intent is `invalid_intent` too.
+    /// `bring_your_own_key`, the one intent this broker serves. Optional in the Python SDK's
+    /// signature: a missing intent is `invalid_intent` too.
     #[serde(default)]
+    #[schema(pattern = "^bring_your_own_key$")]
     intent: Option<String>,
     #[serde(default)]
     return_url: Option<String>,
@@ -46,11 +50,15 @@ struct GenerateLinkRequest {
     success_url: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct GeneratedLink<'a> {
     link: &'a str,
 }
 
+/// A single-use link to the BYOK setup page for an organization (intent `bring_your_own_key`).
+#[utoipa::path(post, path = "/portal/generate_link", operation_id = "generate_portal_link", tag = "portal",
+    security(("admin_key" = [])), request_body = GenerateLinkRequest,
+    responses((status = 201, description = "The link", body = GeneratedLink)))]
 async fn generate_link(
     State(broker): State<Arc<Broker>>,
     AdminCaller(admin): AdminCaller,

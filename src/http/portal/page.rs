@@ -12,6 +12,7 @@ use axum::http::header::{self, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
+use utoipa::IntoParams;
 
 use super::session::set_cookie;
 use crate::broker::Broker;
@@ -29,7 +30,7 @@ pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; 
 
 pub fn routes() -> Router<Arc<Broker>> {
     Router::new()
-        .route("/portal", get(index))
+        .route("/portal", get(index_without_slash))
         .route("/portal/", get(index))
         .route("/portal/portal.js", get(script))
         .route("/portal/portal.css", get(style))
@@ -54,6 +55,8 @@ pub fn secured(status: StatusCode, content_type: &'static str, body: String) -> 
     response
 }
 
+#[utoipa::path(get, path = "/portal/", operation_id = "portal_page", tag = "portal",
+    responses((status = 200, description = "The BYOK setup page", body = String, content_type = "text/html; charset=utf-8")))]
 async fn index() -> Response {
     secured(
         StatusCode::OK,
@@ -62,6 +65,16 @@ async fn index() -> Response {
     )
 }
 
+/// The same page at `/portal`: its own operation, so the description names both paths.
+#[utoipa::path(get, path = "/portal", operation_id = "portal_page_without_slash", tag = "portal",
+    responses((status = 200, description = "The BYOK setup page", body = String,
+        content_type = "text/html; charset=utf-8")))]
+async fn index_without_slash() -> Response {
+    index().await
+}
+
+#[utoipa::path(get, path = "/portal/portal.js", operation_id = "portal_script", tag = "portal",
+    responses((status = 200, description = "The page's script", body = String, content_type = "text/javascript; charset=utf-8")))]
 async fn script() -> Response {
     secured(
         StatusCode::OK,
@@ -70,12 +83,16 @@ async fn script() -> Response {
     )
 }
 
+#[utoipa::path(get, path = "/portal/portal.css", operation_id = "portal_style", tag = "portal",
+    responses((status = 200, description = "The page's style sheet", body = String, content_type = "text/css; charset=utf-8")))]
 async fn style() -> Response {
     secured(StatusCode::OK, "text/css; charset=utf-8", PORTAL_CSS.into())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct LaunchQuery {
+    /// The link's single-use token.
     #[serde(default)]
     token: String,
 }
@@ -83,6 +100,13 @@ struct LaunchQuery {
 /// A small page rather than a redirect: a `SameSite=Strict` cookie is not sent on a redirect that
 /// a cross-site click (the link in an email) started, but is on the same-site navigation this
 /// page makes. The token stays out of the page, and `no-referrer` keeps it out of later requests.
+#[utoipa::path(get, path = "/portal/launch", operation_id = "portal_launch", tag = "portal",
+    params(LaunchQuery),
+    responses(
+        (status = 200, description = "The session started: a page that moves on to `/portal/` (sets the `byok_portal` cookie)",
+            body = String, content_type = "text/html; charset=utf-8"),
+        (status = 403, description = "The link has expired or was already used", body = String,
+            content_type = "text/html; charset=utf-8")))]
 async fn launch(
     State(broker): State<Arc<Broker>>,
     QueryParams(query): QueryParams<LaunchQuery>,

@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::context::KeyContext;
 use crate::context::json::ContextJson;
@@ -12,31 +13,42 @@ use crate::services::api_keys::ApiKeyRecord;
 use crate::services::audit::AuditEvent;
 
 /// `POST /admin/v1/api-keys`. Checked by `ApiKeys::create_api_key`, not here.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateApiKeyRequest {
+    /// 1-100 characters after trimming.
+    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
+    /// `app` (data plane) or `admin` (admin plane).
+    #[schema(pattern = "^(app|admin)$")]
     pub role: String,
     /// `null` and absent both mean unscoped.
     #[serde(default)]
+    #[schema(value_type = Option<KeyContext>)]
     pub scope: Option<ContextJson>,
 }
 
 /// `GET /admin/v1/events` parameters, as text: the handler parses each so that a bad value gets
 /// its own error code. An empty value means absent.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct EventsQuery {
+    /// The `list_metadata.after` of the previous page.
     pub after: Option<String>,
     /// Comma-separated event names.
     pub events: Option<String>,
+    /// Events per page, 1-100 (default 10).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
     pub limit: Option<String>,
     pub organization_id: Option<String>,
+    /// RFC 3339 time.
     pub range_end: Option<String>,
+    /// RFC 3339 time.
     pub range_start: Option<String>,
 }
 
 /// `{"object": "list", "data": [...]}`, with `list_metadata` where the list pages.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct List<T> {
     pub data: Vec<T>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -63,13 +75,13 @@ impl<T> List<T> {
 }
 
 /// The next page's cursor; `null` on the last page.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct AfterCursor {
     pub after: Option<String>,
 }
 
 /// `api_key`. `key` (the token) is present only in the answer to create.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct ApiKey<'a> {
     pub created_at: &'a str,
     pub id: &'a str,
@@ -114,10 +126,12 @@ impl<'a> ApiKey<'a> {
 
 /// `event`. `data` is the stored JSON, passed through verbatim (the audit writer stores it
 /// compact with sorted keys, so the bytes are what re-serializing a parsed value gave).
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Event<'a> {
     pub context: EmptyObject,
     pub created_at: &'a str,
+    /// The event's own fields, which depend on `event`.
+    #[schema(value_type = Object)]
     pub data: &'a RawValue,
     pub event: &'a str,
     pub id: &'a str,
@@ -140,7 +154,7 @@ impl<'a> Event<'a> {
 }
 
 /// Serializes as `{}`.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct EmptyObject {}
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::context::KeyContext;
 use crate::context::json::ContextJson;
@@ -17,10 +18,13 @@ use crate::services::byok::service::KeySpec;
 pub type Rotations = HashMap<String, TenantKekRotation>;
 
 /// `POST /admin/v1/byok-keys`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterByokKeyRequest {
+    #[schema(value_type = KeyContext)]
     pub match_context: ContextJson,
+    /// `aws_kms`, the one provider.
+    #[schema(pattern = "^aws_kms$")]
     pub provider: String,
     pub key_arn: String,
     #[serde(default)]
@@ -45,7 +49,7 @@ impl RegisterByokKeyRequest {
 }
 
 /// `PUT /admin/v1/byok-keys/{id}`: the CMK to rotate to.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateByokKeyRequest {
     pub key_arn: String,
@@ -70,7 +74,7 @@ impl From<RotateByokKeyRequest> for KeySpec {
 
 /// `byok_key`: a binding with how many objects each of its CMKs still protects and how many
 /// covered objects still sit under another (platform) KEK.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct ByokKey<'a> {
     pub created_at: &'a str,
     pub external_id: Option<&'a str>,
@@ -94,7 +98,7 @@ pub struct ByokKey<'a> {
 /// A tenant CMK's automatic rotation as the broker last read it (`GetKeyRotationStatus` through
 /// the tenant's role). `enabled` is `null` until a read succeeded; `error` says why the last read
 /// failed (earlier values are kept); `warning` is set when rotation is off or cannot be read.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Rotation<'a> {
     pub checked_at: Option<&'a str>,
     pub enabled: Option<bool>,
@@ -179,7 +183,7 @@ impl<'a> ByokKey<'a> {
 }
 
 /// One of a binding's CMKs.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Kek<'a> {
     pub available: bool,
     pub current: bool,
@@ -216,14 +220,14 @@ impl<'a> Kek<'a> {
 }
 
 /// The answer to `DELETE /admin/v1/byok-keys/{id}`.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Deleted<'a> {
     pub deleted: bool,
     pub id: &'a str,
 }
 
 /// `byok_external_id`.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct ByokExternalId<'a> {
     pub created_at: &'a str,
     pub external_id: &'a str,

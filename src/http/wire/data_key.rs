@@ -5,6 +5,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Serialize, Serializer};
+use utoipa::ToSchema;
 use zeroize::Zeroizing;
 
 use crate::context::KeyContext;
@@ -26,9 +27,11 @@ impl Serialize for EncodedDataKey {
 }
 
 /// `DataKeyPair`: the answer to create-data-key and rekey.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct DataKeyPair<'a> {
     pub context: &'a KeyContext,
+    /// The plaintext data key, base64.
+    #[schema(value_type = String)]
     pub data_key: EncodedDataKey,
     pub encrypted_keys: String,
     pub id: String,
@@ -46,8 +49,10 @@ impl<'a> DataKeyPair<'a> {
 }
 
 /// `DataKey`: the answer to decrypt.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct DecryptedDataKey {
+    /// The plaintext data key, base64.
+    #[schema(value_type = String)]
     pub data_key: EncodedDataKey,
     pub id: String,
 }

@@ -4,19 +4,24 @@
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::services::platform_keks::PlatformKekRecord;
 use crate::timestamp::Timestamp;
 
 /// `GET /admin/v1/keks` parameters, as text (each parsed by the handler for its own error code).
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct KeksQuery {
+    /// The `list_metadata.after` of the previous page (a KEK id).
     pub after: Option<String>,
+    /// KEKs per page, 1-100 (default 10).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
     pub limit: Option<String>,
 }
 
 /// `platform_kek`.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct PlatformKek<'a> {
     /// The hash of the context selection it serves; `null` for a KEK counted at an upgrade.
     pub context_hash: Option<&'a str>,
@@ -33,7 +38,7 @@ pub struct PlatformKek<'a> {
 
 /// What the broker set up: automatic rotation (as it recorded enabling it) and the last
 /// on-demand rotation through the admin API.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct PlatformKekRotation<'a> {
     pub enabled: bool,
     pub enabled_at: Option<&'a str>,

@@ -3,19 +3,20 @@
 
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
+use utoipa::ToSchema;
 
 use crate::rewrap::RewrapStatus;
 use crate::timestamp::Timestamp;
 
 /// `POST /admin/v1/rewrap-jobs`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StartRewrapJobRequest {
     pub source: RewrapSourceRequest,
 }
 
 /// Exactly one of the two names the source; the handler checks that.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RewrapSourceRequest {
     #[serde(default)]
@@ -25,7 +26,7 @@ pub struct RewrapSourceRequest {
 }
 
 /// `rewrap_job`.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct RewrapJob<'a> {
     pub done: u64,
     pub error: Option<&'a str>,
@@ -37,6 +38,8 @@ pub struct RewrapJob<'a> {
     pub objects_per_second: f64,
     pub remaining: u64,
     pub skipped: u64,
+    /// `{"byok_key": <id>}` or `{"kek": <id>}`: what the job moves objects off.
+    #[schema(value_type = HashMap<String, String>)]
     pub source: Source<'a>,
     pub started_at: &'a str,
     pub state: &'a str,
@@ -94,7 +97,7 @@ fn objects_per_second(status: &RewrapStatus) -> f64 {
 }
 
 /// How many objects failed for one reason.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Failure<'a> {
     pub objects: u64,
     pub reason: &'a str,

@@ -2,12 +2,13 @@
 //! order, the order the earlier `json!` body had.
 
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::vault::VersionRecord;
 
 /// `{"data": [...], "list_metadata": {"after": null, "before": null}}`: every version in one
 /// page, so both cursors are always null.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct VersionList<'a> {
     pub data: Vec<Version<'a>>,
     pub list_metadata: NoCursors,
@@ -26,14 +27,14 @@ impl<'a> VersionList<'a> {
 }
 
 /// Serializes as `{"after": null, "before": null}`.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct NoCursors {
     after: Option<&'static str>,
     before: Option<&'static str>,
 }
 
 /// `ObjectVersion`.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Version<'a> {
     pub created_at: &'a str,
     pub current_version: bool,
