@@ -1,6 +1,7 @@
-//! Command-line clients of a running broker (its API over HTTP/1.1, plain or TLS). Part of the
-//! binary, not of the library.
+//! Command-line clients of a running broker (its API over HTTP/1.1, plain or TLS), and `audit`,
+//! which reads the database directly. Part of the binary, not of the library.
 
+pub mod audit;
 pub mod http_client;
 pub mod rewrap;
 
