@@ -390,3 +390,60 @@ async fn the_ndjson_export_streams_one_organizations_range_complete_and_in_order
         (422, Some("invalid_format"))
     );
 }
+
+/// Several instances append to one organization's chain at once (PostgreSQL only): each group
+/// takes the chain's head last and in turn, so the chain stays dense and whole.
+#[tokio::test]
+async fn several_instances_append_to_one_chain_without_breaking_it() {
+    use common::instances::Instances;
+    use common::process::{APP_KEY, call};
+    use futures_util::future::join_all;
+
+    let Some(instances) = Instances::spawn("audit-instances", 3, &[]).await else {
+        return;
+    };
+    let ports: Vec<u16> = (0..3).map(|i| instances.port(i)).collect();
+    let context = json!({"organization_id": "org_shared"});
+    let (status, created) = call(
+        ports[0],
+        APP_KEY,
+        "POST",
+        "/vault/v1/kv",
+        &json!({"name": "shared", "value": "v", "key_context": context}),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let path = format!("/vault/v1/kv/{}", created["id"].as_str().expect("id"));
+    let requests = join_all((0..150).map(|i| {
+        let port = ports[i % 3];
+        let (path, context) = (path.clone(), context.clone());
+        async move {
+            if i % 3 == 0 {
+                let body = json!({"name": format!("n{i}"), "value": "v", "key_context": context});
+                call(port, APP_KEY, "POST", "/vault/v1/kv", &body, &[])
+                    .await
+                    .0
+            } else {
+                call(port, APP_KEY, "GET", &path, &Value::Null, &[]).await.0
+            }
+        }
+    }))
+    .await;
+    assert!(
+        requests.iter().all(|s| *s == 200 || *s == 201),
+        "{requests:?}"
+    );
+    let data_dir = instances.database_dir();
+    let events = positions(data_dir, "org_shared").await;
+    assert!(events.len() > 150, "{}", events.len());
+    let (intact, report) = verify(data_dir, &["--organization", "org_shared"]);
+    assert!(intact, "{report}");
+    assert!(
+        chain_line(&report, "org_shared").contains(&format!(
+            "{n} events checked (positions 1-{n})",
+            n = events.len()
+        )),
+        "{report}"
+    );
+}
