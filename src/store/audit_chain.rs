@@ -182,26 +182,27 @@ fn lock_head(sql: &mut dyn Sql, chain: &str) -> Result<(i64, String), StoreError
     Ok((head.get(0)?, head.get(1)?))
 }
 
-/// Inside a purge's transaction, before `seqs` are deleted: records, per chain, the last position
-/// they remove and its hash, so a verifier starts the chain there instead of reporting the purged
-/// events as deleted. Insert-only: a purge never waits for a chain head's lock.
-pub(super) fn record_purge(sql: &mut dyn Sql, seqs: &[i64]) -> Result<(), StoreError> {
+/// Inside a purge's transaction: deletes the events `seqs` names, recording first, per chain, the
+/// last position they remove and its hash, so a verifier starts the chain there instead of
+/// reporting the purged events as deleted. Insert-only: a purge never waits for a head's lock.
+/// How many events it deleted.
+pub(super) fn purge_events(sql: &mut dyn Sql, seqs: &[i64]) -> Result<u64, StoreError> {
     let mut last: BTreeMap<String, (i64, String)> = BTreeMap::new();
+    let mut removed = 0;
     for seq in seqs {
         let row = sql.query_opt(
-            "SELECT organization_id, chain_position, chain_hash FROM audit_events WHERE seq = ?1",
+            "DELETE FROM audit_events WHERE seq = ?1 RETURNING organization_id, chain_position, chain_hash",
             args![seq],
         )?;
         let Some(row) = row else { continue };
+        removed += 1;
         let organization: Option<String> = row.get(0)?;
         let (Some(position), Some(hash)) = (row.get::<Option<i64>>(1)?, row.get(2)?) else {
             continue; // unchained (written before the chain began)
         };
-        let entry = last
-            .entry(chain_of(organization.as_deref()))
-            .or_insert((position, hash));
-        if position > entry.0 {
-            *entry = (position, row.get(2)?);
+        let chain = chain_of(organization.as_deref());
+        if last.get(&chain).is_none_or(|(kept, _)| position > *kept) {
+            last.insert(chain, (position, hash));
         }
     }
     for (chain, (position, hash)) in last {
@@ -210,7 +211,7 @@ pub(super) fn record_purge(sql: &mut dyn Sql, seqs: &[i64]) -> Result<(), StoreE
             args![chain, position, hash],
         )?;
     }
-    Ok(())
+    Ok(removed)
 }
 
 /// An event as stored, with its chain fields (`None` when written before chaining began).

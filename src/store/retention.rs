@@ -2,7 +2,7 @@
 //! are deleted in bounded batches, each its own write, so a purge of a large backlog never holds
 //! the writer, or a lock, for long.
 
-use super::audit_chain::record_purge;
+use super::audit_chain::purge_events;
 use super::sql::args;
 use super::{Store, StoreError};
 use crate::timestamp::Timestamp;
@@ -58,12 +58,7 @@ impl Store {
                         .iter()
                         .map(|row| row.get::<i64>(0))
                         .collect::<Result<Vec<_>, _>>()?;
-                    record_purge(c, &seqs)?;
-                    let mut removed = 0;
-                    for seq in &seqs {
-                        removed += c.execute("DELETE FROM audit_events WHERE seq = ?1", args![seq])?;
-                    }
-                    Ok(removed)
+                    purge_events(c, &seqs)
                 })
                 .await?;
             total += removed;
