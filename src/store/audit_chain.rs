@@ -2,9 +2,10 @@
 //! one for events without organization), each event linked to its predecessor by a SHA-256 over a
 //! canonical encoding of its fields, its position and the previous hash.
 //!
-//! Events are inserted unchained, wherever they are written (the audit writer, or a data write's
-//! own transaction), and the writer seals them just before its group commits, in the same
-//! transaction: every committed event is chained. Sealing last is what keeps several PostgreSQL
+//! On PostgreSQL, events are inserted unchained, wherever they are written (the audit writer, or a
+//! data write's own transaction), and the writer seals them just before its group commits, in the
+//! same transaction: every committed event is chained. (SQLite's one writer chains them as it
+//! inserts them; the seal then finds nothing left.) Sealing last is what keeps several PostgreSQL
 //! instances from deadlocking: a group takes its chain heads' row locks (in chain order) only
 //! after every other lock it will hold, and waits for nothing but its commit while holding them.
 
@@ -12,6 +13,7 @@ use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
 
+use super::audit::AuditEvent;
 use super::sql::{Dialect, Row, Sql, args};
 use super::writer::GroupHook;
 use super::{Store, StoreError};
@@ -128,6 +130,48 @@ impl GroupHook for ChainSealer {
     }
 }
 
+/// Inserts `events` already chained, in order (SQLite: the one writer appends without locks).
+pub(super) fn insert_chained(sql: &mut dyn Sql, events: &[AuditEvent]) -> Result<(), StoreError> {
+    let mut chains: BTreeMap<String, Vec<&AuditEvent>> = BTreeMap::new();
+    for event in events {
+        chains
+            .entry(chain_of(event.organization_id.as_deref()))
+            .or_default()
+            .push(event);
+    }
+    for (chain, events) in chains {
+        let (mut position, mut previous) = lock_head(sql, &chain)?;
+        for e in events {
+            position += 1;
+            let hash = event_hash(&ChainedFields {
+                id: &e.id,
+                event: &e.event,
+                organization_id: e.organization_id.as_deref(),
+                data_json: &e.data_json,
+                created_at: &e.created_at,
+                position,
+                previous_hash: &previous,
+            });
+            sql.execute(
+                "INSERT INTO audit_events (id, event, organization_id, data_json, created_at, chain_position, chain_previous, chain_hash) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                args![e.id, e.event, e.organization_id, e.data_json, e.created_at, position, previous, hash],
+            )?;
+            previous = hash;
+        }
+        move_head(sql, &chain, position, &previous)?;
+    }
+    Ok(())
+}
+
+fn move_head(sql: &mut dyn Sql, chain: &str, position: i64, hash: &str) -> Result<(), StoreError> {
+    sql.execute(
+        "UPDATE audit_chain_heads SET position = ?1, hash = ?2 WHERE chain = ?3",
+        args![position, hash, chain],
+    )?;
+    Ok(())
+}
+
 /// Appends `rows` (in commit order) to `chain`, moving its head.
 fn seal_chain(sql: &mut dyn Sql, chain: &str, rows: &[Row]) -> Result<(), StoreError> {
     let (mut position, mut previous) = lock_head(sql, chain)?;
@@ -154,11 +198,7 @@ fn seal_chain(sql: &mut dyn Sql, chain: &str, rows: &[Row]) -> Result<(), StoreE
         )?;
         previous = hash;
     }
-    sql.execute(
-        "UPDATE audit_chain_heads SET position = ?1, hash = ?2 WHERE chain = ?3",
-        args![position, previous, chain],
-    )?;
-    Ok(())
+    move_head(sql, chain, position, &previous)
 }
 
 /// The chain's head (position and hash of its last event), locked until the commit on
