@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use sha2::{Digest, Sha256};
 
 use super::audit::AuditEvent;
-use super::sql::{Dialect, Row, Sql, args};
+use super::sql::{Dialect, Row, Sql, ToValue, Value, args};
 use super::writer::GroupHook;
 use super::{Store, StoreError};
 
@@ -175,6 +175,8 @@ fn move_head(sql: &mut dyn Sql, chain: &str, position: i64, hash: &str) -> Resul
 /// Appends `rows` (in commit order) to `chain`, moving its head.
 fn seal_chain(sql: &mut dyn Sql, chain: &str, rows: &[Row]) -> Result<(), StoreError> {
     let (mut position, mut previous) = lock_head(sql, chain)?;
+    // (seq, position, previous hash, hash) of each row.
+    let mut links = Vec::with_capacity(rows.len());
     for row in rows {
         let seq: i64 = row.get(0)?;
         let id: String = row.get(1)?;
@@ -192,13 +194,84 @@ fn seal_chain(sql: &mut dyn Sql, chain: &str, rows: &[Row]) -> Result<(), StoreE
             position,
             previous_hash: &previous,
         });
-        sql.execute(
-            "UPDATE audit_events SET chain_position = ?1, chain_previous = ?2, chain_hash = ?3 WHERE seq = ?4",
-            args![position, previous, hash, seq],
-        )?;
-        previous = hash;
+        links.push((
+            seq,
+            position,
+            std::mem::replace(&mut previous, hash.clone()),
+            hash,
+        ));
+    }
+    match sql.dialect() {
+        // Many rows per statement: on PostgreSQL each statement is a round trip.
+        Dialect::Postgres => {
+            for chunk in chunked(&links) {
+                let values = placeholders(chunk.len(), 4, |column, n| match column {
+                    0 | 1 => format!("CAST(?{n} AS BIGINT)"),
+                    _ => format!("CAST(?{n} AS TEXT)"),
+                });
+                let args: Vec<Value> = chunk
+                    .iter()
+                    .flat_map(|(seq, position, previous, hash)| {
+                        [
+                            seq.to_value(),
+                            position.to_value(),
+                            previous.to_value(),
+                            hash.to_value(),
+                        ]
+                    })
+                    .collect();
+                sql.execute(
+                    &format!(
+                        "UPDATE audit_events AS e SET chain_position = v.position, chain_previous = v.previous, chain_hash = v.hash \
+                         FROM (VALUES {values}) AS v(seq, position, previous, hash) WHERE e.seq = v.seq"
+                    ),
+                    &args,
+                )?;
+            }
+        }
+        Dialect::Sqlite => {
+            for (seq, position, previous, hash) in &links {
+                sql.execute(
+                    "UPDATE audit_events SET chain_position = ?1, chain_previous = ?2, chain_hash = ?3 WHERE seq = ?4",
+                    args![position, previous, hash, seq],
+                )?;
+            }
+        }
     }
     move_head(sql, chain, position, &previous)
+}
+
+/// Rows per multi-row statement, largest first: a batch is cut into these sizes, so a connection
+/// prepares (and caches) at most one statement text per size.
+const CHUNKS: [usize; 4] = [64, 16, 4, 1];
+
+/// `items` cut into chunks of the sizes in `CHUNKS`, largest first.
+pub(super) fn chunked<T>(items: &[T]) -> impl Iterator<Item = &[T]> {
+    let mut rest = items;
+    std::iter::from_fn(move || {
+        let size = CHUNKS.iter().copied().find(|size| *size <= rest.len())?;
+        let (chunk, tail) = rest.split_at(size);
+        rest = tail;
+        Some(chunk)
+    })
+}
+
+/// `(p, p), (p, p)`: `rows` tuples of `columns` placeholders numbered from 1, each written by
+/// `placeholder(column, number)`.
+pub(super) fn placeholders(
+    rows: usize,
+    columns: usize,
+    placeholder: impl Fn(usize, usize) -> String,
+) -> String {
+    (0..rows)
+        .map(|row| {
+            let tuple: Vec<String> = (0..columns)
+                .map(|column| placeholder(column, row * columns + column + 1))
+                .collect();
+            format!("({})", tuple.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The chain's head (position and hash of its last event), locked until the commit on
@@ -543,6 +616,17 @@ mod tests {
             ..fields(1)
         };
         assert_ne!(event_hash(&a), event_hash(&b));
+    }
+
+    #[test]
+    fn batches_are_cut_into_the_few_statement_sizes() {
+        let sizes: Vec<usize> = chunked(&[0; 151]).map(<[i32]>::len).collect();
+        assert_eq!(sizes, [64, 64, 16, 4, 1, 1, 1]);
+        assert_eq!(chunked::<i32>(&[]).count(), 0);
+        assert_eq!(
+            placeholders(2, 2, |column, n| format!("{column}:?{n}")),
+            "(0:?1, 1:?2), (0:?3, 1:?4)"
+        );
     }
 
     #[test]
