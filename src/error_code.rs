@@ -92,6 +92,7 @@ error_codes! {
     InvalidKekId => "invalid_kek_id", UNPROCESSABLE_ENTITY;
     InvalidIntent => "invalid_intent", UNPROCESSABLE_ENTITY;
     InvalidUrl => "invalid_url", UNPROCESSABLE_ENTITY;
+    InvalidFormat => "invalid_format", UNPROCESSABLE_ENTITY;
     RateLimited => "rate_limited", TOO_MANY_REQUESTS;
     KekQuotaExceeded => "kek_quota_exceeded", TOO_MANY_REQUESTS;
     InternalError => "internal_error", INTERNAL_SERVER_ERROR;

@@ -62,6 +62,40 @@ enum Command {
         #[arg(long, env = "BYOK_BROKER_ADMIN_KEY", hide_env_values = true)]
         admin_key: String,
     },
+    /// The audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the audit hash chains in the configured database and report the first modified,
+    /// deleted, inserted or reordered event of each (exit status 1 if any).
+    Verify {
+        /// TOML configuration file naming the store; BYOK_BROKER_* environment variables override it.
+        #[arg(long, env = "BYOK_BROKER_CONFIG")]
+        config: Option<PathBuf>,
+        /// Only this organization's chain.
+        #[arg(long, conflicts_with = "broker_chain")]
+        organization: Option<String>,
+        /// Only the chain of events without organization.
+        #[arg(long)]
+        broker_chain: bool,
+        /// First chain position to check (default: the chain's start, or where retention cut it).
+        #[arg(long)]
+        from_position: Option<i64>,
+        /// Last chain position to check (default: the chain's head).
+        #[arg(long)]
+        to_position: Option<i64>,
+        /// Only events from the first created at or after this time (RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only events up to the last created before this time (RFC 3339).
+        #[arg(long)]
+        until: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -103,6 +137,26 @@ fn main() -> ExitCode {
                 runtime.block_on(rewrap::run(&client, target))
             })
         }
+        Command::Audit {
+            command:
+                AuditCommand::Verify {
+                    config,
+                    organization,
+                    broker_chain,
+                    from_position,
+                    to_position,
+                    since,
+                    until,
+                },
+        } => runtime.block_on(cli::audit::verify(cli::audit::VerifyArgs {
+            config,
+            organization,
+            broker_chain,
+            from_position,
+            to_position,
+            since,
+            until,
+        })),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

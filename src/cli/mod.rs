@@ -1,6 +1,8 @@
-//! Command-line clients of a running broker (its API over HTTP/1.1, plain or TLS), and the
-//! process's log setup. Part of the binary, not of the library.
+//! Command-line clients of a running broker (its API over HTTP/1.1, plain or TLS), `audit`,
+//! which reads the database directly, and the process's log setup. Part of the binary, not of the
+//! library.
 
+pub mod audit;
 pub mod http_client;
 pub mod logging;
 pub mod rewrap;

@@ -1,19 +1,22 @@
-//! `/admin/v1`: API keys (create, list, revoke) and audit events (filters, cursor pagination).
+//! `/admin/v1`: API keys (create, list, revoke) and audit events (filters, cursor pagination, or
+//! an NDJSON export streamed in constant memory).
 //! Admin keys only. A new key's token is returned once, at creation, and never again.
 
 use std::sync::Arc;
 
+use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
+use bytes::Bytes;
 
 use super::extract::{AdminCaller, JsonBody, QueryParams};
-use super::wire::admin::{ApiKey, CreateApiKeyRequest, Event, EventsQuery, List};
+use super::wire::admin::{ApiKey, CreateApiKeyRequest, Event, EventsQuery, ExportedEvent, List};
 use crate::broker::Broker;
 use crate::error::{Error, ErrorCode};
-use crate::services::audit::EventQuery;
+use crate::services::audit::{EventQuery, ExportQuery};
 use crate::timestamp::Timestamp;
 
 const MAX_EVENTS_LIMIT: usize = 100;
@@ -78,15 +81,28 @@ async fn revoke_api_key(
     Ok(Json(ApiKey::of(&record)?).into_response())
 }
 
-/// Audit events, newest first, with filters and cursor paging.
+/// Audit events with filters and cursor paging (`format=json`, the default), or every event of
+/// an organization and time range streamed as NDJSON (`format=ndjson`: one event per line, with
+/// its `organization_id` and `chain` fields, oldest first).
 #[utoipa::path(get, path = "/admin/v1/events", operation_id = "list_events", tag = "admin",
     security(("admin_key" = [])), params(EventsQuery),
-    responses((status = 200, description = "A page of events", body = List<Event>)))]
+    responses((status = 200, description = "A page of events, or (`format=ndjson`) the NDJSON stream",
+        content((List<Event> = "application/json"), (String = "application/x-ndjson")))))]
 async fn list_events(
     State(broker): State<Arc<Broker>>,
     AdminCaller(_admin): AdminCaller,
     QueryParams(query): QueryParams<EventsQuery>,
 ) -> Result<Response, Error> {
+    match non_empty(&query.format) {
+        None | Some("json") => {}
+        Some("ndjson") => return export_events(broker, &query),
+        Some(other) => {
+            return Err(Error::invalid(
+                ErrorCode::InvalidFormat,
+                format!("format must be json or ndjson, not {other:?}"),
+            ));
+        }
+    }
     let limit = match &query.limit {
         Some(text) => text
             .parse::<usize>()
@@ -99,19 +115,6 @@ async fn list_events(
                 )
             })?,
         None => 10,
-    };
-    let time = |name: &str, value: &Option<String>| -> Result<Option<String>, Error> {
-        match non_empty(value) {
-            Some(text) => Timestamp::parse(text)
-                .map(|t| Some(t.to_rfc3339()))
-                .ok_or_else(|| {
-                    Error::invalid(
-                        ErrorCode::InvalidTime,
-                        format!("cannot parse {name} {text:?}"),
-                    )
-                }),
-            None => Ok(None),
-        }
     };
     let events = query
         .events
@@ -136,6 +139,93 @@ async fn list_events(
     let data = page.iter().map(Event::of).collect::<Result<Vec<_>, _>>()?;
     let after = more.then(|| page.last().map(|e| e.id.clone())).flatten();
     Ok(Json(List::paged(data, after)).into_response())
+}
+
+/// `format=ndjson`: every event matching the organization and time range, one JSON object per
+/// line, oldest first. The body is streamed a page at a time (only one page is ever held, and the
+/// next is read only once the client took the last), so an export of any size runs in constant
+/// memory. A store failure mid-stream aborts the body: the client sees an incomplete response,
+/// never a silently short one.
+fn export_events(broker: Arc<Broker>, query: &EventsQuery) -> Result<Response, Error> {
+    let paging = [
+        ("after", &query.after),
+        ("limit", &query.limit),
+        ("events", &query.events),
+    ];
+    if let Some((name, _)) = paging.iter().find(|(_, value)| non_empty(value).is_some()) {
+        return Err(Error::invalid(
+            ErrorCode::InvalidFormat,
+            format!(
+                "format=ndjson exports a whole range: {name} does not apply (use organization_id, range_start, range_end)"
+            ),
+        ));
+    }
+    let filter = ExportQuery {
+        organization_id: non_empty(&query.organization_id).map(str::to_owned),
+        range_start: time("range_start", &query.range_start)?,
+        range_end: time("range_end", &query.range_end)?,
+    };
+    // (events after this seq, whether the last page was read)
+    let pages = futures_util::stream::unfold((0_i64, false), move |(after, done)| {
+        let broker = Arc::clone(&broker);
+        let filter = filter.clone();
+        async move {
+            if done {
+                return None;
+            }
+            let chunk = export_chunk(&broker, filter, after).await;
+            Some(match chunk {
+                Ok((bytes, next, more)) => (Ok(bytes), (next, !more)),
+                Err(e) => {
+                    tracing::error!(error = %e, "audit export aborted");
+                    (
+                        Err(std::io::Error::other("audit export aborted")),
+                        (after, true),
+                    )
+                }
+            })
+        }
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(pages),
+    )
+        .into_response())
+}
+
+/// Events exported per page (one chunk of the body).
+const EXPORT_PAGE: usize = 500;
+
+/// One page as NDJSON, the last `seq` it holds, and whether more may follow.
+async fn export_chunk(
+    broker: &Broker,
+    filter: ExportQuery,
+    after: i64,
+) -> Result<(Bytes, i64, bool), Error> {
+    let page = broker.audit.export_page(filter, after, EXPORT_PAGE).await?;
+    let mut body = Vec::with_capacity(page.len() * 512);
+    for event in &page {
+        serde_json::to_writer(&mut body, &ExportedEvent::of(event)?)
+            .map_err(|e| Error::Internal(format!("serializing an audit event: {e}")))?;
+        body.push(b'\n');
+    }
+    let next = page.last().map_or(after, |event| event.seq);
+    Ok((Bytes::from(body), next, page.len() == EXPORT_PAGE))
+}
+
+/// An RFC 3339 query value, normalised; an empty one counts as absent.
+fn time(name: &str, value: &Option<String>) -> Result<Option<String>, Error> {
+    match non_empty(value) {
+        Some(text) => Timestamp::parse(text)
+            .map(|t| Some(t.to_rfc3339()))
+            .ok_or_else(|| {
+                Error::invalid(
+                    ErrorCode::InvalidTime,
+                    format!("cannot parse {name} {text:?}"),
+                )
+            }),
+        None => Ok(None),
+    }
 }
 
 /// A query value, with an empty one counted as absent.

@@ -1,10 +1,11 @@
-//! Audit listing (`GET /admin/v1/events`): the events query, read after the writer's queue is
-//! flushed so a caller sees its own earlier requests' events. Writing goes through `AuditLog`.
+//! Audit listing and export (`GET /admin/v1/events`): the events query, read after the writer's
+//! queue is flushed so a caller sees its own earlier requests' events. Writing goes through
+//! `AuditLog`; verifying the hash chain is `audit_verify`.
 
 use crate::audit::AuditLog;
 use crate::error::Error;
 use crate::store::Store;
-pub use crate::store::{AuditEvent, EventQuery};
+pub use crate::store::{AuditEvent, ChainLink, EventQuery, ExportQuery, StoredEvent};
 
 pub struct Audit {
     log: AuditLog,
@@ -31,5 +32,20 @@ impl Audit {
         // Read your writes: events still queued for group commit are committed first.
         self.flush().await;
         Ok(self.store.list_events(query).await?)
+    }
+
+    /// Up to `limit` events matching `query` after `after_seq` (`StoredEvent::seq`), with their
+    /// chain fields, oldest first: an export holds one such page at a time. The first page
+    /// (`after_seq` 0) waits for queued events first, as a listing does.
+    pub async fn export_page(
+        &self,
+        query: ExportQuery,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, Error> {
+        if after_seq == 0 {
+            self.flush().await;
+        }
+        Ok(self.store.export_events(query, after_seq, limit).await?)
     }
 }

@@ -4,6 +4,7 @@
 pub mod actor;
 pub mod api_keys;
 pub mod audit;
+pub mod audit_verify;
 pub mod byok;
 pub mod coherence;
 pub mod platform_keks;

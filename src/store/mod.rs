@@ -6,6 +6,7 @@
 
 mod api_keys;
 mod audit;
+mod audit_chain;
 mod byok;
 mod changes;
 mod idempotency;
@@ -33,6 +34,10 @@ use rusqlite::{Connection, OpenFlags};
 pub use crate::config::{Retention, StoreOptions};
 pub use api_keys::{ApiKeyRecord, NewApiKey};
 pub use audit::{AuditEvent, EventQuery};
+pub use audit_chain::{
+    ChainHead, ChainLink, ChainedFields, ExportQuery, GENESIS_HASH, StoredEvent, chain_of,
+    event_hash, organization_of,
+};
 pub use byok::{ByokFlag, ByokKeyRecord, ByokSnapshot, TenantKekRecord};
 pub use changes::{Change, ChangeListener, LISTENER_APPLICATION_NAME, Revisions};
 pub use idempotency::{ClaimOutcome, IdempotencyClaim, IdempotencyRecord, StoredResponse};
@@ -201,7 +206,10 @@ impl Store {
         .await
         .map_err(|e| StoreError::Internal(e.to_string()))??;
         Ok(Self {
-            writer: writer::Writer::start(SqliteWriteConnection(writer))?,
+            writer: writer::Writer::start(
+                SqliteWriteConnection(writer),
+                audit_chain::ChainSealer::default(),
+            )?,
             readers: Readers::Sqlite {
                 connections: readers.into(),
                 next: Arc::new(AtomicUsize::new(0)),
@@ -229,7 +237,10 @@ impl Store {
         .map_err(|e| StoreError::Internal(e.to_string()))??;
         let reserved = PostgresConnector::new(&target.with_pool_size(RESERVED_CONNECTIONS))?;
         Ok(Self {
-            writer: writer::Writer::start(PostgresWriteConnection::new(connector.clone()))?,
+            writer: writer::Writer::start(
+                PostgresWriteConnection::new(connector.clone()),
+                audit_chain::ChainSealer::default(),
+            )?,
             readers: Readers::Postgres(connector),
             records: Arc::new(record_cache::RecordCache::disabled()),
             retention: options.retention,

@@ -2,6 +2,7 @@
 //! are deleted in bounded batches, each its own write, so a purge of a large backlog never holds
 //! the writer, or a lock, for long.
 
+use super::audit_chain::purge_events;
 use super::sql::args;
 use super::{Store, StoreError};
 use crate::timestamp::Timestamp;
@@ -35,15 +36,36 @@ impl Store {
             audit_events: 0,
         };
         if let Some(audit) = retention.audit {
-            purged.audit_events = self
-                .purge_in_batches(
-                    "DELETE FROM audit_events WHERE seq IN \
-                     (SELECT seq FROM audit_events WHERE created_at < ?1 ORDER BY seq LIMIT ?2)",
-                    before(audit),
-                )
-                .await?;
+            purged.audit_events = self.purge_audit_events(before(audit)).await?;
         }
         Ok(purged)
+    }
+
+    /// Deletes audit events created before `cutoff`, batch by batch; each batch first records
+    /// where it cut each hash chain, so a verifier tells a purge from a deletion.
+    async fn purge_audit_events(&self, cutoff: String) -> Result<u64, StoreError> {
+        let batch = i64::try_from(self.retention.purge_batch).unwrap_or(i64::MAX);
+        let mut total = 0;
+        loop {
+            let cutoff = cutoff.clone();
+            let removed = self
+                .run(move |c| {
+                    let seqs = c
+                        .query(
+                            "SELECT seq FROM audit_events WHERE created_at < ?1 ORDER BY seq LIMIT ?2",
+                            args![cutoff, batch],
+                        )?
+                        .iter()
+                        .map(|row| row.get::<i64>(0))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    purge_events(c, &seqs)
+                })
+                .await?;
+            total += removed;
+            if removed < batch as u64 {
+                return Ok(total);
+            }
+        }
     }
 
     /// Runs `delete` (`?1` = cutoff, `?2` = batch size) until a batch removes fewer than a full

@@ -26,6 +26,14 @@ pub(super) trait WriteConnection: Send + 'static {
     fn after_failure(&mut self);
 }
 
+/// Work every group does in its transaction besides its writes (the audit chain's seal).
+pub(super) trait GroupHook: Send + 'static {
+    /// After `BEGIN`, before the group's first write.
+    fn begin(&mut self, sql: &mut dyn Sql) -> Result<(), StoreError>;
+    /// After the group's last write, before `COMMIT`; a failure rolls the whole group back.
+    fn before_commit(&mut self, sql: &mut dyn Sql) -> Result<(), StoreError>;
+}
+
 /// Called once the group's commit is decided: `Ok` = committed, else why it did not.
 type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 /// Runs one write inside its savepoint (or, when its group already failed, is given that
@@ -48,12 +56,15 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    /// Moves `connection` into the writer thread.
-    pub fn start(connection: impl WriteConnection) -> Result<Self, StoreError> {
+    /// Moves `connection` and `hook` into the writer thread.
+    pub fn start(
+        connection: impl WriteConnection,
+        hook: impl GroupHook,
+    ) -> Result<Self, StoreError> {
         let (jobs, receiver) = mpsc::channel(QUEUE);
         let thread = std::thread::Builder::new()
             .name("byok-db-writer".into())
-            .spawn(move || write_groups(connection, receiver))
+            .spawn(move || write_groups(connection, hook, receiver))
             .map_err(|e| StoreError::Internal(format!("cannot start the database writer: {e}")))?;
         Ok(Self {
             jobs,
@@ -115,7 +126,11 @@ impl Writer {
     }
 }
 
-fn write_groups(mut connection: impl WriteConnection, mut receiver: mpsc::Receiver<Message>) {
+fn write_groups(
+    mut connection: impl WriteConnection,
+    mut hook: impl GroupHook,
+    mut receiver: mpsc::Receiver<Message>,
+) {
     let mut messages = Vec::with_capacity(GROUP);
     let mut group = Vec::with_capacity(GROUP);
     while receiver.blocking_recv_many(&mut messages, GROUP) > 0 {
@@ -132,7 +147,7 @@ fn write_groups(mut connection: impl WriteConnection, mut receiver: mpsc::Receiv
         let mut completions = Vec::with_capacity(group.len());
         let mut jobs = group.drain(..);
         let outcome = match connection.connection() {
-            Ok(sql) => run_group(sql, &mut jobs, &mut completions),
+            Ok(sql) => run_group(sql, &mut hook, &mut jobs, &mut completions),
             Err(why) => Err(why),
         };
         if let Err(e) = &outcome {
@@ -161,11 +176,15 @@ fn write_groups(mut connection: impl WriteConnection, mut receiver: mpsc::Receiv
 /// then, so that failure ends the group.
 fn run_group(
     sql: &mut dyn Sql,
+    hook: &mut impl GroupHook,
     jobs: &mut impl Iterator<Item = Job>,
     completions: &mut Vec<Completion>,
 ) -> Result<(), StoreError> {
     sql.batch("BEGIN")?;
-    let outcome = run_savepoints(sql, jobs, completions);
+    let outcome = hook
+        .begin(sql)
+        .and_then(|()| run_savepoints(sql, jobs, completions))
+        .and_then(|()| hook.before_commit(sql));
     match outcome {
         Ok(()) => {
             if sql.dialect() == Dialect::Postgres {
@@ -216,6 +235,18 @@ mod tests {
     use crate::store::sql::{SqliteWriteConnection, args};
     use rusqlite::Connection;
 
+    /// The writer alone, without the audit chain (these tables have no audit events).
+    struct NoHook;
+
+    impl GroupHook for NoHook {
+        fn begin(&mut self, _: &mut dyn Sql) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn before_commit(&mut self, _: &mut dyn Sql) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
     #[tokio::test]
     async fn a_failed_write_rolls_back_alone_and_the_rest_of_its_group_commits() {
         let path =
@@ -224,7 +255,7 @@ mod tests {
         connection
             .execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT NOT NULL)")
             .unwrap();
-        let writer = Writer::start(SqliteWriteConnection(connection)).unwrap();
+        let writer = Writer::start(SqliteWriteConnection(connection), NoHook).unwrap();
         // 50 concurrent writes; every fifth inserts a row and then violates NOT NULL.
         let writes = (0..50).map(|k| {
             let writer = writer.clone();
@@ -294,7 +325,7 @@ mod tests {
     /// being dropped unanswered ("did not commit", a 500).
     #[tokio::test]
     async fn a_write_whose_savepoint_fails_gets_the_connections_failure() {
-        let writer = Writer::start(SavepointsFail).unwrap();
+        let writer = Writer::start(SavepointsFail, NoHook).unwrap();
         let outcome = writer.run(|_| Ok(())).await;
         assert!(
             matches!(outcome, Err(StoreError::Unavailable(_))),

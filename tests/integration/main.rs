@@ -8,6 +8,7 @@
 
 mod common;
 
+mod audit_chain;
 mod audit_complete;
 mod byok_binding_order;
 mod byok_localstack;

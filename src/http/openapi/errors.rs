@@ -140,7 +140,10 @@ const OPERATIONS: &[(&str, &[&[ErrorCode]])] = &[
         "revoke_api_key",
         &[API_KEY, WRITE, &[NotFound, CannotRevokeSelf]],
     ),
-    ("list_events", &[API_KEY, PAGED, &[InvalidTime]]),
+    (
+        "list_events",
+        &[API_KEY, PAGED, &[InvalidTime, InvalidFormat]],
+    ),
     ("get_metrics", &[API_KEY]),
     (
         "register_byok_key",

@@ -24,6 +24,7 @@ use utoipa::openapi::{Ref, RefOr};
 use utoipa::{Modify, OpenApi};
 
 use super::errors::ErrorBody;
+use super::wire::admin::EventsFormat;
 use crate::error::{Error, ErrorCode};
 
 #[derive(OpenApi)]
@@ -88,7 +89,8 @@ use crate::error::{Error, ErrorCode};
         super::portal::api::rewrap_job,
         super::portal::api::events,
     ),
-    components(schemas(ErrorBody, ErrorCode)),
+    // Referenced from query parameters, which utoipa does not collect on its own.
+    components(schemas(ErrorBody, ErrorCode, EventsFormat)),
     modifiers(&SecuritySchemes, &ErrorResponses, &Links),
     tags(
         (name = "vault", description = "The WorkOS Vault data plane: objects and data keys (app keys)"),

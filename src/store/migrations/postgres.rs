@@ -45,7 +45,33 @@ CREATE TABLE platform_kek_watch (
     ),
     (14, KEK_ROTATION),
     (15, PORTAL),
+    (16, AUDIT_CHAIN),
 ];
+
+/// Version 16: the audit hash chain; see the SQLite migration of the same number.
+const AUDIT_CHAIN: &str = r#"
+ALTER TABLE audit_events ADD COLUMN chain_position BIGINT;
+ALTER TABLE audit_events ADD COLUMN chain_previous TEXT COLLATE "C";
+ALTER TABLE audit_events ADD COLUMN chain_hash TEXT COLLATE "C";
+CREATE INDEX audit_events_chain ON audit_events(organization_id, chain_position);
+CREATE TABLE audit_chain_heads (
+    chain     TEXT COLLATE "C" PRIMARY KEY,
+    position  BIGINT NOT NULL,
+    hash      TEXT COLLATE "C" NOT NULL
+);
+CREATE TABLE audit_chain_purges (
+    chain     TEXT COLLATE "C" NOT NULL,
+    position  BIGINT NOT NULL,
+    hash      TEXT COLLATE "C" NOT NULL,
+    PRIMARY KEY (chain, position)
+);
+CREATE TABLE audit_chain_genesis (
+    id                 BIGINT PRIMARY KEY CHECK (id = 1),
+    unchained_through  BIGINT NOT NULL
+);
+INSERT INTO audit_chain_genesis (id, unchained_through)
+    SELECT 1, COALESCE(MAX(seq), 0) FROM audit_events;
+"#;
 
 /// Version 15: the admin portal's links and sessions (see the SQLite list).
 const PORTAL: &str = r#"

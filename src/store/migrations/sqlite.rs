@@ -218,7 +218,39 @@ CREATE TRIGGER tenant_keks_update AFTER UPDATE ON tenant_keks
     KEK_ROTATION,
     // Version 15: the admin portal's links and sessions (see `PORTAL`).
     PORTAL,
+    // Version 16: the audit hash chain (see `AUDIT_CHAIN`).
+    AUDIT_CHAIN,
 ];
+
+/// Version 16. The audit hash chain (docs/ARCHITECTURE.md, "Audit trail"): each event's place in
+/// its organization's chain, the hash of its predecessor and its own; each chain's head (the
+/// anchor that makes a truncated tail visible); the points up to which retention purged a chain;
+/// and the last event written before chaining began (older events stay unchained, later ones
+/// without a chain position are forgeries).
+const AUDIT_CHAIN: &str = r#"
+ALTER TABLE audit_events ADD COLUMN chain_position INTEGER;
+ALTER TABLE audit_events ADD COLUMN chain_previous TEXT;
+ALTER TABLE audit_events ADD COLUMN chain_hash TEXT;
+CREATE INDEX audit_events_chain ON audit_events(organization_id, chain_position);
+CREATE TABLE audit_chain_heads (
+    chain     TEXT PRIMARY KEY,
+    position  INTEGER NOT NULL,
+    hash      TEXT NOT NULL
+);
+CREATE TABLE audit_chain_purges (
+    chain     TEXT NOT NULL,
+    position  INTEGER NOT NULL,
+    hash      TEXT NOT NULL,
+    PRIMARY KEY (chain, position)
+);
+CREATE TABLE audit_chain_genesis (
+    id                 INTEGER PRIMARY KEY CHECK (id = 1),
+    unchained_through  INTEGER NOT NULL
+);
+INSERT INTO audit_chain_genesis (id, unchained_through)
+    SELECT 1, MAX(COALESCE((SELECT MAX(seq) FROM audit_events), 0),
+                  COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'audit_events'), 0));
+"#;
 
 /// Version 15. The admin portal: single-use links and the sessions they start, in the database so
 /// a link generated through one instance opens on another and a session survives a restart. Only
