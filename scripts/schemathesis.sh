@@ -74,6 +74,9 @@ fi
 echo "== schemathesis against the broker on $backend"
 
 # The rate limit is raised so that generated cases reach the handlers rather than answer 429.
+# The broker logs at debug level in JSON: afterwards its log must be JSON lines carrying none of
+# the keys, cookies and tokens of this run (see the end).
+RUST_LOG=debug BYOK_BROKER_LOG_FORMAT=json \
 BYOK_BROKER_KMS=aws AWS_ENDPOINT_URL="$LOCALSTACK_ENDPOINT" AWS_REGION=us-east-1 \
 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \
 BYOK_BROKER_APP_KEY="$app_key" BYOK_BROKER_ADMIN_KEY="$admin_key" BYOK_BROKER_DATA_DIR="$data_dir" \
@@ -137,4 +140,25 @@ if [[ "$status" != 0 ]]; then
   echo "schemathesis found failures (exit $status); the broker's log:" >&2
   tail -n 200 "$data_dir/broker.log" >&2
 fi
+
+# No secret of this run in the broker's debug log, and every line JSON.
+link_token="${link#*token=}"
+BYOK_ST_SECRETS="$app_key $admin_key $cookie $csrf $link_token" python3 - "$data_dir/broker.log" <<'PY' || status=1
+import json, os, sys
+secrets = os.environ["BYOK_ST_SECRETS"].split()
+lines = open(sys.argv[1], encoding="utf-8", errors="replace").read().splitlines()
+bad = [n for n, line in enumerate(lines, 1) if line.strip() and not line.startswith("{")]
+for n in bad[:3]:
+    print(f"error: broker log line {n} is not JSON: {lines[n - 1][:200]}", file=sys.stderr)
+for n, line in enumerate(lines, 1):
+    if line.startswith("{"):
+        json.loads(line)
+    for secret in secrets:
+        if secret in line:
+            print(f"error: broker log line {n} carries a key, cookie or token of this run", file=sys.stderr)
+            sys.exit(1)
+requests = sum('"target":"byok_broker::access"' in line for line in lines)
+print(f"broker log: {len(lines)} JSON lines at debug level, {requests} request lines, none carrying this run's keys, cookies or tokens")
+sys.exit(1 if bad else 0)
+PY
 exit "$status"
