@@ -192,11 +192,15 @@ async fn a_tenant_flooding_creates_is_refused_while_another_tenants_requests_go_
     );
     assert!(busy > 0, "A was never refused: {a:?}");
     assert!(created > 0, "A got none of the capacity: {a:?}");
-    // B is never pushed behind A's queue (that would cost it up to the 500 ms wait); the 2x
-    // target itself is the benchmark's (`bench/run.sh`, noisy neighbour), on a quieter machine.
+    // B is never pushed behind A's queue: that would cost most of its requests up to the 500 ms
+    // wait, which the 90th percentile shows. Not the 99th: of 40 requests that is the slowest
+    // one, and on 2 cores shared with A's 128 callers one request can stall for scheduling
+    // alone (a CI run saw 491 ms for the first, the other 39 at most 66 ms). The 2x p99 target
+    // itself is the benchmark's (`bench/run.sh`, noisy neighbour), on a quieter machine.
+    let (idle_p90, flood_p90) = (p(&idle, 0.9), p(&flooded, 0.9));
     assert!(
-        flood_p99 <= idle_p99 * 2 + Duration::from_millis(100),
-        "B's p99 went from {idle_p99:?} to {flood_p99:?}"
+        flood_p90 <= idle_p90 * 2 + Duration::from_millis(100),
+        "B's p90 went from {idle_p90:?} to {flood_p90:?}"
     );
     assert!(
         during["done"].as_u64().unwrap_or(0) > 0,
