@@ -180,6 +180,40 @@ fn value_1k(i: u64) -> String {
     format!("{i:08}{}", "v".repeat(1016))
 }
 
+/// `/healthz`, the baseline.
+fn healthz() -> Arc<RequestPlan> {
+    plan(
+        "GET",
+        |_| "/healthz".into(),
+        |_| String::new(),
+        APP_KEY,
+        200,
+    )
+}
+
+/// Data-key creates over 20 organizations.
+fn data_key_creates() -> Arc<RequestPlan> {
+    plan(
+        "POST",
+        |_| "/vault/v1/keys/data-key".into(),
+        |i| json!({"context": {"organization_id": format!("org_bench_{}", i % 20)}}).to_string(),
+        APP_KEY,
+        200,
+    )
+}
+
+/// Decrypts of `blobs`, round robin.
+fn data_key_decrypts(blobs: &Arc<Vec<String>>) -> Arc<RequestPlan> {
+    let blobs = Arc::clone(blobs);
+    plan(
+        "POST",
+        |_| "/vault/v1/keys/decrypt".into(),
+        move |i| json!({"keys": blobs[i as usize % blobs.len()]}).to_string(),
+        APP_KEY,
+        200,
+    )
+}
+
 /// Reads of `ids`, round robin.
 fn reads(ids: &[String]) -> Arc<RequestPlan> {
     let ids = Arc::new(ids.to_vec());
@@ -305,15 +339,7 @@ async fn main() {
         &concurrencies,
         duration,
         false,
-        |_, _| {
-            plan(
-                "GET",
-                |_| "/healthz".into(),
-                |_| String::new(),
-                APP_KEY,
-                200,
-            )
-        },
+        |_, _| healthz(),
     )
     .await;
     let mut hot_reads: Vec<u64> = objects.iter().map(|ids| ids.len() as u64).collect();
@@ -392,18 +418,7 @@ async fn main() {
         &concurrencies,
         duration,
         true,
-        |_, _| {
-            plan(
-                "POST",
-                |_| "/vault/v1/keys/data-key".into(),
-                |i| {
-                    json!({"context": {"organization_id": format!("org_bench_{}", i % 20)}})
-                        .to_string()
-                },
-                APP_KEY,
-                200,
-            )
-        },
+        |_, _| data_key_creates(),
     )
     .await;
     let mut blobs = Vec::new();
@@ -419,16 +434,7 @@ async fn main() {
         &concurrencies,
         duration,
         true,
-        |index, _| {
-            let blobs = Arc::clone(&blobs[index]);
-            plan(
-                "POST",
-                |_| "/vault/v1/keys/decrypt".into(),
-                move |i| json!({"keys": blobs[i as usize % blobs.len()]}).to_string(),
-                APP_KEY,
-                200,
-            )
-        },
+        |index, _| data_key_decrypts(&blobs[index]),
     )
     .await;
     // The peer, OpenBao, against the same brokers, point by point in alternating order.

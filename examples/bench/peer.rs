@@ -189,18 +189,7 @@ pub fn pairs(
         Pair {
             ours: "peer: data-key create",
             theirs: "peer: bao transit datakey",
-            our_plan: Box::new(|_| {
-                crate::plan(
-                    "POST",
-                    |_| "/vault/v1/keys/data-key".into(),
-                    |i| {
-                        json!({"context": {"organization_id": format!("org_bench_{}", i % 20)}})
-                            .to_string()
-                    },
-                    APP_KEY,
-                    200,
-                )
-            }),
+            our_plan: Box::new(|_| crate::data_key_creates()),
             their_plan: bao_plan(
                 "POST",
                 |_| format!("/v1/transit/datakey/plaintext/{TRANSIT_KEY}"),
@@ -211,16 +200,7 @@ pub fn pairs(
         Pair {
             ours: "peer: data-key decrypt",
             theirs: "peer: bao transit decrypt",
-            our_plan: Box::new(move |index| {
-                let blobs = Arc::clone(&blobs[index]);
-                crate::plan(
-                    "POST",
-                    |_| "/vault/v1/keys/decrypt".into(),
-                    move |i| json!({"keys": blobs[i as usize % blobs.len()]}).to_string(),
-                    APP_KEY,
-                    200,
-                )
-            }),
+            our_plan: Box::new(move |index| crate::data_key_decrypts(&blobs[index])),
             their_plan: bao_plan(
                 "POST",
                 |_| format!("/v1/transit/decrypt/{TRANSIT_KEY}"),
@@ -266,15 +246,7 @@ pub fn pairs(
         Pair {
             ours: "peer: /healthz",
             theirs: "peer: bao /v1/sys/health",
-            our_plan: Box::new(|_| {
-                crate::plan(
-                    "GET",
-                    |_| "/healthz".into(),
-                    |_| String::new(),
-                    APP_KEY,
-                    200,
-                )
-            }),
+            our_plan: Box::new(|_| crate::healthz()),
             their_plan: bao_plan("GET", |_| "/v1/sys/health".into(), |_| String::new(), 200),
         },
     ]
