@@ -2,9 +2,12 @@
 //! ...). API-caused payloads carry the actor; none ever carries a value, a DEK or an API key.
 //! Events of writes commit in the same transaction as the write. All others go through the
 //! audit writer: a bounded queue (callers wait when it is full: backpressure, never a drop) whose
-//! task commits whatever has queued up meanwhile in one transaction (group commit: one fsync per
-//! group). `record` returns only once its event is durable, or with the reason it is not, so a
-//! read is never answered without its audit event.
+//! task makes whatever has queued up meanwhile durable at once, outside the object database's
+//! writer (`Store::append_audit_events`: SQLite's append-only audit log, one `fdatasync` per
+//! group; PostgreSQL's audit connection, one transaction per group). `record` returns only once
+//! its event is durable, or with the reason it is not, so a read is never answered without its
+//! audit event. On SQLite the indexer task then moves logged events into the events table, off
+//! the request path.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -69,6 +72,7 @@ enum Command {
 pub struct AuditLog {
     sender: mpsc::Sender<Command>,
     stats: Arc<WriterStats>,
+    store: Store,
 }
 
 /// What the writer task measures, for metrics.
@@ -91,16 +95,26 @@ impl Default for WriterStats {
 }
 
 impl AuditLog {
-    /// Hands the writer task to `supervisor`; it ends when shutdown reaches the audit stage (or
-    /// the log is dropped), after committing every event queued until then.
+    /// Hands the writer and indexer tasks to `supervisor`; the writer ends when shutdown reaches
+    /// the audit stage (or the log is dropped), after making every event queued until then
+    /// durable and indexing the log.
     pub fn start(store: Store, supervisor: &Supervisor) -> Self {
         let (sender, receiver) = mpsc::channel(QUEUE);
         let stats = Arc::new(WriterStats::default());
         let measuring = Arc::clone(&stats);
+        let writing = store.clone();
         supervisor.spawn(Stage::Audit, "audit writer", move |stop| {
-            write_batches(store, receiver, measuring, stop)
+            write_batches(writing, receiver, measuring, stop)
         });
-        Self { sender, stats }
+        let indexing = store.clone();
+        supervisor.spawn(Stage::Audit, "audit indexer", move |stop| {
+            index_log(indexing, stop)
+        });
+        Self {
+            sender,
+            stats,
+            store,
+        }
     }
 
     /// The queue's depth now and the writer's commit latency and batch sizes.
@@ -116,9 +130,17 @@ impl AuditLog {
             "The audit writer's queue bound",
             ConstGauge::new(i64::try_from(QUEUE).unwrap_or(i64::MAX)),
         );
+        if let Some(backlog) = self.store.audit_log_backlog_now() {
+            registry.register(
+                "byok_broker_audit_log_unindexed_bytes",
+                "Bytes of durable audit events in the SQLite audit log not yet in the events table \
+                 (appends wait beyond 64 MiB)",
+                ConstGauge::new(i64::try_from(backlog).unwrap_or(i64::MAX)),
+            );
+        }
         registry.register(
             "byok_broker_audit_commit_duration_seconds",
-            "Time to commit one group of audit events (their requests wait for it)",
+            "Time to make one group of audit events durable (their requests wait for it)",
             self.stats.commit_seconds.clone(),
         );
         registry.register(
@@ -140,12 +162,15 @@ impl AuditLog {
         Ok(committed.await.map_err(|_| stopped())??)
     }
 
-    /// Returns once every event queued before the call is committed (or refused).
+    /// Returns once every event queued before the call is committed (or refused) and, on
+    /// SQLite, moved from the log into the events table (as far as the database allows: a full
+    /// database leaves them in the log, durable, until space is freed).
     pub async fn flush(&self) {
         let (done, committed) = oneshot::channel();
         if self.sender.send(Command::Flush(done)).await.is_ok() {
             let _ = committed.await;
         }
+        index_until_caught_up(&self.store).await;
     }
 }
 
@@ -170,6 +195,9 @@ async fn write_batches(
             }
         };
         if received == 0 {
+            // Stopping: what the log holds goes into the table before the database closes (what
+            // cannot, stays durable in the log and is indexed at the next start).
+            index_until_caught_up(&store).await;
             return;
         }
         let mut events = Vec::with_capacity(commands.len());
@@ -187,14 +215,14 @@ async fn write_batches(
         if !events.is_empty() {
             let count = events.len();
             let started = Instant::now();
-            let outcome = store.insert_events(events).await;
+            let outcome = store.append_audit_events(events).await;
             stats
                 .commit_seconds
                 .observe(started.elapsed().as_secs_f64());
             stats.batch_events.observe(count as f64);
             if let Err(e) = &outcome {
                 // Not lost silently: every caller gets this error instead of a success.
-                tracing::error!(error = %e, events = count, "audit events not committed; their requests fail");
+                tracing::error!(error = %e, events = count, "audit events not recorded; their requests fail");
             }
             for ack in acks {
                 let _ = ack.send(outcome.clone());
@@ -202,6 +230,34 @@ async fn write_batches(
         }
         for done in flushes {
             let _ = done.send(());
+        }
+    }
+}
+
+/// Moves events from the SQLite audit log into the events table whenever some were appended
+/// (and once a second, to retry after a failure); on `stop`, returns. The writer indexes what is
+/// left after its last append.
+async fn index_log(store: Store, stop: CancellationToken) {
+    loop {
+        index_until_caught_up(&store).await;
+        tokio::select! {
+            () = store.audit_log_appended() => {}
+            () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
+/// Index passes until the log is caught up or a pass fails (logged; retried later).
+async fn index_until_caught_up(store: &Store) {
+    loop {
+        match store.index_audit_log().await {
+            Ok(pass) if pass.remaining > 0 && pass.indexed > 0 => continue,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::error!(error = %e, "audit log events not indexed yet (they are durable in the log); retrying");
+                return;
+            }
         }
     }
 }

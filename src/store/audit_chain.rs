@@ -130,7 +130,10 @@ impl GroupHook for ChainSealer {
     }
 }
 
-/// Inserts `events` already chained, in order (SQLite: the one writer appends without locks).
+/// Inserts `events` already chained, in order, moving each chain's head: SQLite's one writer
+/// (events of writes, and the audit log's indexer) and PostgreSQL's audit connection (locking each
+/// head, in chain order, until its transaction commits). Many rows per statement: on PostgreSQL
+/// each statement is a round trip.
 pub(super) fn insert_chained(sql: &mut dyn Sql, events: &[AuditEvent]) -> Result<(), StoreError> {
     let mut chains: BTreeMap<String, Vec<&AuditEvent>> = BTreeMap::new();
     for event in events {
@@ -141,6 +144,7 @@ pub(super) fn insert_chained(sql: &mut dyn Sql, events: &[AuditEvent]) -> Result
     }
     for (chain, events) in chains {
         let (mut position, mut previous) = lock_head(sql, &chain)?;
+        let mut rows = Vec::with_capacity(events.len());
         for e in events {
             position += 1;
             let hash = event_hash(&ChainedFields {
@@ -152,12 +156,36 @@ pub(super) fn insert_chained(sql: &mut dyn Sql, events: &[AuditEvent]) -> Result
                 position,
                 previous_hash: &previous,
             });
+            rows.push((
+                e,
+                position,
+                std::mem::replace(&mut previous, hash.clone()),
+                hash,
+            ));
+        }
+        for chunk in chunked(&rows) {
+            let values = placeholders(chunk.len(), 8, |_, n| format!("?{n}"));
+            let args: Vec<Value> = chunk
+                .iter()
+                .flat_map(|(e, position, previous, hash)| {
+                    [
+                        e.id.to_value(),
+                        e.event.to_value(),
+                        e.organization_id.to_value(),
+                        e.data_json.to_value(),
+                        e.created_at.to_value(),
+                        position.to_value(),
+                        previous.to_value(),
+                        hash.to_value(),
+                    ]
+                })
+                .collect();
             sql.execute(
-                "INSERT INTO audit_events (id, event, organization_id, data_json, created_at, chain_position, chain_previous, chain_hash) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                args![e.id, e.event, e.organization_id, e.data_json, e.created_at, position, previous, hash],
+                &format!(
+                    "INSERT INTO audit_events (id, event, organization_id, data_json, created_at, chain_position, chain_previous, chain_hash) VALUES {values}"
+                ),
+                &args,
             )?;
-            previous = hash;
         }
         move_head(sql, &chain, position, &previous)?;
     }

@@ -7,6 +7,8 @@
 mod api_keys;
 mod audit;
 mod audit_chain;
+mod audit_segments;
+mod audit_sink;
 mod byok;
 mod changes;
 mod idempotency;
@@ -38,6 +40,7 @@ pub use audit_chain::{
     ChainHead, ChainLink, ChainedFields, ExportQuery, GENESIS_HASH, StoredEvent, chain_of,
     event_hash, organization_of,
 };
+pub use audit_sink::{IndexPass, MAX_BACKLOG_BYTES};
 pub use byok::{ByokFlag, ByokKeyRecord, ByokSnapshot, TenantKekRecord};
 pub use changes::{Change, ChangeListener, LISTENER_APPLICATION_NAME, Revisions};
 pub use idempotency::{ClaimOutcome, IdempotencyClaim, IdempotencyRecord, StoredResponse};
@@ -130,6 +133,16 @@ pub struct Store {
     /// A small pool of its own for the reads that keep cached state coherent (PostgreSQL only):
     /// see [`Store::reserved`].
     reserved: Option<PostgresConnector>,
+    /// Where the audit writer's events go (`audit_sink.rs`).
+    audit: audit_sink::AuditSink,
+}
+
+/// Whether an opened SQLite store appends to the audit log beside it (a broker) or only
+/// inspects it (`audit verify`, which may run beside a broker holding the log).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AuditLogUse {
+    Append,
+    Inspect,
 }
 
 /// Where reads run.
@@ -170,41 +183,82 @@ impl Store {
         }
     }
 
+    /// The configured store, to read the audit trail beside a running broker: on SQLite it does
+    /// not take the audit log (a broker holds it), and records nothing.
+    pub async fn inspect_configured(
+        data_dir: &Path,
+        options: StoreOptions,
+    ) -> Result<Self, StoreError> {
+        match options.url.clone() {
+            Some(url) => Self::open_postgres(&url.0, &options).await,
+            None => {
+                Self::open_sqlite(&data_dir.join("broker.db"), options, AuditLogUse::Inspect).await
+            }
+        }
+    }
+
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
         Self::open_with(path, StoreOptions::default()).await
     }
 
-    /// The embedded SQLite file at `path`.
+    /// The embedded SQLite file at `path`, and its audit log beside it.
     pub async fn open_with(path: &Path, options: StoreOptions) -> Result<Self, StoreError> {
+        Self::open_sqlite(path, options, AuditLogUse::Append).await
+    }
+
+    async fn open_sqlite(
+        path: &Path,
+        options: StoreOptions,
+        log_use: AuditLogUse,
+    ) -> Result<Self, StoreError> {
         let path = path.to_path_buf();
-        let (writer, readers) = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| StoreError::Internal(e.to_string()))?;
-            }
-            let mut writer = Connection::open(&path)?;
-            writer.pragma_update(None, "journal_mode", "WAL")?;
-            // FULL: a commit is on disk before the write is acknowledged (survives power loss).
-            writer.pragma_update(None, "synchronous", "FULL")?;
-            configure(&writer)?;
-            migrations::apply_sqlite(&mut writer)?;
-            if let Some(pages) = options.max_page_count {
-                // A connection setting, so only the writer (the one that grows the file) needs it.
-                writer.pragma_update(None, "max_page_count", pages as i64)?;
-            }
-            let readers = (0..SQLITE_READERS)
-                .map(|_| {
-                    let reader = Connection::open_with_flags(
-                        &path,
-                        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-                    )?;
-                    configure(&reader)?;
-                    Ok(Mutex::new(Some(reader)))
-                })
-                .collect::<Result<Vec<_>, StoreError>>()?;
-            Ok((writer, readers))
-        })
-        .await
-        .map_err(|e| StoreError::Internal(e.to_string()))??;
+        let (writer, readers, audit) =
+            tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent)
+                        .map_err(|e| StoreError::Internal(e.to_string()))?;
+                }
+                let mut writer = Connection::open(&path)?;
+                writer.pragma_update(None, "journal_mode", "WAL")?;
+                // FULL: a commit is on disk before the write is acknowledged (survives power loss).
+                writer.pragma_update(None, "synchronous", "FULL")?;
+                configure(&writer)?;
+                migrations::apply_sqlite(&mut writer)?;
+                if let Some(pages) = options.max_page_count {
+                    // A connection setting, so only the writer (the one that grows the file) needs it.
+                    writer.pragma_update(None, "max_page_count", pages as i64)?;
+                }
+                let readers = (0..SQLITE_READERS)
+                    .map(|_| {
+                        let reader = Connection::open_with_flags(
+                            &path,
+                            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                        )?;
+                        configure(&reader)?;
+                        Ok(Mutex::new(Some(reader)))
+                    })
+                    .collect::<Result<Vec<_>, StoreError>>()?;
+                let log_dir = audit_segments::directory_for(&path);
+                let audit = match log_use {
+                    AuditLogUse::Append => {
+                        let checkpoint: i64 = writer.query_row(
+                            "SELECT indexed_through FROM audit_log_checkpoint WHERE id = 1",
+                            [],
+                            |row| row.get(0),
+                        )?;
+                        let checkpoint = u64::try_from(checkpoint).unwrap_or(0);
+                        audit_sink::AuditSink::Segments(Arc::new(audit_sink::SegmentSink::open(
+                            &log_dir, checkpoint,
+                        )?))
+                    }
+                    AuditLogUse::Inspect => {
+                        audit_sink::AuditSink::Inspecting { log: Some(log_dir) }
+                    }
+                };
+                Ok((writer, readers, audit))
+            })
+            .await
+            .map_err(|e| StoreError::Internal(e.to_string()))??;
         Ok(Self {
             writer: writer::Writer::start(
                 SqliteWriteConnection(writer),
@@ -218,6 +272,7 @@ impl Store {
             retention: options.retention,
             listen: None,
             reserved: None,
+            audit,
         })
     }
 
@@ -236,6 +291,7 @@ impl Store {
         .await
         .map_err(|e| StoreError::Internal(e.to_string()))??;
         let reserved = PostgresConnector::new(&target.with_pool_size(RESERVED_CONNECTIONS))?;
+        let audit_connection = PostgresConnector::new(&target.with_pool_size(1))?;
         Ok(Self {
             writer: writer::Writer::start(
                 PostgresWriteConnection::new(connector.clone()),
@@ -246,6 +302,10 @@ impl Store {
             retention: options.retention,
             listen: Some(Arc::new(changes::ListenTarget::new(&target))),
             reserved: Some(reserved),
+            audit: audit_sink::AuditSink::Postgres(writer::Writer::start(
+                PostgresWriteConnection::new(audit_connection),
+                writer::NoHook,
+            )?),
         })
     }
 
@@ -315,6 +375,11 @@ impl Store {
     /// Shutdown's last step: commits every queued write, joins the writer thread (closing its
     /// connection) and closes the readers. Later calls fail; closing twice is harmless.
     pub async fn close(&self) -> Result<(), StoreError> {
+        match &self.audit {
+            audit_sink::AuditSink::Segments(sink) => sink.close(),
+            audit_sink::AuditSink::Postgres(writer) => writer.close().await?,
+            audit_sink::AuditSink::Inspecting { .. } => {}
+        }
         self.writer.close().await?;
         match &self.readers {
             Readers::Sqlite { connections, .. } => {

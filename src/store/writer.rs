@@ -34,6 +34,19 @@ pub(super) trait GroupHook: Send + 'static {
     fn before_commit(&mut self, sql: &mut dyn Sql) -> Result<(), StoreError>;
 }
 
+/// A writer whose groups do nothing besides their writes (the PostgreSQL audit connection's:
+/// its events are chained as they are inserted).
+pub(super) struct NoHook;
+
+impl GroupHook for NoHook {
+    fn begin(&mut self, _: &mut dyn Sql) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn before_commit(&mut self, _: &mut dyn Sql) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
 /// Called once the group's commit is decided: `Ok` = committed, else why it did not.
 type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 /// Runs one write inside its savepoint (or, when its group already failed, is given that
@@ -234,18 +247,6 @@ mod tests {
     use super::*;
     use crate::store::sql::{SqliteWriteConnection, args};
     use rusqlite::Connection;
-
-    /// The writer alone, without the audit chain (these tables have no audit events).
-    struct NoHook;
-
-    impl GroupHook for NoHook {
-        fn begin(&mut self, _: &mut dyn Sql) -> Result<(), StoreError> {
-            Ok(())
-        }
-        fn before_commit(&mut self, _: &mut dyn Sql) -> Result<(), StoreError> {
-            Ok(())
-        }
-    }
 
     #[tokio::test]
     async fn a_failed_write_rolls_back_alone_and_the_rest_of_its_group_commits() {

@@ -447,3 +447,89 @@ async fn several_instances_append_to_one_chain_without_breaking_it() {
         "{report}"
     );
 }
+
+/// Every read a broker answered before `kill -9` has its durable `vault.data.read` event: after a
+/// restart (which indexes what the SQLite audit log holds) the events are in the table, chained,
+/// and `audit verify` finds the trail intact. On PostgreSQL the events were in the table already.
+#[tokio::test]
+async fn acknowledged_reads_keep_their_events_through_kill_9_and_the_chain_stays_whole() {
+    use common::process::{APP_KEY, request, spawn_local_broker, temp_dir};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let data_dir = temp_dir("audit-kill9");
+    let mut broker = spawn_local_broker(&data_dir, &[], None).await;
+    let port = broker.port;
+    let body =
+        json!({"name": "hot", "value": "v", "key_context": {"organization_id": "org_kill_reads"}});
+    let (status, created) = request(port, APP_KEY, "POST", "/vault/v1/kv", &body.to_string())
+        .await
+        .expect("created");
+    assert_eq!(status, 201, "{created}");
+    let path = format!("/vault/v1/kv/{}", created["id"].as_str().expect("id"));
+
+    // 16 readers as fast as they can; killed once a few hundred reads were answered.
+    let (answered, sent) = (&AtomicUsize::new(0), &AtomicUsize::new(0));
+    let readers = (0..16).map(|_| {
+        let path = path.clone();
+        async move {
+            loop {
+                sent.fetch_add(1, Ordering::SeqCst);
+                match request(port, APP_KEY, "GET", &path, "").await {
+                    Some((200, _)) => answered.fetch_add(1, Ordering::SeqCst),
+                    Some((status, json)) => panic!("unexpected {status}: {json}"),
+                    None => break, // the broker is gone
+                };
+            }
+        }
+    });
+    let killer = async {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while answered.load(Ordering::SeqCst) < 300 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        broker.child.kill().unwrap(); // SIGKILL
+        broker.child.wait().unwrap();
+    };
+    tokio::join!(futures_util::future::join_all(readers), killer);
+    let (answered, sent) = (answered.load(Ordering::SeqCst), sent.load(Ordering::SeqCst));
+    assert!(
+        answered >= 300,
+        "only {answered} reads answered before the kill"
+    );
+
+    let restarted = spawn_local_broker(&data_dir, &[], None).await;
+    let count = || {
+        database::query_i64(
+            &data_dir,
+            "SELECT COUNT(*) FROM audit_events WHERE event = 'vault.data.read' AND organization_id = 'org_kill_reads'",
+            &[],
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut recorded = count().await;
+    while (recorded as usize) < answered && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        recorded = count().await;
+    }
+    println!(
+        "reads answered before kill -9: {answered} (of {sent} sent); events recorded: {recorded}"
+    );
+    assert!(
+        (answered..=sent).contains(&(recorded as usize)),
+        "{answered} reads were answered, {sent} sent, {recorded} events recorded"
+    );
+    let unchained = database::query_i64(
+        &data_dir,
+        "SELECT COUNT(*) FROM audit_events WHERE organization_id = 'org_kill_reads' AND chain_hash IS NULL",
+        &[],
+    )
+    .await;
+    assert_eq!(unchained, 0, "every recorded event is chained");
+    drop(restarted);
+    let (intact, report) = verify(&data_dir, &["--organization", "org_kill_reads"]);
+    assert!(intact, "{report}");
+    assert!(
+        chain_line(&report, "org_kill_reads").contains("intact"),
+        "{report}"
+    );
+}

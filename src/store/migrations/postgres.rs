@@ -46,7 +46,19 @@ CREATE TABLE platform_kek_watch (
     (14, KEK_ROTATION),
     (15, PORTAL),
     (16, AUDIT_CHAIN),
+    (17, AUDIT_LOG),
 ];
+
+/// Version 17: the SQLite audit log's checkpoint (see the SQLite migration of the same number).
+/// Unused on PostgreSQL, where the audit writer inserts events itself; created so one schema
+/// number means one set of tables on both backends.
+const AUDIT_LOG: &str = r#"
+CREATE TABLE audit_log_checkpoint (
+    id               BIGINT PRIMARY KEY CHECK (id = 1),
+    indexed_through  BIGINT NOT NULL
+);
+INSERT INTO audit_log_checkpoint (id, indexed_through) VALUES (1, 0);
+"#;
 
 /// Version 16: the audit hash chain; see the SQLite migration of the same number.
 const AUDIT_CHAIN: &str = r#"

@@ -220,7 +220,20 @@ CREATE TRIGGER tenant_keks_update AFTER UPDATE ON tenant_keks
     PORTAL,
     // Version 16: the audit hash chain (see `AUDIT_CHAIN`).
     AUDIT_CHAIN,
+    // Version 17: how far the audit log is indexed (see `AUDIT_LOG`).
+    AUDIT_LOG,
 ];
+
+/// Version 17. The audit log (`store/audit_segments.rs`): the log offset up to which its events
+/// are in `audit_events`, moved in the same transaction as the events it counts, so a crash
+/// neither loses nor repeats one.
+const AUDIT_LOG: &str = r#"
+CREATE TABLE audit_log_checkpoint (
+    id               INTEGER PRIMARY KEY CHECK (id = 1),
+    indexed_through  INTEGER NOT NULL
+);
+INSERT INTO audit_log_checkpoint (id, indexed_through) VALUES (1, 0);
+"#;
 
 /// Version 16. The audit hash chain (docs/ARCHITECTURE.md, "Audit trail"): each event's place in
 /// its organization's chain, the hash of its predecessor and its own; each chain's head (the
