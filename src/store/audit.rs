@@ -5,8 +5,7 @@ use super::audit_chain::{chunked, insert_chained, placeholders};
 use super::sql::{Dialect, Sql, ToValue, Value, args};
 use super::{Store, StoreError};
 
-/// Serialized as is into the SQLite audit log (`audit_segments.rs`).
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone)]
 pub struct AuditEvent {
     pub id: String,
     pub event: String,

@@ -190,3 +190,29 @@ fn a_second_process_cannot_append_to_the_log() {
     assert!(format!("{error}").contains("in use"), "{error}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn every_field_of_an_event_reads_back_as_written() {
+    let dir = dir();
+    let mut log = SegmentLog::open(&dir, 0).unwrap();
+    let written = vec![
+        AuditEvent {
+            id: "event_a".into(),
+            event: "vault.byok_key.state_changed".into(),
+            organization_id: None,
+            data_json: r#"{"reason":"Schlüssel \"deaktiviert\"","n":[1,2]}"#.into(),
+            created_at: "2026-11-29T00:00:00.000001Z".into(),
+        },
+        AuditEvent {
+            id: "event_b".into(),
+            event: "vault.data.read".into(),
+            organization_id: Some(String::new()),
+            data_json: "{}".into(),
+            created_at: "2026-11-29T00:00:00.000002Z".into(),
+        },
+    ];
+    let end = log.append(&written).unwrap();
+    let read = read_all(&dir, 0, end);
+    assert_eq!(format!("{read:?}"), format!("{written:?}"));
+    let _ = std::fs::remove_dir_all(dir);
+}

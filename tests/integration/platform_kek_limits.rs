@@ -53,6 +53,7 @@ async fn platform_keks_are_limited_in_total_across_restarts() {
         let refused = broker.data_key(APP_KEY, org("org_3")).await;
         assert_eq!(refused.status, 403, "{:?}", refused.body);
         assert_eq!(refused.body["code"], "kek_limit_reached");
+        broker.shutdown().await;
     }
     // A restart does not reset the count: it is kept in the store.
     let broker = TestBroker::start_local_in(&dir, &settings).await;
@@ -123,6 +124,7 @@ async fn objects_and_data_keys_made_before_a_selector_stay_readable_after_it() {
         assert_eq!(created.status, 201, "{:?}", created.body);
         let issued = broker.data_key(APP_KEY, context.clone()).await;
         assert_eq!(issued.status, 200, "{:?}", issued.body);
+        broker.shutdown().await;
         (
             format!("/vault/v1/kv/{}", created.body["id"].as_str().expect("id")),
             issued.body["encrypted_keys"].clone(),
@@ -181,5 +183,6 @@ async fn objects_stay_readable_whatever_the_selector_is_changed_to() {
             assert_eq!(read.status, 200, "round {round}, {path}: {:?}", read.body);
             assert_eq!(&read.body["value"], value);
         }
+        broker.shutdown().await;
     }
 }

@@ -80,7 +80,8 @@ impl TestBroker<LocalKms> {
     }
 
     /// Starts on the local key provider in `data_dir`, which the caller owns and removes: a test
-    /// that restarts the broker starts the next one on the same directory.
+    /// that restarts the broker shuts the first one down (as a process ends: it releases the
+    /// SQLite audit log) and starts the next one on the same directory.
     pub async fn start_local_in(data_dir: &Path, settings: &[(&str, &str)]) -> Self {
         Self::open_local(data_dir, settings, None).await
     }
