@@ -204,8 +204,9 @@ fn run_group(
                 // With synchronous replication, a COMMIT cancelled by statement_timeout while
                 // waiting for the standby still commits locally, and says so only in a warning:
                 // the commit must not be cancelled. The client's own bound still applies, and
-                // reports an overrun as a failure (never as an acknowledgement).
-                sql.batch("SET LOCAL statement_timeout = 0")?;
+                // reports an overrun as a failure (never as an acknowledgement). One round trip
+                // for both: a group's commit is what its writes wait for.
+                return sql.batch("SET LOCAL statement_timeout = 0; COMMIT");
             }
             sql.batch("COMMIT")
         }
