@@ -57,6 +57,8 @@ pub(super) fn insert_events_in(tx: &mut dyn Sql, events: &[AuditEvent]) -> Resul
 }
 
 impl Store {
+    /// Inserts events through the object writer, as a write's own events are (tests write
+    /// events this way; the audit writer makes them durable with `append_audit_events`).
     pub async fn insert_events(&self, events: Vec<AuditEvent>) -> Result<(), StoreError> {
         self.run(move |tx| insert_events_in(tx, &events)).await
     }

@@ -1,5 +1,6 @@
 //! Ordered shutdown in process: `Supervisor::shutdown` ends every background task, the audit
-//! event of the last request is committed, and the store's writer thread has joined.
+//! event of the last request is in the events table (on SQLite: indexed from the audit log
+//! before the database closes), and the store's writer thread has joined.
 
 use std::time::Duration;
 
@@ -36,10 +37,10 @@ async fn shutdown_ends_every_task_commits_the_audit_queue_and_joins_the_database
         .await;
     assert_eq!(refused.status, 401);
     // The watcher, the retention purge, the rewrap claim scan, the refusal counts' flush, the
-    // audit writer and the database's closer; on PostgreSQL also the coherence worker (other
-    // processes may share the database).
+    // audit writer, the audit log's indexer and the database's closer; on PostgreSQL also the
+    // coherence worker (other processes may share the database).
     let coherence = usize::from(database::is_postgres());
-    assert_eq!(broker.supervisor.running(), 6 + coherence);
+    assert_eq!(broker.supervisor.running(), 7 + coherence);
     assert!(!broker.broker.store.is_closed());
 
     tokio::time::timeout(Duration::from_secs(10), broker.shutdown())
