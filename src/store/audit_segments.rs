@@ -63,10 +63,12 @@ fn segments(dir: &Path) -> Result<Vec<(u64, u64)>, StoreError> {
         else {
             continue;
         };
-        let length = entry
-            .metadata()
-            .map_err(|e| io("cannot read", &entry.path(), e))?
-            .len();
+        let length = match entry.metadata() {
+            Ok(metadata) => metadata.len(),
+            // Removed since the listing (indexed meanwhile, by the broker that holds the log).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io("cannot read", &entry.path(), e)),
+        };
         found.push((base, length));
     }
     found.sort_unstable();
@@ -193,6 +195,9 @@ pub(super) struct SegmentLog {
     current_length: u64,
     /// When a new segment begins: `SEGMENT_BYTES` (tests make it small).
     segment_bytes: u64,
+    /// A failed write could not be cut back off: later records would follow bytes that are no
+    /// record, so nothing more is appended until the log is opened again (which cuts them off).
+    broken: bool,
 }
 
 impl SegmentLog {
@@ -202,7 +207,14 @@ impl SegmentLog {
     /// already counts as indexed). Fails when another process holds the log, or when a record an
     /// earlier run acknowledged is damaged or missing.
     pub fn open(dir: &Path, indexed_through: u64) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| io("cannot create", dir, e))?;
+        if !dir.exists() {
+            std::fs::create_dir_all(dir).map_err(|e| io("cannot create", dir, e))?;
+            // The directory's own entry must survive a power loss, or a restart would find no
+            // log and start a fresh one over acknowledged events.
+            if let Some(parent) = dir.parent() {
+                sync_directory(parent)?;
+            }
+        }
         let lock_path = dir.join(LOCK_FILE);
         let lock = OpenOptions::new()
             .create(true)
@@ -224,6 +236,13 @@ impl SegmentLog {
         {
             remove(dir, base)?;
             found.remove(0);
+        }
+        // A new segment starts at the checkpoint at the latest, so the first one left cannot start
+        // past it unless segments holding unindexed events are gone.
+        if let Some(&(first, _)) = found.first()
+            && first > indexed_through
+        {
+            return Err(damaged(dir, indexed_through, "a missing segment"));
         }
         let mut expected = None;
         let last = found.len().saturating_sub(1);
@@ -295,6 +314,7 @@ impl SegmentLog {
             current_base,
             current_length,
             segment_bytes: SEGMENT_BYTES,
+            broken: false,
         })
     }
 
@@ -310,6 +330,11 @@ impl SegmentLog {
     /// Writes `events` and syncs them to disk; the log's new end. On failure nothing counts as
     /// written: the segment is cut back to where the batch began.
     pub fn append(&mut self, events: &[AuditEvent]) -> Result<u64, StoreError> {
+        if self.broken {
+            return Err(StoreError::Unavailable(
+                "audit log: a failed write could not be undone; restart the broker".into(),
+            ));
+        }
         if self.current_length >= self.segment_bytes {
             let base = self.end();
             self.current = create_segment(&self.dir, base)?;
@@ -327,7 +352,9 @@ impl SegmentLog {
             .and_then(|()| self.current.sync_data());
         if let Err(e) = written {
             // Whatever part reached the file must not be read as acknowledged later.
-            let _ = self.current.set_len(self.current_length);
+            if self.current.set_len(self.current_length).is_err() {
+                self.broken = true;
+            }
             return Err(io("cannot write", &path, e));
         }
         self.current_length += bytes.len() as u64;
@@ -386,6 +413,9 @@ pub(super) fn read_from(
     for (base, length) in segments(dir)? {
         if base + length <= offset || base >= end {
             continue;
+        }
+        if base > offset {
+            return Err(damaged(dir, offset, "a missing segment"));
         }
         let path = segment_path(dir, base);
         let mut file = File::open(&path).map_err(|e| io("cannot open", &path, e))?;

@@ -216,3 +216,21 @@ fn every_field_of_an_event_reads_back_as_written() {
     assert_eq!(format!("{read:?}"), format!("{written:?}"));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_missing_first_unindexed_segment_stops_the_open() {
+    let dir = dir();
+    let mut log = SegmentLog::open(&dir, 0).unwrap();
+    log.segment_bytes = 512;
+    for batch in 0..6 {
+        log.append(&events(batch * 4, 4)).unwrap();
+    }
+    drop(log);
+    let first = segments(&dir).unwrap()[0].0;
+    std::fs::remove_file(segment_path(&dir, first)).unwrap();
+    let error = SegmentLog::open(&dir, 0).err().expect("refused");
+    assert!(format!("{error}").contains("a missing segment"), "{error}");
+    let error = read_from(&dir, 0, u64::MAX, 10).expect_err("a reader refuses too");
+    assert!(format!("{error}").contains("a missing segment"), "{error}");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -7,8 +7,9 @@
 //!   that inserts the events already chained, many rows per statement.
 //!
 //! Backpressure, never a silent drop: while the log's unindexed backlog exceeds
-//! [`MAX_BACKLOG_BYTES`] appends wait for the indexer; while the database is full (so the
-//! indexer cannot move events) appends fail with that error (507 `storage_full`).
+//! [`MAX_BACKLOG_BYTES`] appends wait for the indexer (and fail after [`BACKLOG_PATIENCE`] with
+//! its last failure, or 503, rather than hang); while the database is full (so the indexer cannot
+//! move events) appends fail with that error (507 `storage_full`).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,6 +31,9 @@ pub const MAX_BACKLOG_BYTES: u64 = 64 * 1024 * 1024;
 const INDEX_BATCH: usize = 4096;
 /// How often a waiting append looks at the backlog again.
 const BACKLOG_POLL: Duration = Duration::from_millis(2);
+/// How long an append waits for the indexer to bring the backlog under its bound before it
+/// fails (503 `storage_unavailable`, or the indexer's own failure) rather than hang.
+const BACKLOG_PATIENCE: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 pub(super) enum AuditSink {
@@ -57,6 +61,12 @@ pub(super) struct SegmentSink {
     appended_signal: Notify,
     /// Set while the database is full: the indexer cannot move events, so appends fail.
     full: Mutex<Option<StoreError>>,
+    /// Why the last index pass failed (cleared by one that succeeds): what an append that gave
+    /// up waiting reports.
+    last_failure: Mutex<Option<StoreError>>,
+    /// [`MAX_BACKLOG_BYTES`] and [`BACKLOG_PATIENCE`] (tests make them small).
+    max_backlog: u64,
+    patience: Duration,
 }
 
 impl SegmentSink {
@@ -71,6 +81,9 @@ impl SegmentSink {
             indexing: tokio::sync::Mutex::new(()),
             appended_signal: Notify::new(),
             full: Mutex::new(None),
+            last_failure: Mutex::new(None),
+            max_backlog: MAX_BACKLOG_BYTES,
+            patience: BACKLOG_PATIENCE,
         })
     }
 
@@ -110,6 +123,27 @@ impl SegmentSink {
     fn set_full(&self, why: Option<StoreError>) {
         *self.full.lock().unwrap_or_else(PoisonError::into_inner) = why;
     }
+
+    fn set_last_failure(&self, why: Option<StoreError>) {
+        *self
+            .last_failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = why;
+    }
+
+    /// Why an append gave up waiting for the indexer.
+    fn not_keeping_up(&self) -> StoreError {
+        self.last_failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .unwrap_or_else(|| {
+                StoreError::Unavailable(
+                    "the audit log's indexer is not keeping up; the request's event was not recorded"
+                        .into(),
+                )
+            })
+    }
 }
 
 /// How an index pass ended.
@@ -134,9 +168,13 @@ impl Store {
                         return Err(why);
                     }
                 }
-                while sink.backlog() >= MAX_BACKLOG_BYTES {
+                let waiting = tokio::time::Instant::now();
+                while sink.backlog() >= sink.max_backlog {
                     if let Some(why) = sink.full() {
                         return Err(why);
+                    }
+                    if waiting.elapsed() >= sink.patience {
+                        return Err(sink.not_keeping_up());
                     }
                     tokio::time::sleep(BACKLOG_POLL).await;
                 }
@@ -158,8 +196,17 @@ impl Store {
     }
 
     /// Moves up to a batch of events from the log into `audit_events` (SQLite; elsewhere there
-    /// is nothing to move). The checkpoint moves in the same transaction.
+    /// is nothing to move). The checkpoint moves in the same transaction. The pass runs as a task
+    /// of its own: a caller dropped halfway (a listing's request timing out) must not leave its
+    /// transaction committed and the in-memory checkpoint behind it.
     pub async fn index_audit_log(&self) -> Result<IndexPass, StoreError> {
+        let store = self.clone();
+        tokio::spawn(async move { store.index_pass().await })
+            .await
+            .map_err(|e| StoreError::Internal(e.to_string()))?
+    }
+
+    async fn index_pass(&self) -> Result<IndexPass, StoreError> {
         let AuditSink::Segments(sink) = &self.audit else {
             return Ok(IndexPass {
                 indexed: 0,
@@ -176,11 +223,12 @@ impl Store {
             });
         }
         let dir = sink.dir.clone();
-        let (events, next) = tokio::task::spawn_blocking(move || {
+        let read = tokio::task::spawn_blocking(move || {
             audit_segments::read_from(&dir, from, end, INDEX_BATCH)
         })
         .await
-        .map_err(|e| StoreError::Internal(e.to_string()))??;
+        .map_err(|e| StoreError::Internal(e.to_string()))?;
+        let (events, next) = read.inspect_err(|why| sink.set_last_failure(Some(why.clone())))?;
         let indexed = events.len();
         if indexed > 0 {
             let moved = self
@@ -202,9 +250,11 @@ impl Store {
                 if matches!(why, StoreError::Full(_)) {
                     sink.set_full(Some(why.clone()));
                 }
+                sink.set_last_failure(Some(why.clone()));
                 return Err(why);
             }
             sink.set_full(None);
+            sink.set_last_failure(None);
         }
         // Past a segment's header alone, nothing is written to the database: the next pass
         // starts there anyway.
@@ -265,3 +315,7 @@ impl Store {
         .await
     }
 }
+
+#[cfg(test)]
+#[path = "audit_sink_tests.rs"]
+mod tests;
