@@ -185,6 +185,37 @@ fn valid_prefix(path: &Path, start: u64) -> Result<(u64, Option<String>), StoreE
     }
 }
 
+/// Whether a whole record starts anywhere in the segment after `from` (where its valid records
+/// end). A crash tears only the batch being written, and nothing was appended after it, so a
+/// whole record past the tear means damage among records written, synced and acknowledged.
+/// Every offset is tried: a cheap length check first, the checksum only for a plausible length.
+fn whole_record_after(path: &Path, from: u64) -> Result<bool, StoreError> {
+    /// The smallest payload: the organization flag and five empty fields' lengths.
+    const MIN_PAYLOAD: usize = 1 + 5 * 4;
+    /// Events are small; a larger length found while scanning is not looked at (a torn tail
+    /// holding one whole event this large would go unnoticed, and is cut off as before).
+    const MAX_SCANNED: usize = 1024 * 1024;
+    let bytes = std::fs::read(path).map_err(|e| io("cannot read", path, e))?;
+    let header = RECORD_HEADER as usize;
+    let start = usize::try_from(from)
+        .unwrap_or(usize::MAX)
+        .saturating_add(1);
+    for at in start..bytes.len().saturating_sub(header + MIN_PAYLOAD - 1) {
+        let length =
+            u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]) as usize;
+        let end = at + header + length;
+        if !(MIN_PAYLOAD..=MAX_SCANNED).contains(&length) || end > bytes.len() {
+            continue;
+        }
+        let crc = u32::from_be_bytes([bytes[at + 4], bytes[at + 5], bytes[at + 6], bytes[at + 7]]);
+        let payload = &bytes[at + header..end];
+        if crc32fast::hash(payload) == crc && decode(payload).is_some() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// The open log: where the next batch goes.
 pub(super) struct SegmentLog {
     dir: PathBuf,
@@ -263,7 +294,9 @@ impl SegmentLog {
             let path = segment_path(dir, base);
             let (valid, damage) = valid_prefix(&path, start)?;
             let Some(why) = damage else { continue };
-            if index != last {
+            // Damage in a closed segment, or followed by whole records in the last one, is among
+            // acknowledged events; only a tail with no whole record after it is a torn write.
+            if index != last || whole_record_after(&path, valid)? {
                 return Err(damaged(dir, base + valid, &why));
             }
             // The last segment's tail: a batch whose write the crash cut short, never

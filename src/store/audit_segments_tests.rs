@@ -234,3 +234,28 @@ fn a_missing_first_unindexed_segment_stops_the_open() {
     assert!(format!("{error}").contains("a missing segment"), "{error}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_damaged_record_followed_by_whole_ones_in_the_last_segment_stops_the_open() {
+    let dir = dir();
+    let mut log = SegmentLog::open(&dir, 0).unwrap();
+    for batch in 0..5 {
+        log.append(&events(batch * 4, 4)).unwrap();
+    }
+    drop(log);
+    // A flipped byte in the second record: acknowledged records follow it, so this is not a
+    // crash's torn tail, and cutting the segment there would drop them.
+    let path = segment_path(&dir, 0);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mut first = Vec::new();
+    encode(&events(0, 1)[0], &mut first).unwrap();
+    let second_payload = MAGIC.len() + first.len() + RECORD_HEADER as usize + 3;
+    bytes[second_payload] ^= 0x01;
+    std::fs::write(&path, bytes).unwrap();
+    let error = SegmentLog::open(&dir, 0).err().expect("refused");
+    assert!(
+        format!("{error}").contains("already acknowledged"),
+        "{error}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
