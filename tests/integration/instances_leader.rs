@@ -356,9 +356,11 @@ async fn followers_contend_for_the_lead_without_opening_a_session_per_attempt() 
     let before = sessions().await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let opened = sessions().await - before;
-    // The two counting queries' own sessions, and one spare.
+    // The two counting queries' own sessions and a few more: 1-3 on a quiet machine, 5 in a CI
+    // rehearsal with the whole suite loading 2 cores. A session per attempt, the behaviour this
+    // guards against, opened about 90 here.
     println!(
         "sessions opened by 3 idle instances (2 followers, 100 ms interval) over ~4 s: {opened}"
     );
-    assert!(opened <= 3, "{opened} sessions opened");
+    assert!(opened <= 12, "{opened} sessions opened");
 }
