@@ -73,29 +73,7 @@ enum Command {
 enum AuditCommand {
     /// Check the audit hash chains in the configured database and report the first modified,
     /// deleted, inserted or reordered event of each (exit status 1 if any).
-    Verify {
-        /// TOML configuration file naming the store; BYOK_BROKER_* environment variables override it.
-        #[arg(long, env = "BYOK_BROKER_CONFIG")]
-        config: Option<PathBuf>,
-        /// Only this organization's chain.
-        #[arg(long, conflicts_with = "broker_chain")]
-        organization: Option<String>,
-        /// Only the chain of events without organization.
-        #[arg(long)]
-        broker_chain: bool,
-        /// First chain position to check (default: the chain's start, or where retention cut it).
-        #[arg(long)]
-        from_position: Option<i64>,
-        /// Last chain position to check (default: the chain's head).
-        #[arg(long)]
-        to_position: Option<i64>,
-        /// Only events from the first created at or after this time (RFC 3339).
-        #[arg(long)]
-        since: Option<String>,
-        /// Only events up to the last created before this time (RFC 3339).
-        #[arg(long)]
-        until: Option<String>,
-    },
+    Verify(cli::audit::VerifyArgs),
 }
 
 fn main() -> ExitCode {
@@ -138,25 +116,8 @@ fn main() -> ExitCode {
             })
         }
         Command::Audit {
-            command:
-                AuditCommand::Verify {
-                    config,
-                    organization,
-                    broker_chain,
-                    from_position,
-                    to_position,
-                    since,
-                    until,
-                },
-        } => runtime.block_on(cli::audit::verify(cli::audit::VerifyArgs {
-            config,
-            organization,
-            broker_chain,
-            from_position,
-            to_position,
-            since,
-            until,
-        })),
+            command: AuditCommand::Verify(args),
+        } => runtime.block_on(cli::audit::verify(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -9,14 +9,29 @@ use byok_broker::services::audit_verify::{self, VerifyRange, VerifyReport};
 use byok_broker::store::Store;
 use byok_broker::timestamp::Timestamp;
 
-/// What `audit verify` was asked to check.
+/// What `audit verify` was asked to check (its command-line arguments).
+#[derive(clap::Args)]
 pub struct VerifyArgs {
+    /// TOML configuration file naming the store; BYOK_BROKER_* environment variables override it.
+    #[arg(long, env = "BYOK_BROKER_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Only this organization's chain.
+    #[arg(long, conflicts_with = "broker_chain")]
     pub organization: Option<String>,
+    /// Only the chain of events without organization.
+    #[arg(long)]
     pub broker_chain: bool,
+    /// First chain position to check (default: the chain's start, or where retention cut it).
+    #[arg(long)]
     pub from_position: Option<i64>,
+    /// Last chain position to check (default: the chain's head).
+    #[arg(long)]
     pub to_position: Option<i64>,
+    /// Only events from the first created at or after this time (RFC 3339).
+    #[arg(long)]
     pub since: Option<String>,
+    /// Only events up to the last created before this time (RFC 3339).
+    #[arg(long)]
     pub until: Option<String>,
 }
 

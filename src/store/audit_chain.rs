@@ -411,6 +411,16 @@ fn stored_event(row: &Row) -> Result<StoredEvent, StoreError> {
     })
 }
 
+/// `chain`'s organization (bound as `?1`) and the condition selecting its events by it.
+fn chain_filter(chain: &str) -> Result<(Option<String>, &'static str), StoreError> {
+    let organization = organization_of(chain)
+        .ok_or_else(|| StoreError::Internal(format!("no chain is named {chain:?}")))?;
+    Ok(match organization {
+        Some(organization) => (Some(organization.to_owned()), "organization_id = ?1"),
+        None => (None, "organization_id IS NULL AND CAST(?1 AS TEXT) IS NULL"),
+    })
+}
+
 /// A chain as its head and purge records describe it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainHead {
@@ -476,14 +486,8 @@ impl Store {
         after: (i64, i64),
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let organization = organization_of(chain)
-            .ok_or_else(|| StoreError::Internal(format!("no chain is named {chain:?}")))?
-            .map(str::to_owned);
+        let (organization, same_chain) = chain_filter(chain)?;
         self.read(move |c| {
-            let same_chain = match organization {
-                Some(_) => "organization_id = ?1",
-                None => "organization_id IS NULL AND CAST(?1 AS TEXT) IS NULL",
-            };
             let sql = format!(
                 "SELECT {STORED_EVENT_COLUMNS} FROM audit_events WHERE {same_chain} \
                  AND chain_position IS NOT NULL \
@@ -506,14 +510,8 @@ impl Store {
         since: Option<String>,
         until: Option<String>,
     ) -> Result<Option<(i64, i64)>, StoreError> {
-        let organization = organization_of(chain)
-            .ok_or_else(|| StoreError::Internal(format!("no chain is named {chain:?}")))?
-            .map(str::to_owned);
+        let (organization, same_chain) = chain_filter(chain)?;
         self.read(move |c| {
-            let same_chain = match organization {
-                Some(_) => "organization_id = ?1",
-                None => "organization_id IS NULL AND CAST(?1 AS TEXT) IS NULL",
-            };
             let sql = format!(
                 "SELECT MIN(chain_position), MAX(chain_position) FROM audit_events WHERE {same_chain} \
                  AND chain_position IS NOT NULL AND (CAST(?2 AS TEXT) IS NULL OR created_at >= ?2) AND (CAST(?3 AS TEXT) IS NULL OR created_at < ?3)"

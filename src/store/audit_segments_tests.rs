@@ -40,6 +40,18 @@ fn read_all(dir: &Path, from: u64, end: u64) -> Vec<AuditEvent> {
     }
 }
 
+/// A log of six batches of four events in segments of 512 bytes (a segment per batch), still
+/// open: tests drop it to reopen the directory.
+fn six_batches_in_small_segments() -> (PathBuf, SegmentLog) {
+    let dir = dir();
+    let mut log = SegmentLog::open(&dir, 0).unwrap();
+    log.segment_bytes = 512;
+    for batch in 0..6 {
+        log.append(&events(batch * 4, 4)).unwrap();
+    }
+    (dir, log)
+}
+
 #[test]
 fn events_read_back_in_order_across_segments_and_reopenings() {
     let dir = dir();
@@ -96,13 +108,7 @@ fn a_torn_tail_is_cut_off_and_appends_continue_after_the_last_whole_record() {
 
 #[test]
 fn a_damaged_record_among_acknowledged_ones_stops_the_open() {
-    let dir = dir();
-    let mut log = SegmentLog::open(&dir, 0).unwrap();
-    log.segment_bytes = 512;
-    for batch in 0..6 {
-        log.append(&events(batch * 4, 4)).unwrap();
-    }
-    drop(log);
+    let (dir, _) = six_batches_in_small_segments();
     let (first, length) = segments(&dir).unwrap()[0];
     // One flipped byte in the middle of the first (closed) segment.
     let path = segment_path(&dir, first);
@@ -124,13 +130,7 @@ fn a_damaged_record_among_acknowledged_ones_stops_the_open() {
 
 #[test]
 fn a_missing_segment_among_unindexed_ones_stops_the_open() {
-    let dir = dir();
-    let mut log = SegmentLog::open(&dir, 0).unwrap();
-    log.segment_bytes = 512;
-    for batch in 0..6 {
-        log.append(&events(batch * 4, 4)).unwrap();
-    }
-    drop(log);
+    let (dir, _) = six_batches_in_small_segments();
     let found = segments(&dir).unwrap();
     std::fs::remove_file(segment_path(&dir, found[1].0)).unwrap();
     let error = SegmentLog::open(&dir, 0).err().expect("refused");
@@ -161,13 +161,8 @@ fn a_log_behind_the_databases_checkpoint_never_reuses_indexed_offsets() {
 
 #[test]
 fn indexed_segments_are_removed_and_an_empty_segment_left_by_a_crash_is_harmless() {
-    let dir = dir();
-    let mut log = SegmentLog::open(&dir, 0).unwrap();
-    log.segment_bytes = 512;
-    let mut end = 0;
-    for batch in 0..6 {
-        end = log.append(&events(batch * 4, 4)).unwrap();
-    }
+    let (dir, log) = six_batches_in_small_segments();
+    let end = log.end();
     let before = segments(&dir).unwrap().len();
     log.remove_indexed(end).unwrap();
     assert_eq!(segments(&dir).unwrap().len(), 1, "{before} segments before");
@@ -219,13 +214,7 @@ fn every_field_of_an_event_reads_back_as_written() {
 
 #[test]
 fn a_missing_first_unindexed_segment_stops_the_open() {
-    let dir = dir();
-    let mut log = SegmentLog::open(&dir, 0).unwrap();
-    log.segment_bytes = 512;
-    for batch in 0..6 {
-        log.append(&events(batch * 4, 4)).unwrap();
-    }
-    drop(log);
+    let (dir, _) = six_batches_in_small_segments();
     let first = segments(&dir).unwrap()[0].0;
     std::fs::remove_file(segment_path(&dir, first)).unwrap();
     let error = SegmentLog::open(&dir, 0).err().expect("refused");
